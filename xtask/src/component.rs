@@ -1,0 +1,1047 @@
+//! Component files: `components/<name>.toml`, one exporter each.
+//!
+//! Loading parses with spans so that every error names `file:line:col`, the field and the
+//! value. Validation is strict: every value that ends up in a control file, unit, script or XML
+//! is checked against a character set that is safe in all of them, so the renderers never have
+//! to guess.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::package::Arch;
+
+/// A component error: where, which field, which value, what is wrong.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ComponentError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub col: usize,
+    pub field: String,
+    pub value: String,
+    pub message: String,
+}
+
+impl fmt::Display for ComponentError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: ", self.file.display(), self.line, self.col)?;
+        if !self.field.is_empty() {
+            write!(f, "field `{}`", self.field)?;
+            if !self.value.is_empty() {
+                write!(f, " = {:?}", self.value)?;
+            }
+            write!(f, ": ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// All errors found in one file (validation goes on past the first one).
+#[derive(Debug, thiserror::Error)]
+pub struct ComponentErrors(pub Vec<ComponentError>);
+
+impl fmt::Display for ComponentErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw (as written) schema
+
+type S = Spanned<String>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    name: S,
+    version: S,
+    revision: Spanned<i64>,
+    summary: S,
+    description: S,
+    license: S,
+    homepage: S,
+    #[serde(default)]
+    conflicts: RawConflicts,
+    source: RawSource,
+    service: RawService,
+    #[serde(default)]
+    config: Vec<RawConfig>,
+    #[serde(default)]
+    firewall: RawFirewall,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConflicts {
+    #[serde(default)]
+    deb: Vec<S>,
+    #[serde(default)]
+    rpm: Vec<S>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    url: S,
+    #[serde(default)]
+    checksums: Option<S>,
+    binary: S,
+    #[serde(default)]
+    license_file: Option<S>,
+    #[serde(default)]
+    arch: BTreeMap<String, S>,
+    #[serde(default)]
+    sha256: BTreeMap<Spanned<String>, S>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    user: S,
+    #[serde(default)]
+    group: Option<S>,
+    listen: S,
+    #[serde(default)]
+    listen_flag: Option<S>,
+    #[serde(default)]
+    args: Vec<S>,
+    #[serde(default)]
+    protect_home: Option<S>,
+    #[serde(default)]
+    protect_proc: Option<S>,
+    #[serde(default)]
+    proc_subset: Option<S>,
+    #[serde(default)]
+    capabilities: Vec<S>,
+    #[serde(default)]
+    extra_address_families: Vec<S>,
+    #[serde(default)]
+    read_write_paths: Vec<S>,
+    #[serde(default)]
+    state_directory: Option<S>,
+    #[serde(default)]
+    memory_max: Option<S>,
+    #[serde(default)]
+    tasks_max: Option<Spanned<i64>>,
+    #[serde(default)]
+    limit_nofile: Option<Spanned<i64>>,
+    #[serde(default)]
+    reason: BTreeMap<Spanned<String>, S>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    path: S,
+    #[serde(default)]
+    mode: Option<S>,
+    #[serde(default)]
+    owner: Option<S>,
+    #[serde(default)]
+    group: Option<S>,
+    content: S,
+    #[serde(default)]
+    credential: Option<Spanned<bool>>,
+    #[serde(default)]
+    flag: Option<S>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFirewall {
+    #[serde(default)]
+    ports: Vec<S>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validated component
+
+/// A validated component. Every string in it is safe to place in a control file, unit file,
+/// shell script (single-quoted or bare, as the templates do) and XML text.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Component {
+    /// File stem and rpm package name, e.g. `node_exporter`.
+    pub name: String,
+    /// Debian package name, e.g. `node-exporter`.
+    pub deb_name: String,
+    pub version: String,
+    pub revision: u32,
+    pub summary: String,
+    pub description: String,
+    pub license: String,
+    pub homepage: String,
+    pub conflicts_deb: Vec<String>,
+    pub conflicts_rpm: Vec<String>,
+    pub source: Source,
+    pub service: Service,
+    pub config: Vec<ConfigFile>,
+    pub firewall: Firewall,
+    /// The file it was loaded from.
+    #[serde(skip)]
+    pub file: PathBuf,
+    /// sha256 of the file's bytes (for provenance and build caching).
+    pub file_sha256: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Source {
+    /// URL template with `{version}` and `{arch}`.
+    pub url: String,
+    /// URL template of the upstream checksum file (read by `pin` only, never at build time).
+    pub checksums: Option<String>,
+    /// Path of the binary inside the archive (template).
+    pub binary: String,
+    /// Path of the license file inside the archive (template), if any.
+    pub license_file: Option<String>,
+    /// Upstream spelling of each arch.
+    pub arch_names: BTreeMap<Arch, String>,
+    /// The pins: the authority.
+    pub sha256: BTreeMap<Arch, String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Service {
+    pub user: String,
+    pub group: String,
+    pub listen: String,
+    pub listen_flag: String,
+    pub args: Vec<String>,
+    pub protect_home: String,
+    pub protect_proc: String,
+    pub proc_subset: String,
+    pub capabilities: Vec<String>,
+    pub address_families: Vec<String>,
+    pub read_write_paths: Vec<String>,
+    pub state_directory: Option<String>,
+    pub memory_max: String,
+    pub tasks_max: u32,
+    pub limit_nofile: u32,
+    /// Why each widening of the baseline is needed, by directive name.
+    pub reasons: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConfigFile {
+    pub path: String,
+    pub mode: u32,
+    pub owner: String,
+    pub group: String,
+    pub content: String,
+    /// A credential file: shipped with a placeholder; the service does not start while the
+    /// placeholder marker is in it.
+    pub credential: bool,
+    /// Command-line flag that points the exporter at this file (`--config.my-cnf`).
+    pub flag: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Firewall {
+    pub ports: Vec<Port>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Port {
+    pub port: u16,
+    pub proto: String,
+}
+
+/// The marker a credential placeholder must contain; the unit refuses to start while it is there.
+pub const PLACEHOLDER_MARKER: &str = "OBSERVABILITY-STACK-PLACEHOLDER";
+
+const DEFAULT_FAMILIES: [&str; 3] = ["AF_UNIX", "AF_INET", "AF_INET6"];
+
+impl Component {
+    /// Arches that have a pin (and so are built).
+    pub fn pinned_arches(&self) -> Vec<Arch> {
+        self.source.sha256.keys().copied().collect()
+    }
+
+    /// Expand a URL/path template for an arch.
+    pub fn expand(&self, template: &str, arch: Arch) -> String {
+        let upstream = self
+            .source
+            .arch_names
+            .get(&arch)
+            .map(String::as_str)
+            .unwrap_or(arch.deb());
+        template
+            .replace("{version}", &self.version)
+            .replace("{arch}", upstream)
+    }
+
+    pub fn url(&self, arch: Arch) -> String {
+        self.expand(&self.source.url, arch)
+    }
+
+    /// The unit file name.
+    pub fn unit_name(&self) -> String {
+        format!("{}.service", self.name)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading
+
+struct Ctx<'a> {
+    file: &'a Path,
+    text: &'a str,
+    errors: Vec<ComponentError>,
+}
+
+impl Ctx<'_> {
+    fn pos(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let before = &self.text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let col = before
+            .rfind('\n')
+            .map(|i| before[i + 1..].chars().count() + 1)
+            .unwrap_or(before.chars().count() + 1);
+        (line, col)
+    }
+
+    fn err(&mut self, span: Range<usize>, field: &str, value: &str, message: impl Into<String>) {
+        let (line, col) = self.pos(span.start);
+        self.errors.push(ComponentError {
+            file: self.file.to_path_buf(),
+            line,
+            col,
+            field: field.to_string(),
+            value: value.to_string(),
+            message: message.into(),
+        });
+    }
+
+    /// Check a spanned string with a predicate returning an error message.
+    fn check(&mut self, s: &S, field: &str, f: impl Fn(&str) -> Result<(), String>) -> String {
+        let v = s.get_ref();
+        if let Err(m) = f(v) {
+            self.err(s.span(), field, v, m);
+        }
+        v.clone()
+    }
+}
+
+/// Load and validate every `*.toml` in `dir`, sorted by name. Errors of all files are returned
+/// together.
+pub fn load_dir(dir: &Path) -> anyhow::Result<Vec<Component>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| anyhow::anyhow!("{}: cannot read components directory: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    paths.sort();
+    if paths.is_empty() {
+        anyhow::bail!("{}: no component files (*.toml)", dir.display());
+    }
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for p in paths {
+        match load_file(&p) {
+            Ok(c) => out.push(c),
+            Err(e) => errors.extend(e.0),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ComponentErrors(errors).into());
+    }
+    Ok(out)
+}
+
+/// Load and validate one component file.
+pub fn load_file(path: &Path) -> Result<Component, ComponentErrors> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        ComponentErrors(vec![ComponentError {
+            file: path.to_path_buf(),
+            line: 0,
+            col: 0,
+            field: String::new(),
+            value: String::new(),
+            message: format!("cannot read: {e}"),
+        }])
+    })?;
+    let text = match String::from_utf8(bytes.clone()) {
+        Ok(t) => t,
+        Err(e) => {
+            let mut cx = Ctx {
+                file: path,
+                text: "",
+                errors: vec![],
+            };
+            let off = e.utf8_error().valid_up_to();
+            let text = String::from_utf8_lossy(&bytes[..off]).into_owned();
+            cx.text = &text;
+            cx.err(off..off, "", "", "file is not valid UTF-8");
+            return Err(ComponentErrors(cx.errors));
+        }
+    };
+    let digest = crate::digest::sha256_hex(text.as_bytes());
+    parse_str(path, &text, digest)
+}
+
+/// Parse and validate component text (the file name gives the component name).
+pub fn parse_str(path: &Path, text: &str, file_sha256: String) -> Result<Component, ComponentErrors> {
+    let mut cx = Ctx {
+        file: path,
+        text,
+        errors: vec![],
+    };
+    let raw: Raw = match toml::from_str(text) {
+        Ok(r) => r,
+        Err(e) => {
+            let span = e.span().unwrap_or(0..0);
+            cx.err(span, "", "", e.message().trim().to_string());
+            return Err(ComponentErrors(cx.errors));
+        }
+    };
+    let c = validate(&mut cx, raw, file_sha256);
+    if cx.errors.is_empty() {
+        Ok(c.expect("validated component"))
+    } else {
+        Err(ComponentErrors(cx.errors))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validators. Each returns Err(message) for a bad value.
+
+fn no_controls(v: &str) -> Result<(), String> {
+    if let Some(c) = v.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "contains the control character U+{:04X}; it would break a control file, unit or script",
+            c as u32
+        ));
+    }
+    Ok(())
+}
+
+fn charset(v: &str, allowed: impl Fn(char) -> bool, what: &str) -> Result<(), String> {
+    no_controls(v)?;
+    if v.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if let Some(c) = v.chars().find(|c| !allowed(*c)) {
+        return Err(format!("character {c:?} is not allowed in {what}"));
+    }
+    Ok(())
+}
+
+pub fn valid_component_name(v: &str) -> Result<(), String> {
+    charset(
+        v,
+        |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-',
+        "a component name (a-z, 0-9, _ and -)",
+    )?;
+    if !v.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit()) || v.len() < 2 {
+        return Err("must start with a-z or 0-9 and be at least 2 characters".into());
+    }
+    if v.len() > 64 {
+        return Err("longer than 64 characters".into());
+    }
+    Ok(())
+}
+
+pub fn valid_deb_name(v: &str) -> Result<(), String> {
+    charset(
+        v,
+        |c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+.-".contains(c),
+        "a Debian package name ([a-z0-9][a-z0-9+.-]+)",
+    )?;
+    if v.len() < 2 || !v.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit()) {
+        return Err("a Debian package name is [a-z0-9][a-z0-9+.-]+".into());
+    }
+    Ok(())
+}
+
+pub fn valid_rpm_name(v: &str) -> Result<(), String> {
+    charset(
+        v,
+        |c| c.is_ascii_alphanumeric() || "._+-".contains(c),
+        "an RPM package name ([A-Za-z0-9._+-])",
+    )?;
+    if !v.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err("an RPM package name starts with a letter or digit".into());
+    }
+    Ok(())
+}
+
+pub fn valid_version(v: &str) -> Result<(), String> {
+    charset(
+        v,
+        |c| c.is_ascii_alphanumeric() || ".+~".contains(c),
+        "a version (A-Z a-z 0-9 . + ~; no '-', which separates the revision)",
+    )?;
+    if !v.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err("a version must start with a digit".into());
+    }
+    if v.len() > 64 {
+        return Err("longer than 64 characters".into());
+    }
+    Ok(())
+}
+
+fn valid_summary(v: &str) -> Result<(), String> {
+    no_controls(v)?;
+    if v.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    if v.trim() != v {
+        return Err("must not start or end with white space".into());
+    }
+    if v.chars().count() > 80 {
+        return Err("longer than 80 characters (Debian's synopsis limit)".into());
+    }
+    if v.ends_with('.') {
+        return Err("a synopsis does not end with a full stop".into());
+    }
+    if v.contains(['<', '>', '&', '"', '\'', '`', '$', '\\', '%']) {
+        return Err("must not contain < > & \" ' ` $ \\ or %".into());
+    }
+    Ok(())
+}
+
+fn valid_description(v: &str) -> Result<(), String> {
+    if let Some(c) = v.chars().find(|c| c.is_control() && *c != '\n') {
+        return Err(format!(
+            "contains the control character U+{:04X} (only newlines are allowed)",
+            c as u32
+        ));
+    }
+    if v.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    if v.contains(['<', '>', '&', '`', '$', '\\', '%']) {
+        return Err("must not contain < > & ` $ \\ or %".into());
+    }
+    Ok(())
+}
+
+fn valid_license(v: &str) -> Result<(), String> {
+    charset(
+        v,
+        |c| c.is_ascii_alphanumeric() || ".+-() ".contains(c),
+        "an SPDX license expression",
+    )
+}
+
+fn url_chars(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-._~:/?#[]@!*+,;=%".contains(c)
+}
+
+pub fn valid_https_url(v: &str) -> Result<(), String> {
+    charset(v, url_chars, "a URL")?;
+    let rest = v
+        .strip_prefix("https://")
+        .ok_or_else(|| "must be an https:// URL".to_string())?;
+    let host = rest.split('/').next().unwrap_or("");
+    if host.is_empty() || host.contains('@') {
+        return Err("URL needs a host (and no user info)".into());
+    }
+    Ok(())
+}
+
+fn valid_url_template(v: &str) -> Result<(), String> {
+    let probe = v.replace("{version}", "1").replace("{arch}", "x");
+    if probe.contains(['{', '}']) {
+        return Err("only {version} and {arch} may be used in a URL template".into());
+    }
+    valid_https_url(&probe)
+}
+
+fn valid_member_template(v: &str) -> Result<(), String> {
+    let probe = v.replace("{version}", "1").replace("{arch}", "x");
+    charset(
+        &probe,
+        |c| c.is_ascii_alphanumeric() || "._+-/".contains(c),
+        "an archive member path",
+    )?;
+    if probe.starts_with('/') || probe.split('/').any(|s| s == ".." || s == "." || s.is_empty()) {
+        return Err("must be a relative path without '.', '..' or empty components".into());
+    }
+    Ok(())
+}
+
+pub fn valid_sha256(v: &str) -> Result<(), String> {
+    if v.len() != 64 || !v.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)) {
+        return Err("must be 64 lowercase hex digits".into());
+    }
+    Ok(())
+}
+
+fn valid_user(v: &str) -> Result<(), String> {
+    charset(
+        v,
+        |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-',
+        "a user or group name (a-z 0-9 _ -)",
+    )?;
+    if !v.starts_with(|c: char| c.is_ascii_lowercase() || c == '_') {
+        return Err("must start with a-z or _".into());
+    }
+    if v.len() > 31 {
+        return Err("longer than 31 characters".into());
+    }
+    if v == "root" {
+        return Err("the service must not run as root".into());
+    }
+    Ok(())
+}
+
+fn valid_owner(v: &str) -> Result<(), String> {
+    if v == "root" {
+        return Ok(());
+    }
+    valid_user(v)
+}
+
+/// `host:port`, host an IP address (IPv6 in brackets) or `localhost`.
+pub fn valid_listen(v: &str) -> Result<(), String> {
+    no_controls(v)?;
+    let (host, port) = v
+        .rsplit_once(':')
+        .ok_or_else(|| "must be HOST:PORT".to_string())?;
+    let port: u32 = port
+        .parse()
+        .map_err(|_| format!("port {port:?} is not a number"))?;
+    if !(1..=65535).contains(&port) {
+        return Err(format!("port {port} is outside 1-65535"));
+    }
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    if h != "localhost" && h.parse::<IpAddr>().is_err() {
+        return Err(format!("host {host:?} is not an IP address or localhost"));
+    }
+    if h.contains(':') && !host.starts_with('[') {
+        return Err("an IPv6 address must be written in brackets".into());
+    }
+    Ok(())
+}
+
+fn valid_flag(v: &str) -> Result<(), String> {
+    charset(
+        v,
+        |c| c.is_ascii_alphanumeric() || ".-_".contains(c),
+        "a command-line flag",
+    )?;
+    if !v.starts_with("--") || v.len() < 3 {
+        return Err("a flag starts with --".into());
+    }
+    Ok(())
+}
+
+/// Arguments land in the env file (a double-quoted shell-style value) and so in ExecStart:
+/// keep them to characters that mean nothing to systemd, the shell or dpkg.
+fn valid_arg(v: &str) -> Result<(), String> {
+    charset(
+        v,
+        |c| c.is_ascii_alphanumeric() || "-_.,:=/@+^|()[]*?".contains(c),
+        "an exporter argument (letters, digits and -_.,:=/@+^|()[]*?)",
+    )
+}
+
+pub fn valid_abs_path(v: &str) -> Result<(), String> {
+    charset(
+        v,
+        |c| c.is_ascii_alphanumeric() || "._+-/".contains(c),
+        "a path (letters, digits, . _ + - /)",
+    )?;
+    if !v.starts_with('/') {
+        return Err("must be an absolute path".into());
+    }
+    if v.len() > 1 && v.ends_with('/') {
+        return Err("must not end with /".into());
+    }
+    if v[1..].split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+        return Err("must not contain empty, '.' or '..' components".into());
+    }
+    Ok(())
+}
+
+fn valid_mode(v: &str) -> Result<u32, String> {
+    let m = u32::from_str_radix(v, 8).map_err(|_| "must be an octal mode like \"0640\"".to_string())?;
+    if v.len() != 4 || m > 0o777 {
+        return Err("must be four octal digits without setuid/setgid/sticky bits (e.g. \"0640\")".into());
+    }
+    if m & 0o002 != 0 {
+        return Err("world-writable files are refused".into());
+    }
+    Ok(m)
+}
+
+const KNOWN_CAPS: &[&str] = &[
+    "CAP_NET_RAW",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_ADMIN",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_RAWIO",
+    "CAP_SYSLOG",
+];
+
+const KNOWN_FAMILIES: &[&str] = &["AF_NETLINK", "AF_PACKET", "AF_UNIX", "AF_INET", "AF_INET6"];
+
+fn valid_memory(v: &str) -> Result<(), String> {
+    let digits = v.trim_end_matches(['K', 'M', 'G']);
+    if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) || v.len() - digits.len() > 1 {
+        return Err("must be a size like 256M or 1G".into());
+    }
+    Ok(())
+}
+
+fn one_of(v: &str, allowed: &[&str]) -> Result<(), String> {
+    if allowed.contains(&v) {
+        Ok(())
+    } else {
+        Err(format!("must be one of {}", allowed.join(", ")))
+    }
+}
+
+fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component> {
+    let stem = cx
+        .file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = cx.check(&raw.name, "name", valid_component_name);
+    if name != stem && valid_component_name(&name).is_ok() {
+        cx.err(
+            raw.name.span(),
+            "name",
+            &name,
+            format!("must equal the file stem {stem:?} (the command line names components by file)"),
+        );
+    }
+    let deb_name = name.replace('_', "-");
+    let version = cx.check(&raw.version, "version", valid_version);
+    let revision = *raw.revision.get_ref();
+    if !(1..=9999).contains(&revision) {
+        cx.err(raw.revision.span(), "revision", &revision.to_string(), "must be 1-9999");
+    }
+    let summary = cx.check(&raw.summary, "summary", valid_summary);
+    let description = cx.check(&raw.description, "description", valid_description);
+    let license = cx.check(&raw.license, "license", valid_license);
+    let homepage = cx.check(&raw.homepage, "homepage", valid_https_url);
+    let conflicts_deb = raw
+        .conflicts
+        .deb
+        .iter()
+        .map(|s| cx.check(s, "conflicts.deb", valid_deb_name))
+        .collect();
+    let conflicts_rpm = raw
+        .conflicts
+        .rpm
+        .iter()
+        .map(|s| cx.check(s, "conflicts.rpm", valid_rpm_name))
+        .collect();
+
+    // source
+    let url = cx.check(&raw.source.url, "source.url", valid_url_template);
+    if !(url.ends_with(".tar.gz") || url.ends_with(".tgz") || url.ends_with(".zip")) {
+        cx.err(
+            raw.source.url.span(),
+            "source.url",
+            &url,
+            "the asset must be a .tar.gz, .tgz or .zip",
+        );
+    }
+    let checksums = raw
+        .source
+        .checksums
+        .as_ref()
+        .map(|s| cx.check(s, "source.checksums", valid_url_template));
+    let binary = cx.check(&raw.source.binary, "source.binary", valid_member_template);
+    let license_file = raw
+        .source
+        .license_file
+        .as_ref()
+        .map(|s| cx.check(s, "source.license_file", valid_member_template));
+    let mut arch_names = BTreeMap::new();
+    for (k, v) in &raw.source.arch {
+        let field = format!("source.arch.{k}");
+        match Arch::parse(k) {
+            Some(a) if a.deb() == k => {
+                let n = cx.check(v, &field, |s| {
+                    charset(s, |c| c.is_ascii_alphanumeric() || c == '_', "an arch name")
+                });
+                arch_names.insert(a, n);
+            }
+            _ => cx.err(v.span(), &field, k, "unknown arch (amd64 or arm64)"),
+        }
+    }
+    let mut sha256 = BTreeMap::new();
+    for (k, v) in &raw.source.sha256 {
+        let field = format!("source.sha256.{}", k.get_ref());
+        match Arch::parse(k.get_ref()) {
+            Some(a) if a.deb() == k.get_ref() => {
+                let d = cx.check(v, &field, valid_sha256);
+                sha256.insert(a, d);
+            }
+            _ => cx.err(k.span(), &field, k.get_ref(), "unknown arch (amd64 or arm64)"),
+        }
+    }
+
+    // service
+    let s = &raw.service;
+    let user = cx.check(&s.user, "service.user", valid_user);
+    let group = s
+        .group
+        .as_ref()
+        .map(|g| cx.check(g, "service.group", valid_user))
+        .unwrap_or_else(|| user.clone());
+    let listen = cx.check(&s.listen, "service.listen", valid_listen);
+    let listen_flag = s
+        .listen_flag
+        .as_ref()
+        .map(|f| cx.check(f, "service.listen_flag", valid_flag))
+        .unwrap_or_else(|| "--web.listen-address".into());
+    let args: Vec<String> = s.args.iter().map(|a| cx.check(a, "service.args", valid_arg)).collect();
+    let mut reasons = BTreeMap::new();
+    for (k, v) in &s.reason {
+        let field = format!("service.reason.{}", k.get_ref());
+        let r = cx.check(v, &field, |r| {
+            no_controls(r)?;
+            if r.trim().len() < 10 {
+                return Err("give a reason a reader can check (at least 10 characters)".into());
+            }
+            Ok(())
+        });
+        reasons.insert(k.get_ref().clone(), r);
+    }
+    let need_reason = |cx: &mut Ctx<'_>, key: &str, span: Range<usize>, value: &str| {
+        if !s.reason.keys().any(|k| k.get_ref() == key) {
+            cx.err(
+                span,
+                &format!("service.{key}"),
+                value,
+                format!("widens the hardened baseline: add service.reason.{key} saying why"),
+            );
+        }
+    };
+    let protect_home = match &s.protect_home {
+        Some(v) => {
+            let x = cx.check(v, "service.protect_home", |x| one_of(x, &["yes", "read-only", "tmpfs"]));
+            if x != "yes" {
+                need_reason(cx, "protect_home", v.span(), &x);
+            }
+            x
+        }
+        None => "yes".into(),
+    };
+    let protect_proc = match &s.protect_proc {
+        Some(v) => {
+            let x = cx.check(v, "service.protect_proc", |x| {
+                one_of(x, &["invisible", "ptraceable", "noaccess", "default"])
+            });
+            if x != "invisible" {
+                need_reason(cx, "protect_proc", v.span(), &x);
+            }
+            x
+        }
+        None => "invisible".into(),
+    };
+    let proc_subset = match &s.proc_subset {
+        Some(v) => {
+            let x = cx.check(v, "service.proc_subset", |x| one_of(x, &["pid", "all"]));
+            if x != "pid" {
+                need_reason(cx, "proc_subset", v.span(), &x);
+            }
+            x
+        }
+        None => "pid".into(),
+    };
+    let mut capabilities = Vec::new();
+    for c in &s.capabilities {
+        let x = cx.check(c, "service.capabilities", |x| one_of(x, KNOWN_CAPS));
+        need_reason(cx, "capabilities", c.span(), &x);
+        capabilities.push(x);
+    }
+    let mut address_families: Vec<String> = DEFAULT_FAMILIES.iter().map(|s| s.to_string()).collect();
+    for f in &s.extra_address_families {
+        let x = cx.check(f, "service.extra_address_families", |x| one_of(x, KNOWN_FAMILIES));
+        need_reason(cx, "extra_address_families", f.span(), &x);
+        if !address_families.contains(&x) {
+            address_families.push(x);
+        }
+    }
+    let mut read_write_paths = Vec::new();
+    for p in &s.read_write_paths {
+        let x = cx.check(p, "service.read_write_paths", valid_abs_path);
+        need_reason(cx, "read_write_paths", p.span(), &x);
+        read_write_paths.push(x);
+    }
+    let state_directory = s.state_directory.as_ref().map(|d| {
+        cx.check(d, "service.state_directory", |x| {
+            valid_member_template(x)?;
+            if x.contains(['{', '}']) {
+                return Err("a directory name below /var/lib".into());
+            }
+            Ok(())
+        })
+    });
+    let memory_max = s
+        .memory_max
+        .as_ref()
+        .map(|m| cx.check(m, "service.memory_max", valid_memory))
+        .unwrap_or_else(|| "512M".into());
+    let int_field = |cx: &mut Ctx<'_>, v: &Option<Spanned<i64>>, field: &str, default: u32, max: i64| {
+        match v {
+            None => default,
+            Some(x) => {
+                let n = *x.get_ref();
+                if !(1..=max).contains(&n) {
+                    cx.err(x.span(), field, &n.to_string(), format!("must be 1-{max}"));
+                    default
+                } else {
+                    n as u32
+                }
+            }
+        }
+    };
+    let tasks_max = int_field(cx, &s.tasks_max, "service.tasks_max", 256, 65536);
+    let limit_nofile = int_field(cx, &s.limit_nofile, "service.limit_nofile", 8192, 1048576);
+
+    // config files
+    let mut config = Vec::new();
+    for (i, c) in raw.config.iter().enumerate() {
+        let f = |n: &str| format!("config[{i}].{n}");
+        let path = cx.check(&c.path, &f("path"), |p| {
+            valid_abs_path(p)?;
+            if !p.starts_with("/etc/") {
+                return Err("configuration lives under /etc".into());
+            }
+            Ok(())
+        });
+        let mode = match &c.mode {
+            Some(m) => match valid_mode(m.get_ref()) {
+                Ok(x) => x,
+                Err(e) => {
+                    cx.err(m.span(), &f("mode"), m.get_ref(), e);
+                    0o640
+                }
+            },
+            None => 0o640,
+        };
+        let owner = c
+            .owner
+            .as_ref()
+            .map(|o| cx.check(o, &f("owner"), valid_owner))
+            .unwrap_or_else(|| "root".into());
+        let cgroup = c
+            .group
+            .as_ref()
+            .map(|g| cx.check(g, &f("group"), valid_owner))
+            .unwrap_or_else(|| group.clone());
+        let content = cx.check(&c.content, &f("content"), |t| {
+            if let Some(ch) = t.chars().find(|c| c.is_control() && *c != '\n' && *c != '\t') {
+                return Err(format!("contains the control character U+{:04X}", ch as u32));
+            }
+            Ok(())
+        });
+        let credential = c.credential.as_ref().map(|b| *b.get_ref()).unwrap_or(false);
+        if credential {
+            if !content.contains(PLACEHOLDER_MARKER) {
+                cx.err(
+                    c.content.span(),
+                    &f("content"),
+                    "",
+                    format!("a credential file ships a placeholder containing {PLACEHOLDER_MARKER}"),
+                );
+            }
+            if mode & 0o007 != 0 {
+                cx.err(
+                    c.path.span(),
+                    &f("mode"),
+                    &format!("{mode:04o}"),
+                    "a credential file must not be readable by others",
+                );
+            }
+        }
+        let flag = c.flag.as_ref().map(|x| cx.check(x, &f("flag"), valid_flag));
+        if config.iter().any(|x: &ConfigFile| x.path == path) {
+            cx.err(c.path.span(), &f("path"), &path, "declared twice");
+        }
+        config.push(ConfigFile {
+            path,
+            mode,
+            owner,
+            group: cgroup,
+            content,
+            credential,
+            flag,
+        });
+    }
+
+    // firewall
+    let mut ports = Vec::new();
+    for p in &raw.firewall.ports {
+        let v = p.get_ref();
+        let parsed = v.split_once('/').and_then(|(n, pr)| {
+            let n: u32 = n.parse().ok()?;
+            ((1..=65535).contains(&n) && (pr == "tcp" || pr == "udp")).then(|| Port {
+                port: n as u16,
+                proto: pr.to_string(),
+            })
+        });
+        match parsed {
+            Some(x) => ports.push(x),
+            None => cx.err(p.span(), "firewall.ports", v, "must be PORT/tcp or PORT/udp with PORT 1-65535"),
+        }
+    }
+
+    if !cx.errors.is_empty() {
+        return None;
+    }
+    Some(Component {
+        name,
+        deb_name,
+        version,
+        revision: revision as u32,
+        summary,
+        description,
+        license,
+        homepage,
+        conflicts_deb,
+        conflicts_rpm,
+        source: Source {
+            url,
+            checksums,
+            binary,
+            license_file,
+            arch_names,
+            sha256,
+        },
+        service: Service {
+            user,
+            group,
+            listen,
+            listen_flag,
+            args,
+            protect_home,
+            protect_proc,
+            proc_subset,
+            capabilities,
+            address_families,
+            read_write_paths,
+            state_directory,
+            memory_max,
+            tasks_max,
+            limit_nofile,
+            reasons,
+        },
+        config,
+        firewall: Firewall { ports },
+        file: cx.file.to_path_buf(),
+        file_sha256,
+    })
+}

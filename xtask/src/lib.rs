@@ -1,0 +1,14 @@
+//! observability-stack pipeline: components → fetch → unpack → render → describe → deb/rpm.
+//!
+//! Each stage is a function of its inputs; `dist` strings them together. See ARCHITECTURE.md.
+
+pub mod component;
+pub mod deb;
+pub mod digest;
+pub mod dist;
+pub mod elf;
+pub mod fetch;
+pub mod package;
+pub mod render;
+pub mod rpm_writer;
+pub mod unpack;
