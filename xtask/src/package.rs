@@ -165,8 +165,33 @@ pub struct Package {
     pub changelog: Vec<String>,
     /// Seconds since the epoch for every timestamp in the output (SOURCE_DATE_EPOCH).
     pub source_date_epoch: u64,
-    /// Lintian overrides, `tag [context]` followed by `# reason`, deb only.
+    /// Lintian overrides as (`tag [context]`, one-line reason); deb only.
     pub lintian_overrides: Vec<(String, String)>,
+    /// Upstream copyright holder line (for debian/copyright), e.g. `The Prometheus Authors`.
+    pub copyright_holder: String,
+    /// The upstream license text shipped in the release archive, if any.
+    pub upstream_license: Option<Content>,
+}
+
+/// Payload compression for either writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    Xz,
+    Zstd,
+    Gzip,
+    None,
+}
+
+/// A package file written to disk.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Written {
+    pub path: PathBuf,
+    /// File name only, e.g. `node-exporter_1.10.2-1_amd64.deb`.
+    pub file_name: String,
+    pub size: u64,
+    pub sha256: String,
 }
 
 impl Package {

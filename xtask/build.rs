@@ -1,0 +1,31 @@
+//! Embeds every file under ../templates so the binary has a default for each template.
+use std::path::Path;
+
+fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            walk(&p, base, out);
+        } else if p.extension().is_some_and(|x| x == "hbs") {
+            let rel = p.strip_prefix(base).unwrap().to_string_lossy().replace('\\', "/");
+            out.push(format!(
+                "({:?}, include_str!({:?})),\n",
+                rel.trim_end_matches(".hbs"),
+                p.canonicalize().unwrap().display()
+            ));
+        }
+    }
+}
+
+fn main() {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../templates");
+    println!("cargo:rerun-if-changed={}", base.display());
+    let mut items = Vec::new();
+    if base.is_dir() {
+        walk(&base, &base, &mut items);
+    }
+    let code = format!("&[\n{}]", items.concat());
+    let out = Path::new(&std::env::var("OUT_DIR").unwrap()).join("templates.rs");
+    std::fs::write(out, code).unwrap();
+}
