@@ -120,3 +120,153 @@ impl Templates {
         self.hb.has_template(name)
     }
 }
+
+/// A rendered file, ready for the package description.
+#[derive(Debug, Clone)]
+pub struct RenderedFile {
+    pub path: String,
+    pub mode: u32,
+    pub config: bool,
+    pub text: String,
+}
+
+/// The template context of a component, for one format's layout.
+pub fn component_context(c: &crate::component::Component, layout: &crate::package::Layout) -> serde_json::Value {
+    use serde_json::json;
+    let s = &c.service;
+    let unit = c.unit_name();
+    let env_file = format!("{}/{}", layout.env_dir, env_file_name(c, layout));
+    let port = s.listen.rsplit_once(':').map(|x| x.1).unwrap_or_default().to_string();
+    let mut by_proto: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for p in &c.firewall.ports {
+        by_proto.entry(p.proto.clone()).or_default().push(p.port.to_string());
+    }
+    let ufw_ports = by_proto
+        .iter()
+        .map(|(proto, ports)| format!("{}/{}", ports.join(","), proto))
+        .collect::<Vec<_>>()
+        .join("|");
+    let sets: Vec<_> = by_proto
+        .iter()
+        .map(|(proto, ports)| json!({"proto": proto, "ports": ports.join(", ")}))
+        .collect();
+    let credential_files: Vec<_> = c
+        .config
+        .iter()
+        .filter(|f| f.credential)
+        .map(|f| json!({"path": f.path}))
+        .collect();
+    let config_flags: Vec<String> = c
+        .config
+        .iter()
+        .filter_map(|f| f.flag.as_ref().map(|fl| format!("{fl}={}", f.path)))
+        .collect();
+    let home = s
+        .state_directory
+        .as_ref()
+        .map(|d| format!("/var/lib/{d}"))
+        .unwrap_or_else(|| "-".into());
+    json!({
+        "name": c.name,
+        "deb_name": c.deb_name,
+        "version": c.version,
+        "summary": c.summary,
+        "homepage": c.homepage,
+        "unit": unit,
+        "user": s.user,
+        "group": s.group,
+        "separate_group": s.user != s.group,
+        "gecos": format!("{} service user", c.name),
+        "home": home,
+        "listen": s.listen,
+        "listen_flag": s.listen_flag,
+        "port": port,
+        "args": s.args.join(" "),
+        "env_file": env_file,
+        "marker": crate::component::PLACEHOLDER_MARKER,
+        "credential_files": credential_files,
+        "config_flags": config_flags,
+        "state_directory": s.state_directory,
+        "protect_home": s.protect_home,
+        "protect_proc": s.protect_proc,
+        "proc_subset": s.proc_subset,
+        "address_families": s.address_families.join(" "),
+        "capabilities": s.capabilities.join(" "),
+        "read_write_paths": s.read_write_paths,
+        "memory_max": s.memory_max,
+        "tasks_max": s.tasks_max,
+        "limit_nofile": s.limit_nofile,
+        "ports": c.firewall.ports,
+        "ufw_ports": ufw_ports,
+        "set_name": c.name.replace('-', "_"),
+        "sets": sets,
+    })
+}
+
+/// Name of the environment file: the package name of the format.
+pub fn env_file_name(c: &crate::component::Component, layout: &crate::package::Layout) -> String {
+    match layout.format {
+        crate::package::Format::Deb => c.deb_name.clone(),
+        crate::package::Format::Rpm => c.name.clone(),
+    }
+}
+
+/// Render every file of a component for one layout: unit, env file, sysusers entry, firewall
+/// files, config/credential files.
+pub fn render_component(
+    t: &Templates,
+    c: &crate::component::Component,
+    layout: &crate::package::Layout,
+) -> Result<Vec<RenderedFile>> {
+    let ctx = component_context(c, layout);
+    let r = |name: &str| t.render(name, &ctx).with_context(|| format!("component {}", c.name));
+    let mut out = vec![
+        RenderedFile {
+            path: format!("{}/{}", layout.unit_dir, c.unit_name()),
+            mode: 0o644,
+            config: false,
+            text: r("systemd.service")?,
+        },
+        RenderedFile {
+            path: format!("{}/{}", layout.env_dir, env_file_name(c, layout)),
+            mode: 0o644,
+            config: true,
+            text: r("env")?,
+        },
+        RenderedFile {
+            path: format!("{}/{}.conf", layout.sysusers_dir, c.name),
+            mode: 0o644,
+            config: false,
+            text: r("sysusers.conf")?,
+        },
+    ];
+    if !c.firewall.ports.is_empty() {
+        out.push(RenderedFile {
+            path: format!("/etc/ufw/applications.d/{}", c.name),
+            mode: 0o644,
+            config: true,
+            text: r("ufw")?,
+        });
+        out.push(RenderedFile {
+            path: format!("/usr/lib/firewalld/services/{}.xml", c.name),
+            mode: 0o644,
+            config: false,
+            text: r("firewalld.xml")?,
+        });
+        out.push(RenderedFile {
+            path: format!("/etc/nftables.d/{}.nft", c.name),
+            mode: 0o644,
+            config: true,
+            text: r("nftables.nft")?,
+        });
+    }
+    for f in &c.config {
+        out.push(RenderedFile {
+            path: f.path.clone(),
+            mode: f.mode,
+            config: true,
+            text: f.content.clone(),
+        });
+    }
+    Ok(out)
+}
