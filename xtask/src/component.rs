@@ -73,6 +73,8 @@ struct Raw {
     license: S,
     homepage: S,
     #[serde(default)]
+    copyright: Option<S>,
+    #[serde(default)]
     conflicts: RawConflicts,
     source: RawSource,
     service: RawService,
@@ -182,6 +184,8 @@ pub struct Component {
     pub description: String,
     pub license: String,
     pub homepage: String,
+    /// Upstream copyright holder (debian/copyright's `Copyright:`).
+    pub copyright: String,
     pub conflicts_deb: Vec<String>,
     pub conflicts_rpm: Vec<String>,
     pub source: Source,
@@ -732,6 +736,11 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
     let description = cx.check(&raw.description, "description", valid_description);
     let license = cx.check(&raw.license, "license", valid_license);
     let homepage = cx.check(&raw.homepage, "homepage", valid_https_url);
+    let copyright = raw
+        .copyright
+        .as_ref()
+        .map(|s| cx.check(s, "copyright", valid_summary))
+        .unwrap_or_else(|| format!("The {name} authors"));
     let conflicts_deb = raw
         .conflicts
         .deb
@@ -1011,6 +1020,7 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
         description,
         license,
         homepage,
+        copyright,
         conflicts_deb,
         conflicts_rpm,
         source: Source {

@@ -1,1 +1,457 @@
-//! TODO: being written.
+//! The driver: components → fetch → unpack → render → describe → writers → dist/.
+//!
+//! Everything is fetched and verified before anything is built, and everything is built in a
+//! staging directory beside the output before anything is moved into it: a failure at any
+//! point leaves the output directory exactly as it was.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use rayon::prelude::*;
+
+use crate::component::Component;
+use crate::elf::ElfInfo;
+use crate::fetch::{Fetcher, VerifiedArtifact};
+use crate::package::{
+    Arch, Compression, Content, DirEntry, FileEntry, FileKind, Format, Layout, Package, ServiceBehaviour, Written,
+};
+use crate::render::{RenderedFile, Templates};
+use crate::unpack::{self, ArchiveKind, Extracted, Limits};
+
+pub const DEFAULT_MAINTAINER: &str = "observability-stack packagers <packagers@observability-stack.org>";
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    /// Component names; empty = all.
+    pub components: Vec<String>,
+    /// Arches; empty = every pinned arch.
+    pub arches: Vec<Arch>,
+}
+
+/// One (component, arch) job, with why an asked-for arch is skipped.
+pub fn plan(all: &[Component], sel: &Selection) -> Result<(Vec<(Component, Arch)>, Vec<String>)> {
+    let mut notes = Vec::new();
+    for n in &sel.components {
+        if !all.iter().any(|c| &c.name == n) {
+            let known: Vec<&str> = all.iter().map(|c| c.name.as_str()).collect();
+            bail!("unknown component {n:?} (known: {})", known.join(", "));
+        }
+    }
+    let mut jobs = Vec::new();
+    for c in all {
+        if !sel.components.is_empty() && !sel.components.contains(&c.name) {
+            continue;
+        }
+        let arches: Vec<Arch> = if sel.arches.is_empty() {
+            Arch::ALL.to_vec()
+        } else {
+            sel.arches.clone()
+        };
+        for a in arches {
+            if c.source.sha256.contains_key(&a) {
+                jobs.push((c.clone(), a));
+            } else {
+                notes.push(format!("{} {a}: no sha256 pin in {}: not built", c.name, c.file.display()));
+            }
+        }
+    }
+    Ok((jobs, notes))
+}
+
+/// Fetch and verify every job's asset. All or nothing: any failure fails the whole run.
+pub fn fetch_all(
+    fetcher: &Fetcher,
+    jobs: &[(Component, Arch)],
+    progress: &Progress,
+) -> Result<Vec<VerifiedArtifact>> {
+    let results: Vec<Result<VerifiedArtifact>> = jobs
+        .par_iter()
+        .map(|(c, a)| {
+            let url = c.url(*a);
+            let pb = progress.bar(&format!("fetch {} {a}", c.name));
+            let r = fetcher.fetch(&c.name, *a, &url, &c.source.sha256[a], pb.as_ref());
+            if let Some(pb) = pb {
+                pb.finish_and_clear();
+            }
+            r
+        })
+        .collect();
+    let mut ok = Vec::new();
+    let mut errors = Vec::new();
+    for r in results {
+        match r {
+            Ok(v) => ok.push(v),
+            Err(e) => errors.push(format!("{e:#}")),
+        }
+    }
+    if !errors.is_empty() {
+        bail!("{}", errors.join("\n"));
+    }
+    Ok(ok)
+}
+
+/// Progress bars on a terminal; nothing otherwise.
+pub struct Progress {
+    multi: Option<indicatif::MultiProgress>,
+}
+
+impl Progress {
+    pub fn new(enabled: bool) -> Progress {
+        let on = enabled && std::io::stderr().is_terminal();
+        Progress {
+            multi: on.then(indicatif::MultiProgress::new),
+        }
+    }
+    pub fn bar(&self, msg: &str) -> Option<indicatif::ProgressBar> {
+        let m = self.multi.as_ref()?;
+        let pb = m.add(indicatif::ProgressBar::new(0));
+        pb.set_style(
+            indicatif::ProgressStyle::with_template("{msg:32} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        pb.set_message(msg.to_string());
+        Some(pb)
+    }
+    pub fn spinner(&self, msg: &str) -> Option<indicatif::ProgressBar> {
+        let m = self.multi.as_ref()?;
+        let pb = m.add(indicatif::ProgressBar::new_spinner());
+        pb.set_message(msg.to_string());
+        pb.enable_steady_tick(std::time::Duration::from_millis(120));
+        Some(pb)
+    }
+}
+
+/// Options of a build.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub out_dir: PathBuf,
+    pub deb_compression: Compression,
+    pub rpm_compression: Compression,
+    pub maintainer: String,
+    pub source_date_epoch: Option<u64>,
+}
+
+/// A package that was built, as the final table and `--json` report it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Built {
+    pub component: String,
+    pub package: String,
+    pub format: Format,
+    pub version: String,
+    pub arch: Arch,
+    /// Path relative to the output directory.
+    pub file: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// SOURCE_DATE_EPOCH: the environment's, else the last commit touching the component file,
+/// else the file's modification time. Never the wall clock.
+pub fn source_date_epoch(c: &Component, explicit: Option<u64>) -> u64 {
+    if let Some(e) = explicit {
+        return e;
+    }
+    if let Some(e) = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse().ok()) {
+        return e;
+    }
+    let dir = c.file.parent().unwrap_or(Path::new("."));
+    if let Ok(out) = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["log", "-1", "--format=%ct", "--"])
+        .arg(&c.file)
+        .stderr(std::process::Stdio::null())
+        .output()
+    {
+        if let Some(e) = String::from_utf8_lossy(&out.stdout).trim().parse().ok().filter(|e| *e > 0) {
+            return e;
+        }
+    }
+    std::fs::metadata(&c.file)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The staged inputs of one (component, arch): verified binary, license, ELF facts.
+pub struct Staged {
+    pub binary: Extracted,
+    pub license: Option<Extracted>,
+    pub elf: ElfInfo,
+}
+
+/// Safe extraction of the declared members, then ELF inspection.
+pub fn stage(c: &Component, art: &VerifiedArtifact, work: &Path) -> Result<Staged> {
+    let kind = ArchiveKind::from_name(&art.url)
+        .ok_or_else(|| anyhow!("{}: {}: not a .tar.gz or .zip", c.name, art.url))?;
+    let mut members = vec![c.expand(&c.source.binary, art.arch)];
+    if let Some(l) = &c.source.license_file {
+        members.push(c.expand(l, art.arch));
+    }
+    std::fs::create_dir_all(work)?;
+    let mut got = unpack::extract_members(&art.path, kind, &members, work, &Limits::default())
+        .map_err(|e| anyhow!("{} {}: {} (from {}): {e}", c.name, art.arch, art.path.display(), art.url))?;
+    let license = if got.len() > 1 { got.pop() } else { None };
+    let binary = got.pop().ok_or_else(|| anyhow!("{}: binary not extracted", c.name))?;
+    let elf = crate::elf::inspect(&binary.path, art.arch)
+        .with_context(|| format!("{} {}: {}", c.name, art.arch, members[0]))?;
+    Ok(Staged { binary, license, elf })
+}
+
+/// The format-neutral description of one package.
+pub fn describe(
+    c: &Component,
+    arch: Arch,
+    layout: &Layout,
+    staged: &Staged,
+    rendered: Vec<RenderedFile>,
+    opts: &BuildOptions,
+    sde: u64,
+) -> Result<Package> {
+    let bin_path = format!("/usr/bin/{}", c.name);
+    let mut files = vec![FileEntry {
+        path: bin_path.clone(),
+        mode: 0o755,
+        owner: "root".into(),
+        group: "root".into(),
+        kind: FileKind::Regular,
+        content: Content::File(staged.binary.path.clone()),
+        sha256: staged.binary.sha256.clone(),
+        size: staged.binary.size,
+    }];
+    for r in rendered {
+        let owner_group = c
+            .config
+            .iter()
+            .find(|f| f.path == r.path)
+            .map(|f| (f.owner.clone(), f.group.clone()))
+            .unwrap_or_else(|| ("root".into(), "root".into()));
+        let bytes = r.text.into_bytes();
+        files.push(FileEntry {
+            path: r.path,
+            mode: r.mode,
+            owner: owner_group.0,
+            group: owner_group.1,
+            kind: if r.config { FileKind::Config } else { FileKind::Regular },
+            sha256: crate::digest::sha256_hex(&bytes),
+            size: bytes.len() as u64,
+            content: Content::Bytes(bytes),
+        });
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut dirs = Vec::new();
+    let mut purge_paths = Vec::new();
+    // A directory of its own under /etc for config files (e.g. /etc/mysqld_exporter).
+    let own_etc = format!("/etc/{}", c.name);
+    if c.config.iter().any(|f| f.path.starts_with(&format!("{own_etc}/"))) {
+        dirs.push(DirEntry {
+            path: own_etc.clone(),
+            mode: 0o755,
+            owner: "root".into(),
+            group: "root".into(),
+        });
+        purge_paths.push(own_etc);
+    }
+    if let Some(d) = &c.service.state_directory {
+        purge_paths.push(format!("/var/lib/{d}"));
+    }
+    let (name, conflicts, depends) = match layout.format {
+        Format::Deb => (c.deb_name.clone(), c.conflicts_deb.clone(), staged.elf.deb_depends()?),
+        Format::Rpm => (c.name.clone(), c.conflicts_rpm.clone(), staged.elf.rpm_requires()),
+    };
+    let rel_bin = bin_path.trim_start_matches('/');
+    let mut lintian_overrides = vec![(
+        format!("no-manual-page [{rel_bin}]"),
+        "upstream ships no manual page; `--help` documents every flag".to_string(),
+    )];
+    if !staged.elf.pie {
+        lintian_overrides.push((
+            format!("hardening-no-pie [{rel_bin}]"),
+            "upstream Go release binary is not PIE; packaging cannot change how it was linked".into(),
+        ));
+    }
+    if staged.elf.is_static() {
+        lintian_overrides.push((
+            format!("statically-linked-binary [{rel_bin}]"),
+            "upstream ships a statically linked Go binary".into(),
+        ));
+    }
+    Ok(Package {
+        name,
+        version: c.version.clone(),
+        revision: c.revision,
+        arch,
+        summary: c.summary.clone(),
+        description: c.description.clone(),
+        license: c.license.clone(),
+        homepage: c.homepage.clone(),
+        maintainer: opts.maintainer.clone(),
+        conflicts,
+        depends,
+        files,
+        dirs,
+        service: Some(ServiceBehaviour {
+            unit: c.unit_name(),
+            user: c.service.user.clone(),
+            group: c.service.group.clone(),
+            sysusers_file: format!("{}/{}.conf", layout.sysusers_dir, c.name),
+            enable_on_install: true,
+            restart_on_upgrade: true,
+            purge_paths,
+        }),
+        changelog: vec![format!(
+            "Package {} {} from the verified upstream release (sha256 {}).",
+            c.name, c.version, c.source.sha256[&arch]
+        )],
+        source_date_epoch: sde,
+        lintian_overrides,
+        copyright_holder: c.copyright.clone(),
+        upstream_license: staged.license.as_ref().map(|l| Content::File(l.path.clone())),
+    })
+}
+
+/// Build every job into `staging/{deb,rpm}`; returns what was built (paths relative to
+/// staging).
+pub fn build_all(
+    templates: &Templates,
+    jobs: &[(Component, Arch)],
+    artifacts: &[VerifiedArtifact],
+    staging: &Path,
+    opts: &BuildOptions,
+    progress: &Progress,
+) -> Result<Vec<Built>> {
+    let work = staging.join(".work");
+    let results: Vec<Result<Vec<Built>>> = jobs
+        .par_iter()
+        .zip(artifacts.par_iter())
+        .map(|((c, arch), art)| {
+            let sp = progress.spinner(&format!("build {} {arch}", c.name));
+            let r = build_one(templates, c, *arch, art, &work.join(format!("{}-{arch}", c.name)), staging, opts);
+            if let Some(sp) = sp {
+                sp.finish_and_clear();
+            }
+            r
+        })
+        .collect();
+    let mut built = Vec::new();
+    let mut errors = Vec::new();
+    for r in results {
+        match r {
+            Ok(b) => built.extend(b),
+            Err(e) => errors.push(format!("{e:#}")),
+        }
+    }
+    std::fs::remove_dir_all(&work).ok();
+    if !errors.is_empty() {
+        bail!("{}", errors.join("\n"));
+    }
+    built.sort_by(|a, b| a.file.cmp(&b.file));
+    Ok(built)
+}
+
+fn build_one(
+    templates: &Templates,
+    c: &Component,
+    arch: Arch,
+    art: &VerifiedArtifact,
+    work: &Path,
+    staging: &Path,
+    opts: &BuildOptions,
+) -> Result<Vec<Built>> {
+    let staged = stage(c, art, work)?;
+    let sde = source_date_epoch(c, opts.source_date_epoch);
+    let mut out = Vec::new();
+    for layout in [Layout::DEB, Layout::RPM] {
+        let rendered = crate::render::render_component(templates, c, &layout)?;
+        let pkg = describe(c, arch, &layout, &staged, rendered, opts, sde)?;
+        let (sub, w): (&str, Written) = match layout.format {
+            Format::Deb => {
+                let d = staging.join("deb");
+                std::fs::create_dir_all(&d)?;
+                ("deb", crate::deb::write_deb(&pkg, templates, &d, opts.deb_compression)?)
+            }
+            Format::Rpm => {
+                let d = staging.join("rpm");
+                std::fs::create_dir_all(&d)?;
+                ("rpm", crate::rpm_writer::write_rpm(&pkg, templates, &d, opts.rpm_compression)?)
+            }
+        };
+        out.push(Built {
+            component: c.name.clone(),
+            package: pkg.name.clone(),
+            format: layout.format,
+            version: format!("{}-{}", pkg.version, pkg.revision),
+            arch,
+            file: format!("{sub}/{}", w.file_name),
+            size: w.size,
+            sha256: w.sha256,
+        });
+    }
+    Ok(out)
+}
+
+/// Move the staged packages into `out` (each file by an atomic rename), then rewrite
+/// `SHA256SUMS` and `manifest.json` over everything in `out/{deb,rpm}`.
+pub fn publish(staging: &Path, out: &Path, built: &[Built]) -> Result<()> {
+    for sub in ["deb", "rpm"] {
+        std::fs::create_dir_all(out.join(sub)).with_context(|| format!("{}", out.join(sub).display()))?;
+    }
+    for b in built {
+        let from = staging.join(&b.file);
+        let to = out.join(&b.file);
+        std::fs::rename(&from, &to).with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
+    }
+    let mut sums: BTreeMap<String, String> = BTreeMap::new();
+    let known: BTreeMap<&str, &str> = built.iter().map(|b| (b.file.as_str(), b.sha256.as_str())).collect();
+    for sub in ["deb", "rpm"] {
+        let mut names: Vec<_> = std::fs::read_dir(out.join(sub))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        for n in names {
+            let rel = format!("{sub}/{n}");
+            let h = match known.get(rel.as_str()) {
+                Some(h) => h.to_string(),
+                None => crate::digest::sha256_file(&out.join(&rel))?.0,
+            };
+            sums.insert(rel, h);
+        }
+    }
+    let text: String = sums.iter().map(|(f, h)| format!("{h}  {f}\n")).collect();
+    write_atomic(&out.join("SHA256SUMS"), text.as_bytes())?;
+    let manifest = serde_json::to_string_pretty(&serde_json::json!({ "packages": built }))?;
+    write_atomic(&out.join("manifest.json"), manifest.as_bytes())?;
+    Ok(())
+}
+
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut t = tempfile::NamedTempFile::new_in(dir)?;
+    t.write_all(data)?;
+    t.as_file().sync_all()?;
+    t.persist(path).map_err(|e| anyhow!("{}: {}", path.display(), e.error))?;
+    Ok(())
+}
+
+/// A staging directory beside `out` (same file system, so publishing is a rename). Removed
+/// on drop.
+pub fn staging_dir(out: &Path) -> Result<tempfile::TempDir> {
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).with_context(|| format!("{}", parent.display()))?;
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "dist".into());
+    tempfile::Builder::new()
+        .prefix(&format!(".{name}.staging-"))
+        .tempdir_in(&parent)
+        .with_context(|| format!("creating a staging directory in {}", parent.display()))
+}

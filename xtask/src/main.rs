@@ -1,3 +1,441 @@
-fn main() {
-    println!("observability-stack xtask: under construction");
+//! `cargo xtask …`: the observability-stack command line.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use xtask::component::{self, Component};
+use xtask::dist::{self, Built, BuildOptions, Progress, Selection};
+use xtask::fetch::{self, FetchOptions, Fetcher};
+use xtask::package::{Arch, Compression, Layout};
+use xtask::render::Templates;
+
+/// Verified upstream exporter releases in, hardened .deb and .rpm packages out.
+#[derive(Parser)]
+#[command(name = "cargo xtask", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Fetch, verify, build every package: the main job.
+    Dist(DistArgs),
+    /// Validate component files and templates offline; list arches without pins.
+    Check(CheckArgs),
+    /// Set a component's version and per-arch pins from the upstream checksum file.
+    Pin(PinArgs),
+    /// Fetch and verify upstream assets into the cache only.
+    Fetch(FetchArgs),
+    /// Render a component's unit, env, sysusers and firewall files into a directory.
+    Render(RenderArgs),
+}
+
+#[derive(Args, Clone)]
+struct NetArgs {
+    /// Replace scheme and host of every upstream URL with this (https:// or file:).
+    #[arg(long, value_name = "URL")]
+    mirror: Option<String>,
+    /// Trust this CA certificate (PEM) in addition to the system's.
+    #[arg(long, value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
+    /// Limit for one download, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    timeout: u64,
+}
+
+#[derive(Args, Clone)]
+struct FetchCommon {
+    /// Only these components (repeatable; default: all).
+    #[arg(long = "component", value_name = "NAME")]
+    components: Vec<String>,
+    /// Only these arches (repeatable; default: every pinned arch).
+    #[arg(long = "arch", value_name = "ARCH", value_parser = parse_arch)]
+    arches: Vec<Arch>,
+    /// Component files directory.
+    #[arg(long, value_name = "DIR", default_value = "components")]
+    components_dir: PathBuf,
+    #[command(flatten)]
+    net: NetArgs,
+    /// Download cache (content-addressed by sha256).
+    #[arg(long, value_name = "DIR")]
+    cache: Option<PathBuf>,
+    /// Use only the cache; never touch the network.
+    #[arg(long)]
+    offline: bool,
+    /// Machine-readable JSON on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct DistArgs {
+    #[command(flatten)]
+    common: FetchCommon,
+    /// Output directory.
+    #[arg(long, value_name = "DIR", default_value = "dist")]
+    out: PathBuf,
+    /// Templates directory overriding the embedded templates.
+    #[arg(long, value_name = "DIR")]
+    templates: Option<PathBuf>,
+    /// .deb payload compression.
+    #[arg(long, value_enum, default_value_t = Compression::Xz)]
+    deb_compression: Compression,
+    /// .rpm payload compression.
+    #[arg(long, value_enum, default_value_t = Compression::Xz)]
+    rpm_compression: Compression,
+    /// Maintainer / packager field.
+    #[arg(long, value_name = "NAME <EMAIL>", default_value = dist::DEFAULT_MAINTAINER)]
+    maintainer: String,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    #[arg(long = "components", value_name = "DIR", default_value = "components")]
+    components_dir: PathBuf,
+    #[arg(long, value_name = "DIR")]
+    templates: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct PinArgs {
+    /// Component name (file stem in the components directory).
+    name: String,
+    /// The new upstream version.
+    version: String,
+    #[arg(long = "components", value_name = "DIR", default_value = "components")]
+    components_dir: PathBuf,
+    #[command(flatten)]
+    net: NetArgs,
+}
+
+#[derive(Args)]
+struct FetchArgs {
+    #[command(flatten)]
+    common: FetchCommon,
+}
+
+#[derive(Args)]
+struct RenderArgs {
+    name: String,
+    #[arg(long = "components", value_name = "DIR", default_value = "components")]
+    components_dir: PathBuf,
+    #[arg(long, value_name = "DIR")]
+    templates: Option<PathBuf>,
+    /// Which layout: deb or rpm.
+    #[arg(long, default_value = "deb")]
+    format: String,
+    /// Output root: files land at OUT/<absolute path>.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+}
+
+fn parse_arch(s: &str) -> Result<Arch, String> {
+    Arch::parse(s).ok_or_else(|| format!("unknown arch {s:?} (amd64 or arm64)"))
+}
+
+/// `--components DIR` is accepted for the component directory, as the contract spells it.
+fn normalize_args() -> Vec<String> {
+    let mut args: Vec<String> = std::env::args().collect();
+    let sub = args.get(1).cloned().unwrap_or_default();
+    if sub == "dist" || sub == "fetch" {
+        for a in args.iter_mut() {
+            if a == "--components" {
+                *a = "--components-dir".into();
+            } else if let Some(v) = a.strip_prefix("--components=") {
+                *a = format!("--components-dir={v}");
+            }
+        }
+    }
+    args
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("XTASK_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
+    let cli = Cli::parse_from(normalize_args());
+    let r = match cli.cmd {
+        Cmd::Dist(a) => cmd_dist(a),
+        Cmd::Check(a) => cmd_check(a),
+        Cmd::Pin(a) => cmd_pin(a),
+        Cmd::Fetch(a) => cmd_fetch(a),
+        Cmd::Render(a) => cmd_render(a),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn fetch_options(c: &FetchCommon) -> FetchOptions {
+    FetchOptions {
+        mirror: c.net.mirror.clone(),
+        ca_cert: c.net.ca_cert.clone(),
+        cache_dir: c.cache.clone().unwrap_or_else(fetch::default_cache_dir),
+        offline: c.offline,
+        timeout: Duration::from_secs(c.net.timeout.max(1)),
+    }
+}
+
+fn load(dir: &Path) -> Result<Vec<Component>> {
+    component::load_dir(dir)
+}
+
+fn plan(c: &FetchCommon) -> Result<(Vec<(Component, Arch)>, Vec<String>)> {
+    let all = load(&c.components_dir)?;
+    dist::plan(
+        &all,
+        &Selection {
+            components: c.components.clone(),
+            arches: c.arches.clone(),
+        },
+    )
+}
+
+fn cmd_fetch(a: FetchArgs) -> Result<()> {
+    let (jobs, notes) = plan(&a.common)?;
+    for n in &notes {
+        eprintln!("note: {n}");
+    }
+    let fetcher = Fetcher::new(fetch_options(&a.common))?;
+    let progress = Progress::new(!a.common.json);
+    let arts = dist::fetch_all(&fetcher, &jobs, &progress)?;
+    if a.common.json {
+        println!("{}", serde_json::to_string_pretty(&arts)?);
+    } else {
+        for v in &arts {
+            println!(
+                "{:<20} {:<6} {:>10}  {}  {}",
+                v.component,
+                v.arch.to_string(),
+                v.size,
+                v.sha256,
+                if v.cached { "cached" } else { "downloaded" }
+            );
+        }
+        eprintln!("{} asset(s) verified into {}", arts.len(), fetcher.options().cache_dir.display());
+    }
+    Ok(())
+}
+
+fn cmd_dist(a: DistArgs) -> Result<()> {
+    if a.maintainer.chars().any(|c| c.is_control()) || !a.maintainer.contains('<') || !a.maintainer.ends_with('>') {
+        bail!("--maintainer {:?}: must be `Name <email>` without control characters", a.maintainer);
+    }
+    let templates = Templates::load(a.templates.as_deref())?;
+    let (jobs, notes) = plan(&a.common)?;
+    for n in &notes {
+        eprintln!("note: {n}");
+    }
+    if jobs.is_empty() {
+        bail!("nothing to build: no selected component has a pinned arch");
+    }
+    let fetcher = Fetcher::new(fetch_options(&a.common))?;
+    let progress = Progress::new(!a.common.json);
+    let arts = dist::fetch_all(&fetcher, &jobs, &progress)?;
+    let staging = dist::staging_dir(&a.out)?;
+    let opts = BuildOptions {
+        out_dir: a.out.clone(),
+        deb_compression: a.deb_compression,
+        rpm_compression: a.rpm_compression,
+        maintainer: a.maintainer.clone(),
+        source_date_epoch: None,
+    };
+    let built = dist::build_all(&templates, &jobs, &arts, staging.path(), &opts, &progress)?;
+    dist::publish(staging.path(), &a.out, &built)?;
+    drop(staging);
+    if a.common.json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "out": a.out, "packages": built }))?);
+    } else {
+        print_table(&built);
+        eprintln!("{} package(s) in {}", built.len(), a.out.display());
+    }
+    Ok(())
+}
+
+fn human(n: u64) -> String {
+    if n >= 1 << 20 {
+        format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64)
+    } else if n >= 1 << 10 {
+        format!("{:.1} KiB", n as f64 / 1024.0)
+    } else {
+        format!("{n} B")
+    }
+}
+
+fn print_table(built: &[Built]) {
+    let w = built.iter().map(|b| b.package.len()).max().unwrap_or(7).max(7);
+    println!("{:<w$}  {:<14} {:<6} {:<4} {:>10}  sha256", "package", "version", "arch", "fmt", "size");
+    for b in built {
+        println!(
+            "{:<w$}  {:<14} {:<6} {:<4} {:>10}  {}",
+            b.package,
+            b.version,
+            b.arch.to_string(),
+            match b.format {
+                xtask::package::Format::Deb => "deb",
+                xtask::package::Format::Rpm => "rpm",
+            },
+            human(b.size),
+            b.sha256
+        );
+    }
+}
+
+fn cmd_check(a: CheckArgs) -> Result<()> {
+    let templates = Templates::load(a.templates.as_deref())?;
+    let all = load(&a.components_dir)?;
+    let mut problems = 0;
+    for c in &all {
+        for layout in [Layout::DEB, Layout::RPM] {
+            if let Err(e) = xtask::render::render_component(&templates, c, &layout) {
+                eprintln!("{}: {e:#}", c.file.display());
+                problems += 1;
+            }
+        }
+        let pinned: Vec<String> = c.pinned_arches().iter().map(|a| a.to_string()).collect();
+        println!(
+            "{:<20} {:<10} pinned: {}",
+            c.name,
+            c.version,
+            if pinned.is_empty() { "none".to_string() } else { pinned.join(", ") }
+        );
+        for arch in Arch::ALL {
+            if !c.source.sha256.contains_key(&arch) {
+                println!("  {} {arch}: no sha256 pin in {}: not built", c.name, c.file.display());
+            }
+        }
+    }
+    if problems > 0 {
+        bail!("{problems} problem(s)");
+    }
+    eprintln!("{} component(s) valid", all.len());
+    Ok(())
+}
+
+fn cmd_render(a: RenderArgs) -> Result<()> {
+    let templates = Templates::load(a.templates.as_deref())?;
+    let path = a.components_dir.join(format!("{}.toml", a.name));
+    let c = component::load_file(&path)?;
+    let layout = match a.format.as_str() {
+        "deb" => Layout::DEB,
+        "rpm" => Layout::RPM,
+        f => bail!("--format {f:?}: deb or rpm"),
+    };
+    for f in xtask::render::render_component(&templates, &c, &layout)? {
+        let dest = a.out.join(f.path.trim_start_matches('/'));
+        std::fs::create_dir_all(dest.parent().unwrap())?;
+        std::fs::write(&dest, &f.text).with_context(|| format!("{}", dest.display()))?;
+        println!("{}", dest.display());
+    }
+    Ok(())
+}
+
+fn cmd_pin(a: PinArgs) -> Result<()> {
+    let path = a.components_dir.join(format!("{}.toml", a.name));
+    if !path.is_file() {
+        bail!("{}: no such component file", path.display());
+    }
+    let c = component::load_file(&path)?;
+    component::valid_version(&a.version)
+        .map_err(|e| anyhow::anyhow!("version {:?}: {e}", a.version))?;
+    let mut next = c.clone();
+    next.version = a.version.clone();
+    let sums_tpl = c.source.checksums.clone().with_context(|| {
+        format!("{}: field `source.checksums` is not set: pin needs the upstream checksum file's URL", path.display())
+    })?;
+    let fetcher = Fetcher::new(FetchOptions {
+        mirror: a.net.mirror.clone(),
+        ca_cert: a.net.ca_cert.clone(),
+        cache_dir: fetch::default_cache_dir(),
+        offline: false,
+        timeout: Duration::from_secs(a.net.timeout.max(1)),
+    })?;
+    // The checksum file is fetched once per distinct URL (usually one for all arches).
+    let mut pins = std::collections::BTreeMap::new();
+    let mut missing = Vec::new();
+    let mut texts: std::collections::BTreeMap<String, Vec<(String, String)>> = Default::default();
+    for arch in Arch::ALL {
+        let sums_url = next.expand(&sums_tpl, arch);
+        if !texts.contains_key(&sums_url) {
+            let t = fetcher.get_text(&sums_url)?;
+            texts.insert(sums_url.clone(), fetch::parse_checksums(&t));
+        }
+        let asset_url = next.url(arch);
+        let asset = asset_url.rsplit('/').next().unwrap_or_default();
+        match texts[&sums_url].iter().find(|(_, n)| n == asset) {
+            Some((h, _)) => {
+                pins.insert(arch, h.clone());
+            }
+            None => missing.push(format!("{arch} ({asset} is not in {sums_url})")),
+        }
+    }
+    if pins.is_empty() {
+        bail!("{} {}: no asset of any arch is listed in the checksum file: {}", a.name, a.version, missing.join("; "));
+    }
+    let old = std::fs::read_to_string(&path)?;
+    let mut doc: toml_edit::DocumentMut = old.parse().with_context(|| format!("{}", path.display()))?;
+    doc["version"] = toml_edit::value(a.version.clone());
+    if c.version != a.version {
+        doc["revision"] = toml_edit::value(1);
+    }
+    let sha = doc["source"]
+        .as_table_mut()
+        .context("[source] is not a table")?
+        .entry("sha256")
+        .or_insert(toml_edit::table());
+    let sha = sha.as_table_mut().context("[source.sha256] is not a table")?;
+    for arch in Arch::ALL {
+        match pins.get(&arch) {
+            Some(h) => {
+                sha[arch.deb()] = toml_edit::value(h.clone());
+            }
+            None => {
+                sha.remove(arch.deb());
+            }
+        }
+    }
+    let new = doc.to_string();
+    // Validate before writing: a pin never leaves an invalid component behind.
+    component::parse_str(&path, &new, xtask::digest::sha256_hex(new.as_bytes()))?;
+    print_diff(&path, &old, &new);
+    for m in &missing {
+        eprintln!("note: no pin for {m}: that arch will not be built");
+    }
+    dist::write_atomic(&path, new.as_bytes())?;
+    Ok(())
+}
+
+fn print_diff(path: &Path, old: &str, new: &str) {
+    println!("--- {}\n+++ {}", path.display(), path.display());
+    let o: Vec<&str> = old.lines().collect();
+    let n: Vec<&str> = new.lines().collect();
+    // Line-by-line: pin only changes values in place, removes or appends lines.
+    let (mut i, mut j) = (0, 0);
+    while i < o.len() || j < n.len() {
+        if i < o.len() && j < n.len() && o[i] == n[j] {
+            i += 1;
+            j += 1;
+        } else if i < o.len() && !n[j.min(n.len())..].contains(&o[i]) {
+            println!("-{}", o[i]);
+            i += 1;
+        } else if j < n.len() {
+            println!("+{}", n[j]);
+            j += 1;
+        } else {
+            i += 1;
+        }
+    }
 }
