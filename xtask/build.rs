@@ -6,8 +6,10 @@ fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) {
     entries.sort();
     for p in entries {
         if p.is_dir() {
+            println!("cargo:rerun-if-changed={}", p.display());
             walk(&p, base, out);
         } else if p.extension().is_some_and(|x| x == "hbs") {
+            println!("cargo:rerun-if-changed={}", p.display());
             let rel = p.strip_prefix(base).unwrap().to_string_lossy().replace('\\', "/");
             out.push(format!(
                 "({:?}, include_str!({:?})),\n",
