@@ -56,8 +56,8 @@ struct FetchCommon {
     /// Only these arches (repeatable; default: every pinned arch).
     #[arg(long = "arch", value_name = "ARCH", value_parser = parse_arch)]
     arches: Vec<Arch>,
-    /// Component files directory.
-    #[arg(long, value_name = "DIR", default_value = "components")]
+    /// Component files directory (default: the workspace's components/).
+    #[arg(long = "components", value_name = "DIR", default_value_os_t = workspace_path("components"))]
     components_dir: PathBuf,
     #[command(flatten)]
     net: NetArgs,
@@ -76,8 +76,8 @@ struct FetchCommon {
 struct DistArgs {
     #[command(flatten)]
     common: FetchCommon,
-    /// Output directory.
-    #[arg(long, value_name = "DIR", default_value = "dist")]
+    /// Output directory (default: the workspace's dist/).
+    #[arg(long, value_name = "DIR", default_value_os_t = workspace_path("dist"))]
     out: PathBuf,
     /// Templates directory overriding the embedded templates.
     #[arg(long, value_name = "DIR")]
@@ -95,7 +95,7 @@ struct DistArgs {
 
 #[derive(Args)]
 struct CheckArgs {
-    #[arg(long = "components", value_name = "DIR", default_value = "components")]
+    #[arg(long = "components", value_name = "DIR", default_value_os_t = workspace_path("components"))]
     components_dir: PathBuf,
     #[arg(long, value_name = "DIR")]
     templates: Option<PathBuf>,
@@ -107,7 +107,7 @@ struct PinArgs {
     name: String,
     /// The new upstream version.
     version: String,
-    #[arg(long = "components", value_name = "DIR", default_value = "components")]
+    #[arg(long = "components", value_name = "DIR", default_value_os_t = workspace_path("components"))]
     components_dir: PathBuf,
     #[command(flatten)]
     net: NetArgs,
@@ -122,7 +122,7 @@ struct FetchArgs {
 #[derive(Args)]
 struct RenderArgs {
     name: String,
-    #[arg(long = "components", value_name = "DIR", default_value = "components")]
+    #[arg(long = "components", value_name = "DIR", default_value_os_t = workspace_path("components"))]
     components_dir: PathBuf,
     #[arg(long, value_name = "DIR")]
     templates: Option<PathBuf>,
@@ -134,24 +134,19 @@ struct RenderArgs {
     out: PathBuf,
 }
 
-fn parse_arch(s: &str) -> Result<Arch, String> {
-    Arch::parse(s).ok_or_else(|| format!("unknown arch {s:?} (amd64 or arm64)"))
+/// A path in the workspace this binary was built from, when it is still there (so `cargo
+/// xtask` works from any directory); else relative to the current directory.
+fn workspace_path(rel: &str) -> PathBuf {
+    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    if ws.join("Cargo.toml").is_file() && ws.join("components").is_dir() {
+        let p = ws.join(rel);
+        return std::fs::canonicalize(&ws).map(|w| w.join(rel)).unwrap_or(p);
+    }
+    PathBuf::from(rel)
 }
 
-/// `--components DIR` is accepted for the component directory, as the contract spells it.
-fn normalize_args() -> Vec<String> {
-    let mut args: Vec<String> = std::env::args().collect();
-    let sub = args.get(1).cloned().unwrap_or_default();
-    if sub == "dist" || sub == "fetch" {
-        for a in args.iter_mut() {
-            if a == "--components" {
-                *a = "--components-dir".into();
-            } else if let Some(v) = a.strip_prefix("--components=") {
-                *a = format!("--components-dir={v}");
-            }
-        }
-    }
-    args
+fn parse_arch(s: &str) -> Result<Arch, String> {
+    Arch::parse(s).ok_or_else(|| format!("unknown arch {s:?} (amd64 or arm64)"))
 }
 
 fn main() -> ExitCode {
@@ -162,7 +157,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .without_time()
         .init();
-    let cli = Cli::parse_from(normalize_args());
+    let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Dist(a) => cmd_dist(a),
         Cmd::Check(a) => cmd_check(a),
