@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn shared() -> PathBuf {
@@ -17,7 +20,9 @@ fn shared() -> PathBuf {
 }
 
 fn run(cmd: &mut Command) -> (bool, String) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -39,10 +44,12 @@ fn mirror_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join("target/upstream-mirror"));
     if !dir.join("manifest.tsv").is_file() {
-        must(Command::new("bash")
-            .arg(shared().join("upstream-mirror/build.sh"))
-            .arg(&dir)
-            .env("ARCHES", "amd64 arm64"));
+        must(
+            Command::new("bash")
+                .arg(shared().join("upstream-mirror/build.sh"))
+                .arg(&dir)
+                .env("ARCHES", "amd64 arm64"),
+        );
     }
     dir
 }
@@ -141,7 +148,10 @@ fn real_binaries_pin_dist_lint_install_purge() {
                 .args(["--mirror", &server.url, "--ca-cert"])
                 .arg(&server.ca),
         );
-        assert!(out.contains(&format!("+version = \"{version}\"")), "pin printed no diff:\n{out}");
+        assert!(
+            out.contains(&format!("+version = \"{version}\"")),
+            "pin printed no diff:\n{out}"
+        );
         let text = std::fs::read_to_string(comps.join(format!("{n}.toml"))).unwrap();
         for r in rows.iter().filter(|r| r.component == n) {
             assert!(
@@ -168,7 +178,8 @@ fn real_binaries_pin_dist_lint_install_purge() {
             .env("SOURCE_DATE_EPOCH", "1700000000"),
     );
     let start = json.find('{').expect("json output");
-    let v: serde_json::Value = serde_json::from_str(&json[start..]).unwrap_or_else(|e| panic!("{e}: {json}"));
+    let v: serde_json::Value =
+        serde_json::from_str(&json[start..]).unwrap_or_else(|e| panic!("{e}: {json}"));
     let pkgs = v["packages"].as_array().unwrap();
     assert_eq!(pkgs.len(), 8, "2 components × 2 arches × 2 formats: {json}");
     let sums = std::fs::read_to_string(out_dir.join("SHA256SUMS")).unwrap();
@@ -192,17 +203,28 @@ fn real_binaries_pin_dist_lint_install_purge() {
                 println!("lintian {}:\n{text}", file.display());
                 assert!(ok, "lintian rejects {}:\n{text}", file.display());
                 let fields = must(Command::new("dpkg-deb").arg("-I").arg(&file));
-                assert!(fields.contains("Depends: libc6 (>= 2."), "mirror binaries are dynamic:\n{fields}");
+                assert!(
+                    fields.contains("Depends: libc6 (>= 2."),
+                    "mirror binaries are dynamic:\n{fields}"
+                );
                 assert!(fields.contains("Conflicts: prometheus-"), "{fields}");
             }
             "rpm" => {
                 let (_, text) = run(Command::new("rpmlint").arg(&file));
                 println!("rpmlint {}:\n{text}", file.display());
                 let errors: Vec<&str> = text.lines().filter(|l| l.contains(" E: ")).collect();
-                assert!(errors.is_empty(), "rpmlint errors in {}:\n{text}", file.display());
+                assert!(
+                    errors.is_empty(),
+                    "rpmlint errors in {}:\n{text}",
+                    file.display()
+                );
                 let scripts = must(Command::new("rpm").args(["-qp", "--scripts"]).arg(&file));
                 for needle in ["useradd", "systemctl", "try-restart", "disable"] {
-                    assert!(scripts.contains(needle), "{}: scriptlets lack {needle}:\n{scripts}", file.display());
+                    assert!(
+                        scripts.contains(needle),
+                        "{}: scriptlets lack {needle}:\n{scripts}",
+                        file.display()
+                    );
                 }
                 let requires = must(Command::new("rpm").args(["-qp", "--requires"]).arg(&file));
                 assert!(requires.contains("libc.so.6"), "{requires}");
@@ -224,8 +246,15 @@ fn real_binaries_pin_dist_lint_install_purge() {
                 .unwrap(),
         )
     };
-    let node_version = &rows.iter().find(|r| r.component == "node_exporter").unwrap().version;
-    assert!(!installed("node-exporter"), "node-exporter is already installed on this machine");
+    let node_version = &rows
+        .iter()
+        .find(|r| r.component == "node_exporter")
+        .unwrap()
+        .version;
+    assert!(
+        !installed("node-exporter"),
+        "node-exporter is already installed on this machine"
+    );
     must(Command::new("dpkg").arg("-i").arg(deb("node-exporter")));
     let guard = Purge("node-exporter");
     let version = must(Command::new("/usr/bin/node_exporter").arg("--version"));
@@ -236,24 +265,43 @@ fn real_binaries_pin_dist_lint_install_purge() {
     let unit = Path::new("/usr/lib/systemd/system/node_exporter.service");
     assert!(unit.is_file());
     let (ok, text) = run(Command::new("systemd-analyze").arg("verify").arg(unit));
-    assert!(ok && text.trim().is_empty(), "systemd-analyze verify:\n{text}");
+    assert!(
+        ok && text.trim().is_empty(),
+        "systemd-analyze verify:\n{text}"
+    );
     assert!(Path::new("/etc/default/node-exporter").is_file());
     drop(guard);
     assert!(!installed("node-exporter"));
     assert!(!Path::new("/usr/bin/node_exporter").exists());
     assert!(!unit.exists());
-    assert!(!Path::new("/etc/default/node-exporter").exists(), "purge keeps the env file");
+    assert!(
+        !Path::new("/etc/default/node-exporter").exists(),
+        "purge keeps the env file"
+    );
 
-    assert!(!installed("mysqld-exporter"), "mysqld-exporter is already installed on this machine");
+    assert!(
+        !installed("mysqld-exporter"),
+        "mysqld-exporter is already installed on this machine"
+    );
     must(Command::new("dpkg").arg("-i").arg(deb("mysqld-exporter")));
     let guard = Purge("mysqld-exporter");
     let st = must(Command::new("stat").args(["-c", "%a %U %G", "/etc/mysqld_exporter/my.cnf"]));
-    assert_eq!(st.trim(), "640 root mysqld_exporter", "credential file permissions");
+    assert_eq!(
+        st.trim(),
+        "640 root mysqld_exporter",
+        "credential file permissions"
+    );
     let unit = must(Command::new("cat").arg("/usr/lib/systemd/system/mysqld_exporter.service"));
     assert!(unit.contains("ExecCondition="), "{unit}");
-    assert!(unit.contains("--config.my-cnf=/etc/mysqld_exporter/my.cnf"), "{unit}");
+    assert!(
+        unit.contains("--config.my-cnf=/etc/mysqld_exporter/my.cnf"),
+        "{unit}"
+    );
     drop(guard);
-    assert!(!Path::new("/etc/mysqld_exporter").exists(), "purge keeps /etc/mysqld_exporter");
+    assert!(
+        !Path::new("/etc/mysqld_exporter").exists(),
+        "purge keeps /etc/mysqld_exporter"
+    );
 }
 
 /// Purges a package when dropped (also when an assertion fails).
@@ -265,6 +313,10 @@ impl Drop for Purge {
         if !ok {
             eprintln!("dpkg --purge {} failed:\n{text}", self.0);
         }
-        assert!(ok || std::thread::panicking(), "dpkg --purge {}:\n{text}", self.0);
+        assert!(
+            ok || std::thread::panicking(),
+            "dpkg --purge {}:\n{text}",
+            self.0
+        );
     }
 }

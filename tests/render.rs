@@ -11,11 +11,16 @@ use xtask::render::{render_component, Templates};
 const MAX_EXPOSURE: f64 = 2.0;
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn run(cmd: &mut Command) -> (bool, String) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -34,7 +39,11 @@ fn render_all(root: &Path, layout: &Layout) -> Vec<component::Component> {
             let dest = root.join(f.path.trim_start_matches('/'));
             std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
             std::fs::write(&dest, &f.text).unwrap();
-            assert!(!f.text.contains("{{"), "{}: unrendered template text", f.path);
+            assert!(
+                !f.text.contains("{{"),
+                "{}: unrendered template text",
+                f.path
+            );
         }
     }
     comps
@@ -63,8 +72,13 @@ fn units_score_within_the_hardening_target() {
                 .and_then(|s| s.parse().ok())
                 .unwrap_or_else(|| panic!("cannot parse {line:?}"));
             println!("{unit} ({:?}): exposure {score}", layout.format);
-            assert!(score <= MAX_EXPOSURE, "{unit}: exposure {score} > {MAX_EXPOSURE}\n{text}");
-            let unit_text = std::fs::read_to_string(root.path().join("usr/lib/systemd/system").join(&unit)).unwrap();
+            assert!(
+                score <= MAX_EXPOSURE,
+                "{unit}: exposure {score} > {MAX_EXPOSURE}\n{text}"
+            );
+            let unit_text =
+                std::fs::read_to_string(root.path().join("usr/lib/systemd/system").join(&unit))
+                    .unwrap();
             for d in [
                 "NoNewPrivileges=yes",
                 "ProtectSystem=strict",
@@ -84,9 +98,17 @@ fn units_score_within_the_hardening_target() {
 fn env_file_listens_on_localhost_by_default() {
     let root = tempfile::tempdir().unwrap();
     for c in render_all(root.path(), &Layout::DEB) {
-        let env = std::fs::read_to_string(root.path().join("etc/default").join(&c.deb_name)).unwrap();
-        let line = env.lines().find(|l| l.starts_with("LISTEN_ADDRESS=")).unwrap();
-        assert!(line.starts_with("LISTEN_ADDRESS=127.0.0.1:"), "{}: {line}", c.name);
+        let env =
+            std::fs::read_to_string(root.path().join("etc/default").join(&c.deb_name)).unwrap();
+        let line = env
+            .lines()
+            .find(|l| l.starts_with("LISTEN_ADDRESS="))
+            .unwrap();
+        assert!(
+            line.starts_with("LISTEN_ADDRESS=127.0.0.1:"),
+            "{}: {line}",
+            c.name
+        );
     }
 }
 
@@ -99,11 +121,19 @@ fn nftables_snippets_pass_nft_check() {
         assert!(ok, "nft -c -f {}: {text}", f.display());
         // It only defines a set: nothing is accepted or dropped by loading it.
         let body = std::fs::read_to_string(&f).unwrap();
-        assert!(!body.contains("hook"), "{}: must not attach a chain", f.display());
+        assert!(
+            !body.contains("hook"),
+            "{}: must not attach a chain",
+            f.display()
+        );
     }
     // A broken snippet is refused by the same check (the check can fail).
     let bad = root.path().join("bad.nft");
-    std::fs::write(&bad, "table inet x { set s { type inet_service; elements = { 99999 } } }\n").unwrap();
+    std::fs::write(
+        &bad,
+        "table inet x { set s { type inet_service; elements = { 99999 } } }\n",
+    )
+    .unwrap();
     assert!(!run(Command::new("nft").arg("-c").arg("-f").arg(&bad)).0);
 }
 
@@ -145,6 +175,9 @@ fn ufw_profiles_parse_with_ufw() {
     assert!(ok, "ufw: {text}");
     for c in comps {
         let want = format!("{} {}/tcp", c.name, c.firewall.ports[0].port);
-        assert!(text.lines().any(|l| l == want), "ufw did not read {want:?}: {text}");
+        assert!(
+            text.lines().any(|l| l == want),
+            "ufw did not read {want:?}: {text}"
+        );
     }
 }

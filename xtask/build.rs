@@ -2,7 +2,10 @@
 use std::path::Path;
 
 fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) {
-    let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     entries.sort();
     for p in entries {
         if p.is_dir() {
@@ -10,7 +13,11 @@ fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) {
             walk(&p, base, out);
         } else if p.extension().is_some_and(|x| x == "hbs") {
             println!("cargo:rerun-if-changed={}", p.display());
-            let rel = p.strip_prefix(base).unwrap().to_string_lossy().replace('\\', "/");
+            let rel = p
+                .strip_prefix(base)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
             out.push(format!(
                 "({:?}, include_str!({:?})),\n",
                 rel.trim_end_matches(".hbs"),

@@ -396,7 +396,11 @@ pub fn load_file(path: &Path) -> Result<Component, ComponentErrors> {
 }
 
 /// Parse and validate component text (the file name gives the component name).
-pub fn parse_str(path: &Path, text: &str, file_sha256: String) -> Result<Component, ComponentErrors> {
+pub fn parse_str(
+    path: &Path,
+    text: &str,
+    file_sha256: String,
+) -> Result<Component, ComponentErrors> {
     let mut cx = Ctx {
         file: path,
         text,
@@ -571,14 +575,22 @@ fn valid_member_template(v: &str) -> Result<(), String> {
         |c| c.is_ascii_alphanumeric() || "._+-/".contains(c),
         "an archive member path",
     )?;
-    if probe.starts_with('/') || probe.split('/').any(|s| s == ".." || s == "." || s.is_empty()) {
+    if probe.starts_with('/')
+        || probe
+            .split('/')
+            .any(|s| s == ".." || s == "." || s.is_empty())
+    {
         return Err("must be a relative path without '.', '..' or empty components".into());
     }
     Ok(())
 }
 
 pub fn valid_sha256(v: &str) -> Result<(), String> {
-    if v.len() != 64 || !v.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)) {
+    if v.len() != 64
+        || !v
+            .chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+    {
         return Err("must be 64 lowercase hex digits".into());
     }
     Ok(())
@@ -665,16 +677,22 @@ pub fn valid_abs_path(v: &str) -> Result<(), String> {
     if v.len() > 1 && v.ends_with('/') {
         return Err("must not end with /".into());
     }
-    if v[1..].split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+    if v[1..]
+        .split('/')
+        .any(|s| s.is_empty() || s == "." || s == "..")
+    {
         return Err("must not contain empty, '.' or '..' components".into());
     }
     Ok(())
 }
 
 fn valid_mode(v: &str) -> Result<u32, String> {
-    let m = u32::from_str_radix(v, 8).map_err(|_| "must be an octal mode like \"0640\"".to_string())?;
+    let m =
+        u32::from_str_radix(v, 8).map_err(|_| "must be an octal mode like \"0640\"".to_string())?;
     if v.len() != 4 || m > 0o777 {
-        return Err("must be four octal digits without setuid/setgid/sticky bits (e.g. \"0640\")".into());
+        return Err(
+            "must be four octal digits without setuid/setgid/sticky bits (e.g. \"0640\")".into(),
+        );
     }
     if m & 0o002 != 0 {
         return Err("world-writable files are refused".into());
@@ -697,7 +715,10 @@ const KNOWN_FAMILIES: &[&str] = &["AF_NETLINK", "AF_PACKET", "AF_UNIX", "AF_INET
 
 fn valid_memory(v: &str) -> Result<(), String> {
     let digits = v.trim_end_matches(['K', 'M', 'G']);
-    if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) || v.len() - digits.len() > 1 {
+    if digits.is_empty()
+        || !digits.chars().all(|c| c.is_ascii_digit())
+        || v.len() - digits.len() > 1
+    {
         return Err("must be a size like 256M or 1G".into());
     }
     Ok(())
@@ -723,14 +744,21 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
             raw.name.span(),
             "name",
             &name,
-            format!("must equal the file stem {stem:?} (the command line names components by file)"),
+            format!(
+                "must equal the file stem {stem:?} (the command line names components by file)"
+            ),
         );
     }
     let deb_name = name.replace('_', "-");
     let version = cx.check(&raw.version, "version", valid_version);
     let revision = *raw.revision.get_ref();
     if !(1..=9999).contains(&revision) {
-        cx.err(raw.revision.span(), "revision", &revision.to_string(), "must be 1-9999");
+        cx.err(
+            raw.revision.span(),
+            "revision",
+            &revision.to_string(),
+            "must be 1-9999",
+        );
     }
     let summary = cx.check(&raw.summary, "summary", valid_summary);
     let description = cx.check(&raw.description, "description", valid_description);
@@ -796,7 +824,12 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
                 let d = cx.check(v, &field, valid_sha256);
                 sha256.insert(a, d);
             }
-            _ => cx.err(k.span(), &field, k.get_ref(), "unknown arch (amd64 or arm64)"),
+            _ => cx.err(
+                k.span(),
+                &field,
+                k.get_ref(),
+                "unknown arch (amd64 or arm64)",
+            ),
         }
     }
 
@@ -814,7 +847,11 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
         .as_ref()
         .map(|f| cx.check(f, "service.listen_flag", valid_flag))
         .unwrap_or_else(|| "--web.listen-address".into());
-    let args: Vec<String> = s.args.iter().map(|a| cx.check(a, "service.args", valid_arg)).collect();
+    let args: Vec<String> = s
+        .args
+        .iter()
+        .map(|a| cx.check(a, "service.args", valid_arg))
+        .collect();
     let mut reasons = BTreeMap::new();
     for (k, v) in &s.reason {
         let field = format!("service.reason.{}", k.get_ref());
@@ -839,7 +876,9 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
     };
     let protect_home = match &s.protect_home {
         Some(v) => {
-            let x = cx.check(v, "service.protect_home", |x| one_of(x, &["yes", "read-only", "tmpfs"]));
+            let x = cx.check(v, "service.protect_home", |x| {
+                one_of(x, &["yes", "read-only", "tmpfs"])
+            });
             if x != "yes" {
                 need_reason(cx, "protect_home", v.span(), &x);
             }
@@ -875,9 +914,12 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
         need_reason(cx, "capabilities", c.span(), &x);
         capabilities.push(x);
     }
-    let mut address_families: Vec<String> = DEFAULT_FAMILIES.iter().map(|s| s.to_string()).collect();
+    let mut address_families: Vec<String> =
+        DEFAULT_FAMILIES.iter().map(|s| s.to_string()).collect();
     for f in &s.extra_address_families {
-        let x = cx.check(f, "service.extra_address_families", |x| one_of(x, KNOWN_FAMILIES));
+        let x = cx.check(f, "service.extra_address_families", |x| {
+            one_of(x, KNOWN_FAMILIES)
+        });
         need_reason(cx, "extra_address_families", f.span(), &x);
         if !address_families.contains(&x) {
             address_families.push(x);
@@ -903,8 +945,8 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
         .as_ref()
         .map(|m| cx.check(m, "service.memory_max", valid_memory))
         .unwrap_or_else(|| "512M".into());
-    let int_field = |cx: &mut Ctx<'_>, v: &Option<Spanned<i64>>, field: &str, default: u32, max: i64| {
-        match v {
+    let int_field =
+        |cx: &mut Ctx<'_>, v: &Option<Spanned<i64>>, field: &str, default: u32, max: i64| match v {
             None => default,
             Some(x) => {
                 let n = *x.get_ref();
@@ -915,8 +957,7 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
                     n as u32
                 }
             }
-        }
-    };
+        };
     let tasks_max = int_field(cx, &s.tasks_max, "service.tasks_max", 256, 65536);
     let limit_nofile = int_field(cx, &s.limit_nofile, "service.limit_nofile", 8192, 1048576);
 
@@ -952,8 +993,14 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
             .map(|g| cx.check(g, &f("group"), valid_owner))
             .unwrap_or_else(|| group.clone());
         let content = cx.check(&c.content, &f("content"), |t| {
-            if let Some(ch) = t.chars().find(|c| c.is_control() && *c != '\n' && *c != '\t') {
-                return Err(format!("contains the control character U+{:04X}", ch as u32));
+            if let Some(ch) = t
+                .chars()
+                .find(|c| c.is_control() && *c != '\n' && *c != '\t')
+            {
+                return Err(format!(
+                    "contains the control character U+{:04X}",
+                    ch as u32
+                ));
             }
             Ok(())
         });
@@ -964,7 +1011,9 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
                     c.content.span(),
                     &f("content"),
                     "",
-                    format!("a credential file ships a placeholder containing {PLACEHOLDER_MARKER}"),
+                    format!(
+                        "a credential file ships a placeholder containing {PLACEHOLDER_MARKER}"
+                    ),
                 );
             }
             if mode & 0o007 != 0 {
@@ -1004,7 +1053,12 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
         });
         match parsed {
             Some(x) => ports.push(x),
-            None => cx.err(p.span(), "firewall.ports", v, "must be PORT/tcp or PORT/udp with PORT 1-65535"),
+            None => cx.err(
+                p.span(),
+                "firewall.ports",
+                v,
+                "must be PORT/tcp or PORT/udp with PORT 1-65535",
+            ),
         }
     }
 

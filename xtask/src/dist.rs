@@ -15,12 +15,14 @@ use crate::component::Component;
 use crate::elf::ElfInfo;
 use crate::fetch::{Fetcher, VerifiedArtifact};
 use crate::package::{
-    Arch, Compression, Content, DirEntry, FileEntry, FileKind, Format, Layout, Package, ServiceBehaviour, Written,
+    Arch, Compression, Content, DirEntry, FileEntry, FileKind, Format, Layout, Package,
+    ServiceBehaviour, Written,
 };
 use crate::render::{RenderedFile, Templates};
 use crate::unpack::{self, ArchiveKind, Extracted, Limits};
 
-pub const DEFAULT_MAINTAINER: &str = "observability-stack packagers <packagers@observability-stack.org>";
+pub const DEFAULT_MAINTAINER: &str =
+    "observability-stack packagers <packagers@observability-stack.org>";
 
 /// What to build.
 #[derive(Debug, Clone)]
@@ -54,7 +56,11 @@ pub fn plan(all: &[Component], sel: &Selection) -> Result<(Vec<(Component, Arch)
             if c.source.sha256.contains_key(&a) {
                 jobs.push((c.clone(), a));
             } else {
-                notes.push(format!("{} {a}: no sha256 pin in {}: not built", c.name, c.file.display()));
+                notes.push(format!(
+                    "{} {a}: no sha256 pin in {}: not built",
+                    c.name,
+                    c.file.display()
+                ));
             }
         }
     }
@@ -109,8 +115,10 @@ impl Progress {
         let m = self.multi.as_ref()?;
         let pb = m.add(indicatif::ProgressBar::new(0));
         pb.set_style(
-            indicatif::ProgressStyle::with_template("{msg:32} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{msg:32} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         pb.set_message(msg.to_string());
         Some(pb)
@@ -154,7 +162,10 @@ pub fn source_date_epoch(c: &Component, explicit: Option<u64>) -> u64 {
     if let Some(e) = explicit {
         return e;
     }
-    if let Some(e) = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse().ok()) {
+    if let Some(e) = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+    {
         return e;
     }
     let dir = c.file.parent().unwrap_or(Path::new("."));
@@ -166,7 +177,12 @@ pub fn source_date_epoch(c: &Component, explicit: Option<u64>) -> u64 {
         .stderr(std::process::Stdio::null())
         .output()
     {
-        if let Some(e) = String::from_utf8_lossy(&out.stdout).trim().parse().ok().filter(|e| *e > 0) {
+        if let Some(e) = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .ok()
+            .filter(|e| *e > 0)
+        {
             return e;
         }
     }
@@ -195,12 +211,26 @@ pub fn stage(c: &Component, art: &VerifiedArtifact, work: &Path) -> Result<Stage
     }
     std::fs::create_dir_all(work)?;
     let mut got = unpack::extract_members(&art.path, kind, &members, work, &Limits::default())
-        .map_err(|e| anyhow!("{} {}: {} (from {}): {e}", c.name, art.arch, art.path.display(), art.url))?;
+        .map_err(|e| {
+            anyhow!(
+                "{} {}: {} (from {}): {e}",
+                c.name,
+                art.arch,
+                art.path.display(),
+                art.url
+            )
+        })?;
     let license = if got.len() > 1 { got.pop() } else { None };
-    let binary = got.pop().ok_or_else(|| anyhow!("{}: binary not extracted", c.name))?;
+    let binary = got
+        .pop()
+        .ok_or_else(|| anyhow!("{}: binary not extracted", c.name))?;
     let elf = crate::elf::inspect(&binary.path, art.arch)
         .with_context(|| format!("{} {}: {}", c.name, art.arch, members[0]))?;
-    Ok(Staged { binary, license, elf })
+    Ok(Staged {
+        binary,
+        license,
+        elf,
+    })
 }
 
 /// The format-neutral description of one package.
@@ -237,7 +267,11 @@ pub fn describe(
             mode: r.mode,
             owner: owner_group.0,
             group: owner_group.1,
-            kind: if r.config { FileKind::Config } else { FileKind::Regular },
+            kind: if r.config {
+                FileKind::Config
+            } else {
+                FileKind::Regular
+            },
             sha256: crate::digest::sha256_hex(&bytes),
             size: bytes.len() as u64,
             content: Content::Bytes(bytes),
@@ -248,7 +282,10 @@ pub fn describe(
     let mut purge_paths = Vec::new();
     // A directory of its own under /etc for config files (e.g. /etc/mysqld_exporter).
     let own_etc = format!("/etc/{}", c.name);
-    if c.config.iter().any(|f| f.path.starts_with(&format!("{own_etc}/"))) {
+    if c.config
+        .iter()
+        .any(|f| f.path.starts_with(&format!("{own_etc}/")))
+    {
         dirs.push(DirEntry {
             path: own_etc.clone(),
             mode: 0o755,
@@ -261,8 +298,16 @@ pub fn describe(
         purge_paths.push(format!("/var/lib/{d}"));
     }
     let (name, conflicts, depends) = match layout.format {
-        Format::Deb => (c.deb_name.clone(), c.conflicts_deb.clone(), staged.elf.deb_depends()?),
-        Format::Rpm => (c.name.clone(), c.conflicts_rpm.clone(), staged.elf.rpm_requires()),
+        Format::Deb => (
+            c.deb_name.clone(),
+            c.conflicts_deb.clone(),
+            staged.elf.deb_depends()?,
+        ),
+        Format::Rpm => (
+            c.name.clone(),
+            c.conflicts_rpm.clone(),
+            staged.elf.rpm_requires(),
+        ),
     };
     let rel_bin = bin_path.trim_start_matches('/');
     let mut lintian_overrides = vec![(
@@ -272,7 +317,8 @@ pub fn describe(
     if !staged.elf.pie {
         lintian_overrides.push((
             format!("hardening-no-pie [{rel_bin}]"),
-            "upstream Go release binary is not PIE; packaging cannot change how it was linked".into(),
+            "upstream Go release binary is not PIE; packaging cannot change how it was linked"
+                .into(),
         ));
     }
     if staged.elf.is_static() {
@@ -311,7 +357,10 @@ pub fn describe(
         source_date_epoch: sde,
         lintian_overrides,
         copyright_holder: c.copyright.clone(),
-        upstream_license: staged.license.as_ref().map(|l| Content::File(l.path.clone())),
+        upstream_license: staged
+            .license
+            .as_ref()
+            .map(|l| Content::File(l.path.clone())),
     })
 }
 
@@ -331,7 +380,15 @@ pub fn build_all(
         .zip(artifacts.par_iter())
         .map(|((c, arch), art)| {
             let sp = progress.spinner(&format!("build {} {arch}", c.name));
-            let r = build_one(templates, c, *arch, art, &work.join(format!("{}-{arch}", c.name)), staging, opts);
+            let r = build_one(
+                templates,
+                c,
+                *arch,
+                art,
+                &work.join(format!("{}-{arch}", c.name)),
+                staging,
+                opts,
+            );
             if let Some(sp) = sp {
                 sp.finish_and_clear();
             }
@@ -373,12 +430,18 @@ fn build_one(
             Format::Deb => {
                 let d = staging.join("deb");
                 std::fs::create_dir_all(&d)?;
-                ("deb", crate::deb::write_deb(&pkg, templates, &d, opts.deb_compression)?)
+                (
+                    "deb",
+                    crate::deb::write_deb(&pkg, templates, &d, opts.deb_compression)?,
+                )
             }
             Format::Rpm => {
                 let d = staging.join("rpm");
                 std::fs::create_dir_all(&d)?;
-                ("rpm", crate::rpm_writer::write_rpm(&pkg, templates, &d, opts.rpm_compression)?)
+                (
+                    "rpm",
+                    crate::rpm_writer::write_rpm(&pkg, templates, &d, opts.rpm_compression)?,
+                )
             }
         };
         out.push(Built {
@@ -399,15 +462,20 @@ fn build_one(
 /// `SHA256SUMS` and `manifest.json` over everything in `out/{deb,rpm}`.
 pub fn publish(staging: &Path, out: &Path, built: &[Built]) -> Result<()> {
     for sub in ["deb", "rpm"] {
-        std::fs::create_dir_all(out.join(sub)).with_context(|| format!("{}", out.join(sub).display()))?;
+        std::fs::create_dir_all(out.join(sub))
+            .with_context(|| format!("{}", out.join(sub).display()))?;
     }
     for b in built {
         let from = staging.join(&b.file);
         let to = out.join(&b.file);
-        std::fs::rename(&from, &to).with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
+        std::fs::rename(&from, &to)
+            .with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
     }
     let mut sums: BTreeMap<String, String> = BTreeMap::new();
-    let known: BTreeMap<&str, &str> = built.iter().map(|b| (b.file.as_str(), b.sha256.as_str())).collect();
+    let known: BTreeMap<&str, &str> = built
+        .iter()
+        .map(|b| (b.file.as_str(), b.sha256.as_str()))
+        .collect();
     for sub in ["deb", "rpm"] {
         let mut names: Vec<_> = std::fs::read_dir(out.join(sub))?
             .filter_map(|e| e.ok())
@@ -437,7 +505,8 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let mut t = tempfile::NamedTempFile::new_in(dir)?;
     t.write_all(data)?;
     t.as_file().sync_all()?;
-    t.persist(path).map_err(|e| anyhow!("{}: {}", path.display(), e.error))?;
+    t.persist(path)
+        .map_err(|e| anyhow!("{}: {}", path.display(), e.error))?;
     Ok(())
 }
 
@@ -449,7 +518,10 @@ pub fn staging_dir(out: &Path) -> Result<tempfile::TempDir> {
         _ => PathBuf::from("."),
     };
     std::fs::create_dir_all(&parent).with_context(|| format!("{}", parent.display()))?;
-    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "dist".into());
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "dist".into());
     tempfile::Builder::new()
         .prefix(&format!(".{name}.staging-"))
         .tempdir_in(&parent)

@@ -50,8 +50,14 @@ impl ElfInfo {
         let mut libc = false;
         for n in &self.needed {
             match n.as_str() {
-                "libc.so.6" | "libpthread.so.0" | "libdl.so.2" | "libm.so.6" | "librt.so.1"
-                | "libresolv.so.2" | "ld-linux-x86-64.so.2" | "ld-linux-aarch64.so.1" => libc = true,
+                "libc.so.6"
+                | "libpthread.so.0"
+                | "libdl.so.2"
+                | "libm.so.6"
+                | "librt.so.1"
+                | "libresolv.so.2"
+                | "ld-linux-x86-64.so.2"
+                | "ld-linux-aarch64.so.1" => libc = true,
                 other => bail!(
                     "the binary needs {other}, and no Debian package is known to provide it; \
                      only glibc libraries are mapped"
@@ -95,8 +101,13 @@ pub fn inspect(path: &Path, arch: Arch) -> Result<ElfInfo> {
     let cache = ReadCache::new(f);
     let data = &cache;
     let ctx = || format!("{}: not a readable 64-bit ELF executable", path.display());
-    let header = elf::FileHeader64::<Endianness>::parse(data).map_err(|e| anyhow!("{e}")).with_context(ctx)?;
-    let endian = header.endian().map_err(|e| anyhow!("{e}")).with_context(ctx)?;
+    let header = elf::FileHeader64::<Endianness>::parse(data)
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(ctx)?;
+    let endian = header
+        .endian()
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(ctx)?;
     let want = match arch {
         Arch::Amd64 => elf::EM_X86_64,
         Arch::Arm64 => elf::EM_AARCH64,
@@ -109,16 +120,33 @@ pub fn inspect(path: &Path, arch: Arch) -> Result<ElfInfo> {
         );
     }
     let mut info = ElfInfo::default();
-    let phdrs = header.program_headers(endian, data).map_err(|e| anyhow!("{e}")).with_context(ctx)?;
+    let phdrs = header
+        .program_headers(endian, data)
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(ctx)?;
     for ph in phdrs {
-        if let Some(interp) = ph.interpreter(endian, data).map_err(|e| anyhow!("{e}")).with_context(ctx)? {
+        if let Some(interp) = ph
+            .interpreter(endian, data)
+            .map_err(|e| anyhow!("{e}"))
+            .with_context(ctx)?
+        {
             info.interpreter = Some(String::from_utf8_lossy(interp).into_owned());
         }
     }
     info.pie = header.e_type(endian) == elf::ET_DYN && info.interpreter.is_some();
-    let sections = header.sections(endian, data).map_err(|e| anyhow!("{e}")).with_context(ctx)?;
-    if let Some((dyns, link)) = sections.dynamic(endian, data).map_err(|e| anyhow!("{e}")).with_context(ctx)? {
-        let strings = sections.strings(endian, data, link).map_err(|e| anyhow!("{e}")).with_context(ctx)?;
+    let sections = header
+        .sections(endian, data)
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(ctx)?;
+    if let Some((dyns, link)) = sections
+        .dynamic(endian, data)
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(ctx)?
+    {
+        let strings = sections
+            .strings(endian, data, link)
+            .map_err(|e| anyhow!("{e}"))
+            .with_context(ctx)?;
         for d in dyns {
             if d.tag32(endian) == Some(elf::DT_NEEDED) {
                 let off: u64 = d.d_val(endian).into();
@@ -130,12 +158,25 @@ pub fn inspect(path: &Path, arch: Arch) -> Result<ElfInfo> {
             }
         }
     }
-    if let Some((mut needs, link)) = sections.gnu_verneed(endian, data).map_err(|e| anyhow!("{e}")).with_context(ctx)? {
-        let strings = sections.strings(endian, data, link).map_err(|e| anyhow!("{e}")).with_context(ctx)?;
-        while let Some((need, mut aux)) = needs.next().map_err(|e| anyhow!("{e}")).with_context(ctx)? {
-            let lib = String::from_utf8_lossy(need.file(endian, strings).map_err(|e| anyhow!("{e}"))?).into_owned();
+    if let Some((mut needs, link)) = sections
+        .gnu_verneed(endian, data)
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(ctx)?
+    {
+        let strings = sections
+            .strings(endian, data, link)
+            .map_err(|e| anyhow!("{e}"))
+            .with_context(ctx)?;
+        while let Some((need, mut aux)) =
+            needs.next().map_err(|e| anyhow!("{e}")).with_context(ctx)?
+        {
+            let lib =
+                String::from_utf8_lossy(need.file(endian, strings).map_err(|e| anyhow!("{e}"))?)
+                    .into_owned();
             while let Some(a) = aux.next().map_err(|e| anyhow!("{e}")).with_context(ctx)? {
-                let v = String::from_utf8_lossy(a.name(endian, strings).map_err(|e| anyhow!("{e}"))?).into_owned();
+                let v =
+                    String::from_utf8_lossy(a.name(endian, strings).map_err(|e| anyhow!("{e}"))?)
+                        .into_owned();
                 info.version_needs.push((lib.clone(), v));
             }
         }
@@ -151,16 +192,29 @@ mod tests {
 
     #[test]
     fn reads_a_dynamic_system_binary() {
-        let arch = if cfg!(target_arch = "x86_64") { Arch::Amd64 } else { Arch::Arm64 };
+        let arch = if cfg!(target_arch = "x86_64") {
+            Arch::Amd64
+        } else {
+            Arch::Arm64
+        };
         let info = inspect(Path::new("/usr/bin/true"), arch).unwrap();
         assert!(info.interpreter.is_some());
         assert!(info.needed.iter().any(|n| n == "libc.so.6"), "{info:?}");
         assert!(info.max_glibc().is_some());
         let deps = info.deb_depends().unwrap();
         assert!(deps[0].starts_with("libc6 (>= 2."), "{deps:?}");
-        assert!(info.rpm_requires().iter().any(|r| r == "libc.so.6()(64bit)"));
-        let other = if arch == Arch::Amd64 { Arch::Arm64 } else { Arch::Amd64 };
-        let e = inspect(Path::new("/usr/bin/true"), other).unwrap_err().to_string();
+        assert!(info
+            .rpm_requires()
+            .iter()
+            .any(|r| r == "libc.so.6()(64bit)"));
+        let other = if arch == Arch::Amd64 {
+            Arch::Arm64
+        } else {
+            Arch::Amd64
+        };
+        let e = inspect(Path::new("/usr/bin/true"), other)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("does not match arch"), "{e}");
         // A library outside glibc has no known package: refused, not guessed.
         let ls = inspect(Path::new("/bin/ls"), arch).unwrap();
@@ -171,6 +225,9 @@ mod tests {
     #[test]
     fn refuses_non_elf() {
         let e = inspect(Path::new("/etc/hostname"), Arch::Amd64).unwrap_err();
-        assert!(format!("{e:#}").contains("not a readable 64-bit ELF"), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("not a readable 64-bit ELF"),
+            "{e:#}"
+        );
     }
 }

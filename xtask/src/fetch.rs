@@ -70,7 +70,8 @@ pub fn mirror_url(url: &str, mirror: &str) -> Result<String> {
         mirror.to_string()
     } else {
         // A local directory.
-        let p = std::fs::canonicalize(mirror).with_context(|| format!("mirror directory {mirror}"))?;
+        let p =
+            std::fs::canonicalize(mirror).with_context(|| format!("mirror directory {mirror}"))?;
         format!("file://{}", p.display())
     };
     Ok(format!("{}{}", mirror.trim_end_matches('/'), path))
@@ -113,7 +114,10 @@ impl Fetcher {
         if let Some(ca) = &opts.ca_cert {
             let mut certs = load_certs(ca)?;
             // "Adds" a CA: keep the system's roots as well, where the machine has a bundle.
-            for sys in ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"] {
+            for sys in [
+                "/etc/ssl/certs/ca-certificates.crt",
+                "/etc/pki/tls/certs/ca-bundle.crt",
+            ] {
                 if let Ok(more) = load_certs(Path::new(sys)) {
                     certs.extend(more);
                     break;
@@ -160,11 +164,15 @@ impl Fetcher {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).with_context(|| format!("cache entry {}", p.display())),
             Ok(m) if !m.file_type().is_file() => {
-                bail!("cache entry {} is not a regular file: refusing it", p.display())
+                bail!(
+                    "cache entry {} is not a regular file: refusing it",
+                    p.display()
+                )
             }
             Ok(_) => {}
         }
-        let (got, size) = crate::digest::sha256_file(&p).with_context(|| format!("cache entry {}", p.display()))?;
+        let (got, size) = crate::digest::sha256_file(&p)
+            .with_context(|| format!("cache entry {}", p.display()))?;
         if got != sha256 {
             // A corrupted entry is never used; remove it so a fresh download can replace it.
             std::fs::remove_file(&p).ok();
@@ -194,7 +202,8 @@ impl Fetcher {
                 actual.unwrap_or("none (no complete body)")
             )
         };
-        crate::component::valid_sha256(expected).map_err(|e| fail(format!("bad pin: {e}"), None))?;
+        crate::component::valid_sha256(expected)
+            .map_err(|e| fail(format!("bad pin: {e}"), None))?;
         if let Some((path, size)) = self
             .from_cache(expected)
             .map_err(|e| fail(format!("{e:#}"), None))?
@@ -221,7 +230,12 @@ impl Fetcher {
         let tmp_dir = self.opts.cache_dir.join("tmp");
         std::fs::create_dir_all(&tmp_dir)
             .and_then(|_| std::fs::create_dir_all(self.opts.cache_dir.join("sha256")))
-            .map_err(|e| fail(format!("cannot create cache {}: {e}", self.opts.cache_dir.display()), None))?;
+            .map_err(|e| {
+                fail(
+                    format!("cannot create cache {}: {e}", self.opts.cache_dir.display()),
+                    None,
+                )
+            })?;
         let tmp = tempfile::Builder::new()
             .prefix("download-")
             .tempfile_in(&tmp_dir)
@@ -230,14 +244,21 @@ impl Fetcher {
             .download_to(&url, tmp.as_file(), MAX_ASSET_BYTES, progress)
             .map_err(|e| fail(format!("{e:#}"), None))?;
         if digest != expected {
-            return Err(fail(format!("sha256 mismatch ({size} bytes received)"), Some(&digest)));
+            return Err(fail(
+                format!("sha256 mismatch ({size} bytes received)"),
+                Some(&digest),
+            ));
         }
         tmp.as_file()
             .sync_all()
             .map_err(|e| fail(format!("cannot sync: {e}"), Some(&digest)))?;
         let dest = self.cache_path(expected);
-        tmp.persist(&dest)
-            .map_err(|e| fail(format!("cannot move into the cache: {}", e.error), Some(&digest)))?;
+        tmp.persist(&dest).map_err(|e| {
+            fail(
+                format!("cannot move into the cache: {}", e.error),
+                Some(&digest),
+            )
+        })?;
         Ok(VerifiedArtifact {
             component: component.into(),
             arch,
@@ -271,7 +292,11 @@ impl Fetcher {
             Location::Https(mut current) => {
                 let mut hops = 0;
                 let resp = loop {
-                    let resp = self.agent.get(&current).call().map_err(|e| anyhow!("{e}"))?;
+                    let resp = self
+                        .agent
+                        .get(&current)
+                        .call()
+                        .map_err(|e| anyhow!("{e}"))?;
                     let status = resp.status().as_u16();
                     if (300..400).contains(&status) {
                         hops += 1;
@@ -285,7 +310,9 @@ impl Fetcher {
                             .ok_or_else(|| anyhow!("HTTP {status} without a Location"))?;
                         let next = resolve_location(&current, loc)?;
                         if !next.starts_with("https://") {
-                            bail!("HTTP {status} redirect to {next}: a redirect off https is refused");
+                            bail!(
+                                "HTTP {status} redirect to {next}: a redirect off https is refused"
+                            );
                         }
                         current = next;
                         continue;
@@ -375,7 +402,9 @@ fn resolve_location(base: &str, loc: &str) -> Result<String> {
     if loc.contains("://") {
         return Ok(loc.to_string());
     }
-    let (scheme, rest) = base.split_once("://").ok_or_else(|| anyhow!("bad base URL {base}"))?;
+    let (scheme, rest) = base
+        .split_once("://")
+        .ok_or_else(|| anyhow!("bad base URL {base}"))?;
     let host_end = rest.find('/').unwrap_or(rest.len());
     let origin = format!("{scheme}://{}", &rest[..host_end]);
     if let Some(stripped) = loc.strip_prefix("//") {
@@ -390,10 +419,13 @@ fn resolve_location(base: &str, loc: &str) -> Result<String> {
 }
 
 fn load_certs(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>> {
-    let pem = std::fs::read(path).with_context(|| format!("CA certificate file {}", path.display()))?;
+    let pem =
+        std::fs::read(path).with_context(|| format!("CA certificate file {}", path.display()))?;
     let mut out = Vec::new();
     for item in ureq::tls::parse_pem(&pem) {
-        if let ureq::tls::PemItem::Certificate(c) = item.map_err(|e| anyhow!("{}: {e}", path.display()))? {
+        if let ureq::tls::PemItem::Certificate(c) =
+            item.map_err(|e| anyhow!("{}: {e}", path.display()))?
+        {
             out.push(c);
         }
     }
@@ -445,9 +477,18 @@ mod tests {
 
     #[test]
     fn locations_resolve() {
-        assert_eq!(resolve_location("https://a/b/c", "/d").unwrap(), "https://a/d");
-        assert_eq!(resolve_location("https://a/b/c", "d").unwrap(), "https://a/b/d");
-        assert_eq!(resolve_location("https://a/b/c", "http://x/y").unwrap(), "http://x/y");
+        assert_eq!(
+            resolve_location("https://a/b/c", "/d").unwrap(),
+            "https://a/d"
+        );
+        assert_eq!(
+            resolve_location("https://a/b/c", "d").unwrap(),
+            "https://a/b/d"
+        );
+        assert_eq!(
+            resolve_location("https://a/b/c", "http://x/y").unwrap(),
+            "http://x/y"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use xtask::component::{self, Component};
-use xtask::dist::{self, Built, BuildOptions, Progress, Selection};
+use xtask::dist::{self, BuildOptions, Built, Progress, Selection};
 use xtask::fetch::{self, FetchOptions, Fetcher};
 use xtask::package::{Arch, Compression, Layout};
 use xtask::render::Templates;
@@ -152,7 +152,8 @@ fn parse_arch(s: &str) -> Result<Arch, String> {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("XTASK_LOG").unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("XTASK_LOG")
+                .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .without_time()
@@ -220,14 +221,24 @@ fn cmd_fetch(a: FetchArgs) -> Result<()> {
                 if v.cached { "cached" } else { "downloaded" }
             );
         }
-        eprintln!("{} asset(s) verified into {}", arts.len(), fetcher.options().cache_dir.display());
+        eprintln!(
+            "{} asset(s) verified into {}",
+            arts.len(),
+            fetcher.options().cache_dir.display()
+        );
     }
     Ok(())
 }
 
 fn cmd_dist(a: DistArgs) -> Result<()> {
-    if a.maintainer.chars().any(|c| c.is_control()) || !a.maintainer.contains('<') || !a.maintainer.ends_with('>') {
-        bail!("--maintainer {:?}: must be `Name <email>` without control characters", a.maintainer);
+    if a.maintainer.chars().any(|c| c.is_control())
+        || !a.maintainer.contains('<')
+        || !a.maintainer.ends_with('>')
+    {
+        bail!(
+            "--maintainer {:?}: must be `Name <email>` without control characters",
+            a.maintainer
+        );
     }
     let templates = Templates::load(a.templates.as_deref())?;
     let (jobs, notes) = plan(&a.common)?;
@@ -252,7 +263,10 @@ fn cmd_dist(a: DistArgs) -> Result<()> {
     dist::publish(staging.path(), &a.out, &built)?;
     drop(staging);
     if a.common.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "out": a.out, "packages": built }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "out": a.out, "packages": built }))?
+        );
     } else {
         print_table(&built);
         eprintln!("{} package(s) in {}", built.len(), a.out.display());
@@ -271,8 +285,16 @@ fn human(n: u64) -> String {
 }
 
 fn print_table(built: &[Built]) {
-    let w = built.iter().map(|b| b.package.len()).max().unwrap_or(7).max(7);
-    println!("{:<w$}  {:<14} {:<6} {:<4} {:>10}  sha256", "package", "version", "arch", "fmt", "size");
+    let w = built
+        .iter()
+        .map(|b| b.package.len())
+        .max()
+        .unwrap_or(7)
+        .max(7);
+    println!(
+        "{:<w$}  {:<14} {:<6} {:<4} {:>10}  sha256",
+        "package", "version", "arch", "fmt", "size"
+    );
     for b in built {
         println!(
             "{:<w$}  {:<14} {:<6} {:<4} {:>10}  {}",
@@ -305,11 +327,19 @@ fn cmd_check(a: CheckArgs) -> Result<()> {
             "{:<20} {:<10} pinned: {}",
             c.name,
             c.version,
-            if pinned.is_empty() { "none".to_string() } else { pinned.join(", ") }
+            if pinned.is_empty() {
+                "none".to_string()
+            } else {
+                pinned.join(", ")
+            }
         );
         for arch in Arch::ALL {
             if !c.source.sha256.contains_key(&arch) {
-                println!("  {} {arch}: no sha256 pin in {}: not built", c.name, c.file.display());
+                println!(
+                    "  {} {arch}: no sha256 pin in {}: not built",
+                    c.name,
+                    c.file.display()
+                );
             }
         }
     }
@@ -349,7 +379,10 @@ fn cmd_pin(a: PinArgs) -> Result<()> {
     let mut next = c.clone();
     next.version = a.version.clone();
     let sums_tpl = c.source.checksums.clone().with_context(|| {
-        format!("{}: field `source.checksums` is not set: pin needs the upstream checksum file's URL", path.display())
+        format!(
+            "{}: field `source.checksums` is not set: pin needs the upstream checksum file's URL",
+            path.display()
+        )
     })?;
     let fetcher = Fetcher::new(FetchOptions {
         mirror: a.net.mirror.clone(),
@@ -378,10 +411,16 @@ fn cmd_pin(a: PinArgs) -> Result<()> {
         }
     }
     if pins.is_empty() {
-        bail!("{} {}: no asset of any arch is listed in the checksum file: {}", a.name, a.version, missing.join("; "));
+        bail!(
+            "{} {}: no asset of any arch is listed in the checksum file: {}",
+            a.name,
+            a.version,
+            missing.join("; ")
+        );
     }
     let old = std::fs::read_to_string(&path)?;
-    let mut doc: toml_edit::DocumentMut = old.parse().with_context(|| format!("{}", path.display()))?;
+    let mut doc: toml_edit::DocumentMut =
+        old.parse().with_context(|| format!("{}", path.display()))?;
     doc["version"] = toml_edit::value(a.version.clone());
     if c.version != a.version {
         doc["revision"] = toml_edit::value(1);
@@ -391,7 +430,9 @@ fn cmd_pin(a: PinArgs) -> Result<()> {
         .context("[source] is not a table")?
         .entry("sha256")
         .or_insert(toml_edit::table());
-    let sha = sha.as_table_mut().context("[source.sha256] is not a table")?;
+    let sha = sha
+        .as_table_mut()
+        .context("[source.sha256] is not a table")?;
     for arch in Arch::ALL {
         match pins.get(&arch) {
             Some(h) => {

@@ -10,7 +10,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use handlebars::{
-    Context as HbContext, Handlebars, Helper, HelperResult, Output, RenderContext, RenderErrorReason,
+    Context as HbContext, Handlebars, Helper, HelperResult, Output, RenderContext,
+    RenderErrorReason,
 };
 
 /// Embedded default templates: (name without .hbs, text).
@@ -78,7 +79,9 @@ impl Templates {
         if let Some(dir) = dir {
             let mut stack = vec![dir.to_path_buf()];
             while let Some(d) = stack.pop() {
-                for e in std::fs::read_dir(&d).with_context(|| format!("{}: cannot read templates", d.display()))? {
+                for e in std::fs::read_dir(&d)
+                    .with_context(|| format!("{}: cannot read templates", d.display()))?
+                {
                     let p = e?.path();
                     if p.is_dir() {
                         stack.push(p);
@@ -131,15 +134,26 @@ pub struct RenderedFile {
 }
 
 /// The template context of a component, for one format's layout.
-pub fn component_context(c: &crate::component::Component, layout: &crate::package::Layout) -> serde_json::Value {
+pub fn component_context(
+    c: &crate::component::Component,
+    layout: &crate::package::Layout,
+) -> serde_json::Value {
     use serde_json::json;
     let s = &c.service;
     let unit = c.unit_name();
     let env_file = format!("{}/{}", layout.env_dir, env_file_name(c, layout));
-    let port = s.listen.rsplit_once(':').map(|x| x.1).unwrap_or_default().to_string();
+    let port = s
+        .listen
+        .rsplit_once(':')
+        .map(|x| x.1)
+        .unwrap_or_default()
+        .to_string();
     let mut by_proto: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for p in &c.firewall.ports {
-        by_proto.entry(p.proto.clone()).or_default().push(p.port.to_string());
+        by_proto
+            .entry(p.proto.clone())
+            .or_default()
+            .push(p.port.to_string());
     }
     let ufw_ports = by_proto
         .iter()
@@ -219,7 +233,10 @@ pub fn render_component(
     layout: &crate::package::Layout,
 ) -> Result<Vec<RenderedFile>> {
     let ctx = component_context(c, layout);
-    let r = |name: &str| t.render(name, &ctx).with_context(|| format!("component {}", c.name));
+    let r = |name: &str| {
+        t.render(name, &ctx)
+            .with_context(|| format!("component {}", c.name))
+    };
     let mut out = vec![
         RenderedFile {
             path: format!("{}/{}", layout.unit_dir, c.unit_name()),
