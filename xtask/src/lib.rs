@@ -9,6 +9,7 @@ pub mod dist;
 pub mod elf;
 pub mod fetch;
 pub mod package;
+pub mod publish;
 pub mod render;
 pub mod rpm_writer;
 pub mod signer;
