@@ -33,8 +33,11 @@ pub struct Selection {
     pub arches: Vec<Arch>,
 }
 
+/// The (component, arch) pairs a run builds.
+pub type Jobs = Vec<(Component, Arch)>;
+
 /// One (component, arch) job, with why an asked-for arch is skipped.
-pub fn plan(all: &[Component], sel: &Selection) -> Result<(Vec<(Component, Arch)>, Vec<String>)> {
+pub fn plan(all: &[Component], sel: &Selection) -> Result<(Jobs, Vec<String>)> {
     let mut notes = Vec::new();
     for n in &sel.components {
         if !all.iter().any(|c| &c.name == n) {

@@ -158,7 +158,7 @@ impl Fetcher {
     }
 
     /// Look the pin up in the cache; re-verify the cached bytes.
-    fn from_cache(&self, sha256: &str) -> Result<Option<(PathBuf, u64)>> {
+    fn read_cache(&self, sha256: &str) -> Result<Option<(PathBuf, u64)>> {
         let p = self.cache_path(sha256);
         match std::fs::symlink_metadata(&p) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -205,7 +205,7 @@ impl Fetcher {
         crate::component::valid_sha256(expected)
             .map_err(|e| fail(format!("bad pin: {e}"), None))?;
         if let Some((path, size)) = self
-            .from_cache(expected)
+            .read_cache(expected)
             .map_err(|e| fail(format!("{e:#}"), None))?
         {
             return Ok(VerifiedArtifact {
