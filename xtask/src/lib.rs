@@ -14,3 +14,4 @@ pub mod render;
 pub mod rpm_writer;
 pub mod signer;
 pub mod unpack;
+pub mod verify;
