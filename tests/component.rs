@@ -670,7 +670,7 @@ fn unknown_fields_are_refused() {
         let file = dir.path().join("node_exporter.toml");
         let text = edit(repo_component("node_exporter"), &[(old, new)]);
         std::fs::write(&file, &text).unwrap();
-        let errs = component::load_file(&file).err().expect("accepted");
+        let errs = component::load_file(&file).expect_err("accepted");
         assert_eq!(errs.0.len(), 1, "{errs}");
         let e = &errs.0[0];
         let (line, col) = line_col(&text, at);

@@ -33,8 +33,11 @@ pub struct Selection {
     pub arches: Vec<Arch>,
 }
 
+/// The jobs of a run, and a note for each asked-for arch that is skipped.
+pub type Plan = (Vec<(Component, Arch)>, Vec<String>);
+
 /// One (component, arch) job, with why an asked-for arch is skipped.
-pub fn plan(all: &[Component], sel: &Selection) -> Result<(Vec<(Component, Arch)>, Vec<String>)> {
+pub fn plan(all: &[Component], sel: &Selection) -> Result<Plan> {
     let mut notes = Vec::new();
     for n in &sel.components {
         if !all.iter().any(|c| &c.name == n) {

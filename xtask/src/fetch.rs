@@ -183,7 +183,7 @@ impl Fetcher {
     }
 
     /// Look the pin up in the cache; re-verify the cached bytes.
-    fn from_cache(&self, sha256: &str) -> Result<CacheLookup> {
+    fn lookup_cache(&self, sha256: &str) -> Result<CacheLookup> {
         let p = self.cache_path(sha256);
         match std::fs::symlink_metadata(&p) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(CacheLookup::Miss),
@@ -287,7 +287,7 @@ impl Fetcher {
         crate::component::valid_sha256(expected)
             .map_err(|e| fail(format!("bad pin: {e}"), None))?;
         let corrupt = match self
-            .from_cache(expected)
+            .lookup_cache(expected)
             .map_err(|e| fail(format!("{e:#}"), None))?
         {
             CacheLookup::Hit(path, size) => {
