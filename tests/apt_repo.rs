@@ -278,7 +278,14 @@ struct Http {
 impl Http {
     fn serve(dir: &Path) -> Http {
         let mut child = Command::new("python3")
-            .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "--directory"])
+            .args([
+                "-u",
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
             .arg(dir)
             .arg("0")
             .stdout(Stdio::piped())
@@ -383,10 +390,12 @@ fn apt_updates_downloads_and_installs_over_file_and_http() {
         assert!(show.contains(" Second paragraph."), "{show}");
 
         // apt-get download of an explicit version and of the other arch: byte-identical.
-        must(
-            apt.cmd("apt-get")
-                .args(["-q", "download", "hello-exporter=1.0-1", "hello-exporter:arm64"]),
-        );
+        must(apt.cmd("apt-get").args([
+            "-q",
+            "download",
+            "hello-exporter=1.0-1",
+            "hello-exporter:arm64",
+        ]));
         let pool = |p: &str| std::fs::read(r.root.join(p)).unwrap();
         assert_eq!(
             apt.downloaded("hello-exporter_1.0-1_amd64.deb"),
@@ -419,7 +428,12 @@ fn gpgv_and_sqv_verify_the_signatures() {
     let r = make_repo(&settings());
     let dists = r.root.join("dists/stable");
     let k = &r.keyring;
-    must(Command::new("gpgv").arg("--keyring").arg(k).arg(dists.join("InRelease")));
+    must(
+        Command::new("gpgv")
+            .arg("--keyring")
+            .arg(k)
+            .arg(dists.join("InRelease")),
+    );
     must(
         Command::new("gpgv")
             .arg("--keyring")
@@ -445,7 +459,10 @@ fn gpgv_and_sqv_verify_the_signatures() {
             .arg("-")
             .arg(dists.join("InRelease")),
     );
-    assert!(out.starts_with(&release), "InRelease content differs from Release");
+    assert!(
+        out.starts_with(&release),
+        "InRelease content differs from Release"
+    );
     assert!(inrelease.contains("-----BEGIN PGP SIGNED MESSAGE-----"));
 
     // And they refuse: another key, a changed Release.
@@ -504,7 +521,11 @@ fn apt_refuses_a_tampered_packages_index() {
         .find(|s| s["Version"] == "1.0-1")
         .unwrap();
     let old = &st["SHA256"];
-    let new = format!("{}{}", if old.starts_with('0') { "1" } else { "0" }, &old[1..]);
+    let new = format!(
+        "{}{}",
+        if old.starts_with('0') { "1" } else { "0" },
+        &old[1..]
+    );
     let tampered = packages.replace(old.as_str(), &new);
     assert_ne!(tampered, packages);
     // Every variant and every by-hash copy, so apt has nothing genuine to fall back to.
@@ -529,7 +550,10 @@ fn apt_refuses_a_tampered_packages_index() {
     for url in [file_url(&r.root), http.url.clone()] {
         let apt = Apt::new(&sources_for(&r, &url));
         let (ok, text) = apt.get(&["update"]);
-        assert!(!ok, "apt-get update accepted a tampered Packages over {url}:\n{text}");
+        assert!(
+            !ok,
+            "apt-get update accepted a tampered Packages over {url}:\n{text}"
+        );
         assert!(
             text.contains("Hash Sum mismatch") || text.contains("unexpected size"),
             "{text}"
@@ -552,10 +576,16 @@ fn apt_refuses_a_tampered_package() {
         let apt = Apt::new(&sources_for(&r, &url));
         apt.update_ok();
         let (ok, text) = apt.get(&["download", "hello-exporter=1.0-1"]);
-        assert!(!ok, "apt-get download accepted a tampered .deb over {url}:\n{text}");
+        assert!(
+            !ok,
+            "apt-get download accepted a tampered .deb over {url}:\n{text}"
+        );
         assert!(text.contains("Hash Sum mismatch"), "{text}");
         let (ok, text) = apt.get(&["install", "--download-only", "hello-exporter=1.0-1"]);
-        assert!(!ok, "apt-get install accepted a tampered .deb over {url}:\n{text}");
+        assert!(
+            !ok,
+            "apt-get install accepted a tampered .deb over {url}:\n{text}"
+        );
     }
 }
 
@@ -614,6 +644,7 @@ fn apt_enforces_valid_until() {
 ///   package's control order (then Filename, Size, SHA256, SHA512). Compared as maps.
 /// - Stanza order: apt-ftparchive lists in pool-walk order; we sort by (package, version,
 ///   arch). Compared as sets keyed by (Package, Version, Architecture).
+///
 /// Everything else — the package set, every control field, Filename, Size, SHA256, SHA512 — is
 /// identical.
 #[test]
@@ -644,7 +675,10 @@ fn packages_match_apt_ftparchive() {
         let theirs: BTreeMap<_, _> = parse_stanzas(&theirs)
             .into_iter()
             .map(|mut s| {
-                assert!(s.remove("MD5sum").is_some(), "apt-ftparchive without MD5sum?");
+                assert!(
+                    s.remove("MD5sum").is_some(),
+                    "apt-ftparchive without MD5sum?"
+                );
                 assert!(s.remove("SHA1").is_some(), "apt-ftparchive without SHA1?");
                 (key(&s), s)
             })
@@ -698,7 +732,11 @@ fn release_lists_every_index_file_with_by_hash_copies() {
                     stack.push(p);
                 }
             } else {
-                let rel = p.strip_prefix(&suite).unwrap().to_string_lossy().into_owned();
+                let rel = p
+                    .strip_prefix(&suite)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
                 if !["Release", "Release.gpg", "InRelease"].contains(&rel.as_str()) {
                     on_disk.insert(rel);
                 }
@@ -713,7 +751,10 @@ fn release_lists_every_index_file_with_by_hash_copies() {
     // the arch-all package) ...
     for arch in ["amd64", "arm64", "riscv64"] {
         for f in ["Packages", "Packages.gz", "Packages.xz", "Release"] {
-            assert!(listed.contains(&format!("main/binary-{arch}/{f}")), "{arch} {f}");
+            assert!(
+                listed.contains(&format!("main/binary-{arch}/{f}")),
+                "{arch} {f}"
+            );
         }
     }
     let riscv = std::fs::read_to_string(suite.join("main/binary-riscv64/Packages")).unwrap();
@@ -721,7 +762,11 @@ fn release_lists_every_index_file_with_by_hash_copies() {
         .into_iter()
         .map(|s| s["Package"].clone())
         .collect();
-    assert_eq!(riscv, ["libdemo-data"], "riscv64 holds only the arch-all package");
+    assert_eq!(
+        riscv,
+        ["libdemo-data"],
+        "riscv64 holds only the arch-all package"
+    );
     // ... with the right size and hashes, and a by-hash copy under each hash.
     for ((h256, size, path), (h512, size512, path512)) in sha256.iter().zip(&sha512) {
         assert_eq!(path, path512);
@@ -739,14 +784,22 @@ fn release_lists_every_index_file_with_by_hash_copies() {
         let d = suite.join(format!("main/binary-{arch}"));
         let plain = std::fs::read_to_string(d.join("Packages")).unwrap();
         assert_eq!(must(Command::new("zcat").arg(d.join("Packages.gz"))), plain);
-        assert_eq!(must(Command::new("xzcat").arg(d.join("Packages.xz"))), plain);
+        assert_eq!(
+            must(Command::new("xzcat").arg(d.join("Packages.xz"))),
+            plain
+        );
     }
     // The per-architecture Release.
     let comp = std::fs::read_to_string(suite.join("main/binary-arm64/Release")).unwrap();
     assert!(comp.contains("Component: main\n") && comp.contains("Architecture: arm64\n"));
 
     // Pool layout: first letter, libX for lib*, source name directory, epoch dropped.
-    let files: BTreeSet<&str> = r.repo.packages.iter().map(|p| p.filename.as_str()).collect();
+    let files: BTreeSet<&str> = r
+        .repo
+        .packages
+        .iter()
+        .map(|p| p.filename.as_str())
+        .collect();
     assert_eq!(
         files,
         BTreeSet::from([
@@ -762,7 +815,13 @@ fn release_lists_every_index_file_with_by_hash_copies() {
         .repo
         .packages
         .iter()
-        .map(|p| (p.package.as_str(), p.version.as_str(), p.architecture.as_str()))
+        .map(|p| {
+            (
+                p.package.as_str(),
+                p.version.as_str(),
+                p.architecture.as_str(),
+            )
+        })
         .collect();
     assert_eq!(
         order,
@@ -856,8 +915,14 @@ fn conflicting_packages_are_refused() {
     let err = apt_repo::write_apt_repo(&root, &[one.clone(), two.clone()], &settings(), &key)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("differ") && err.contains("hello-exporter 1.0-1 amd64"), "{err}");
-    assert!(!root.join("dists").exists(), "an index was written despite the conflict");
+    assert!(
+        err.contains("differ") && err.contains("hello-exporter 1.0-1 amd64"),
+        "{err}"
+    );
+    assert!(
+        !root.join("dists").exists(),
+        "an index was written despite the conflict"
+    );
 
     // A later build into a root whose pool holds other bytes under the same name.
     apt_repo::write_apt_repo(&root, std::slice::from_ref(&one), &settings(), &key).unwrap();
@@ -865,7 +930,10 @@ fn conflicting_packages_are_refused() {
         "{:#}",
         apt_repo::write_apt_repo(&root, &[two], &settings(), &key).unwrap_err()
     );
-    assert!(err.contains("already exists with different contents"), "{err}");
+    assert!(
+        err.contains("already exists with different contents"),
+        "{err}"
+    );
 
     // Epochs do not reach the pool file name: 1:1.0-1 and 1.0-1 would collide.
     let d3 = tmp.path().join("3");
@@ -913,7 +981,11 @@ fn client_files_are_what_apt_reads() {
     );
     // The binary keyring and the armored key are the same key, as gpg sees it.
     for p in &written[..2] {
-        let out = must(Command::new("gpg").args(["--show-keys", "--with-colons"]).arg(p));
+        let out = must(
+            Command::new("gpg")
+                .args(["--show-keys", "--with-colons"])
+                .arg(p),
+        );
         assert!(out.contains(&key.fpr), "{out}");
     }
     assert!(std::fs::read_to_string(&written[0])

@@ -172,7 +172,9 @@ pub fn valid_version(v: &str) -> bool {
                 || (c == b':' && epoch.is_some())
         });
     let rev_ok = revision.is_none_or(|r| {
-        !r.is_empty() && r.bytes().all(|c| c.is_ascii_alphanumeric() || b".+~".contains(&c))
+        !r.is_empty()
+            && r.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b".+~".contains(&c))
     });
     up_ok && rev_ok
 }
@@ -190,7 +192,9 @@ impl AptSettings {
         check_suite("Codename", &self.codename)?;
         for a in &self.architectures {
             if a == "all" || !valid_arch(a) {
-                bail!("apt repository architecture {a:?} is not a concrete Debian architecture name");
+                bail!(
+                    "apt repository architecture {a:?} is not a concrete Debian architecture name"
+                );
             }
         }
         if let Some(d) = self.valid_until {
@@ -270,8 +274,7 @@ fn verrevcmp(a: &[u8], b: &[u8]) -> Ordering {
             j += 1;
         }
         let mut first_diff = Ordering::Equal;
-        while a.get(i).is_some_and(u8::is_ascii_digit) && b.get(j).is_some_and(u8::is_ascii_digit)
-        {
+        while a.get(i).is_some_and(u8::is_ascii_digit) && b.get(j).is_some_and(u8::is_ascii_digit) {
             if first_diff == Ordering::Equal {
                 first_diff = a[i].cmp(&b[j]);
             }
@@ -361,7 +364,9 @@ impl Control {
             };
             if name.is_empty()
                 || name.starts_with('-')
-                || !name.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b':')
+                || !name
+                    .bytes()
+                    .all(|b| (0x21..=0x7e).contains(&b) && b != b':')
             {
                 bail!("control line {n}: invalid field name {name:?}");
             }
@@ -485,7 +490,10 @@ pub fn read_deb(path: &Path) -> Result<DebFile> {
                 let mut magic = Vec::new();
                 (&mut entry).take(64).read_to_end(&mut magic)?;
                 if id != "debian-binary" || !magic.starts_with(b"2.") {
-                    bail!("{}: not a Debian binary package (no debian-binary 2.x first)", ctx());
+                    bail!(
+                        "{}: not a Debian binary package (no debian-binary 2.x first)",
+                        ctx()
+                    );
                 }
             } else if id.starts_with("control.tar") {
                 if control.is_some() {
@@ -507,8 +515,8 @@ pub fn read_deb(path: &Path) -> Result<DebFile> {
     if !has_data {
         bail!("{}: no data.tar member", ctx());
     }
-    let text = String::from_utf8(control)
-        .map_err(|_| anyhow!("{}: control file is not UTF-8", ctx()))?;
+    let text =
+        String::from_utf8(control).map_err(|_| anyhow!("{}: control file is not UTF-8", ctx()))?;
     let control = Control::parse(&text).with_context(ctx)?;
     for f in INDEX_FIELDS {
         if control.get(f).is_some() {
@@ -600,7 +608,10 @@ fn create_dir_0755(dir: &Path) -> Result<()> {
 }
 
 fn temp_name(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
@@ -651,7 +662,10 @@ fn place_in_pool(deb: &DebFile, dest: &Path, link: PoolLink) -> Result<()> {
         // The input may have changed since it was read: the pool must hold what was indexed.
         if sha256_file(&tmp)? != deb.sha256 {
             let _ = fs::remove_file(&tmp);
-            bail!("{} changed while the index was being built", deb.path.display());
+            bail!(
+                "{} changed while the index was being built",
+                deb.path.display()
+            );
         }
     } else {
         let ctx = || format!("copying {} to {}", deb.path.display(), tmp.display());
@@ -668,7 +682,10 @@ fn place_in_pool(deb: &DebFile, dest: &Path, link: PoolLink) -> Result<()> {
         out.sync_all().with_context(ctx)?;
         if got != deb.sha256 {
             let _ = fs::remove_file(&tmp);
-            bail!("{} changed while the index was being built", deb.path.display());
+            bail!(
+                "{} changed while the index was being built",
+                deb.path.display()
+            );
         }
     }
     fs::rename(&tmp, dest).with_context(|| format!("renaming into {}", dest.display()))
@@ -851,14 +868,22 @@ pub fn write_apt_repo(
     let detached = signer
         .detach_sign_armored(release.as_bytes())
         .context("signing Release")?;
-    let inline = signer.clearsign(&release).context("clear-signing Release")?;
+    let inline = signer
+        .clearsign(&release)
+        .context("clear-signing Release")?;
     let staged = [
-        ("Release", write_temp(&suite_dir.join("Release"), release.as_bytes())?),
+        (
+            "Release",
+            write_temp(&suite_dir.join("Release"), release.as_bytes())?,
+        ),
         (
             "Release.gpg",
             write_temp(&suite_dir.join("Release.gpg"), detached.as_bytes())?,
         ),
-        ("InRelease", write_temp(&suite_dir.join("InRelease"), inline.as_bytes())?),
+        (
+            "InRelease",
+            write_temp(&suite_dir.join("InRelease"), inline.as_bytes())?,
+        ),
     ];
     for (name, tmp) in staged {
         fs::rename(&tmp, suite_dir.join(name))
@@ -893,7 +918,11 @@ fn release_text(settings: &AptSettings, arches: &[String], files: &[IndexFile]) 
     let _ = writeln!(s, "Codename: {}", settings.codename);
     let _ = writeln!(s, "Date: {}", rfc2822_utc(settings.date));
     if let Some(d) = settings.valid_until {
-        let _ = writeln!(s, "Valid-Until: {}", rfc2822_utc(settings.date + d.as_secs()));
+        let _ = writeln!(
+            s,
+            "Valid-Until: {}",
+            rfc2822_utc(settings.date + d.as_secs())
+        );
     }
     let _ = writeln!(s, "Architectures: {}", arches.join(" "));
     let _ = writeln!(s, "Components: {}", settings.components().join(" "));
@@ -964,7 +993,10 @@ pub fn client_files(
             .iter()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._-".contains(c))
     {
-        bail!("client file name {:?} must match [a-z0-9][a-z0-9._-]*", client.name);
+        bail!(
+            "client file name {:?} must match [a-z0-9][a-z0-9._-]*",
+            client.name
+        );
     }
     check_url(&client.base_url)?;
     let signed_by = client
@@ -999,9 +1031,18 @@ impl ClientFiles {
         let keys = dir.join("keys");
         create_dir_0755(&keys)?;
         let out = vec![
-            (keys.join(format!("{}.asc", self.name)), self.key_armored.as_bytes()),
-            (keys.join(format!("{}.gpg", self.name)), self.keyring.as_slice()),
-            (dir.join(format!("{}.sources", self.name)), self.sources.as_bytes()),
+            (
+                keys.join(format!("{}.asc", self.name)),
+                self.key_armored.as_bytes(),
+            ),
+            (
+                keys.join(format!("{}.gpg", self.name)),
+                self.keyring.as_slice(),
+            ),
+            (
+                dir.join(format!("{}.sources", self.name)),
+                self.sources.as_bytes(),
+            ),
         ];
         let mut paths = Vec::new();
         for (p, data) in out {
