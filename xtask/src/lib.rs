@@ -2,6 +2,7 @@
 //!
 //! Each stage is a function of its inputs; `dist` strings them together. See ARCHITECTURE.md.
 
+pub mod apt_repo;
 pub mod component;
 pub mod deb;
 pub mod digest;
