@@ -5,6 +5,7 @@
 pub mod component;
 pub mod deb;
 pub mod digest;
+pub mod dnf_repo;
 pub mod dist;
 pub mod elf;
 pub mod fetch;
