@@ -81,7 +81,10 @@ fn build_rpm(dir: &Path, name: &str, arch: &str, base: bool) -> PathBuf {
                 .noreplace(),
         )
         .unwrap()
-        .with_file_contents("doc\n", FileOptions::new(format!("/usr/share/doc/{name}/README")))
+        .with_file_contents(
+            "doc\n",
+            FileOptions::new(format!("/usr/share/doc/{name}/README")),
+        )
         .unwrap()
         .with_ghost(FileOptions::ghost(format!("/var/lib/{name}/state")))
         .unwrap()
@@ -127,6 +130,8 @@ fn rpmsign(key: &gpg::GpgKey, rpm: &Path) {
         .arg(format!("_gpg_name {}", key.fpr))
         .arg("--define")
         .arg("__gpg /usr/bin/gpg")
+        .arg("--define")
+        .arg("_gpg_digest_algo sha256")
         .arg("--define")
         .arg("_gpg_sign_cmd_extra_args --batch --pinentry-mode loopback")
         .arg("--addsign")
@@ -215,6 +220,27 @@ fn write(root: &Path, f: &Fixture, compression: MetadataCompression) -> dnf_repo
     repo
 }
 
+fn stdout_stderr(out: &Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    ok(Command::new("cp").arg("-a").arg(from).arg(to));
+}
+
+fn href_of(repo: &dnf_repo::DnfRepo, kind: &str) -> String {
+    repo.data
+        .iter()
+        .find(|d| d.kind == kind)
+        .unwrap()
+        .href
+        .clone()
+}
+
 #[test]
 fn dnf_accepts_signed_repository_and_packages() {
     let f = fixture(true);
@@ -223,15 +249,338 @@ fn dnf_accepts_signed_repository_and_packages() {
     let repo = write(&root, &f, MetadataCompression::Gzip);
     let key = root.join("keys/obs.asc");
     assert_eq!(repo.packages.len(), 4);
+    for p in &repo.packages {
+        let first = p.info.name.chars().next().unwrap();
+        assert_eq!(
+            p.href,
+            format!(
+                "Packages/{first}/{}-1.2.3-4.obs.{}.rpm",
+                p.info.name, p.info.arch
+            )
+        );
+        let mode = fs::metadata(root.join(&p.href)).unwrap().permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o644
+        );
+    }
 
+    // The client configuration we ship: the .repo file, pointing at the key we wrote.
     let dnf = Dnf::new();
-    let out = run(dnf.with_repo(&root, &key).arg("makecache"));
+    dnf_repo::write_repo_file(
+        &dnf.t.path().join("repos.d/obs.repo"),
+        &RepoFile {
+            id: "obs".into(),
+            name: "Observability stack (test)".into(),
+            baseurl: format!("file://{}", root.display()),
+            gpgkey: format!("file://{}", key.display()),
+        },
+    )
+    .unwrap();
+    let out = run(dnf.cmd().arg("makecache"));
+    assert!(out.status.success(), "makecache: {}", stdout_stderr(&out));
     assert!(
-        out.status.success(),
-        "makecache: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        stdout_stderr(&out).contains(&format!(
+            "Fingerprint: {}",
+            f.key
+                .fingerprint()
+                .as_bytes()
+                .chunks(4)
+                .map(|c| std::str::from_utf8(c).unwrap())
+                .collect::<Vec<_>>()
+                .join(" ")
+        )),
+        "repo key not imported: {}",
+        stdout_stderr(&out)
     );
-    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
-    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+
+    // What dnf read from primary.xml.
+    let q = ok(dnf.cmd().args([
+        "repoquery",
+        "--qf",
+        "%{name} %{epoch}:%{version}-%{release} %{arch} %{location}",
+    ]));
+    let mut lines: Vec<&str> = q.lines().filter(|l| l.contains("1.2.3")).collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "demo_exporter 0:1.2.3-4.obs aarch64 Packages/d/demo_exporter-1.2.3-4.obs.aarch64.rpm",
+            "demo_exporter 0:1.2.3-4.obs x86_64 Packages/d/demo_exporter-1.2.3-4.obs.x86_64.rpm",
+            "obs-base 0:1.2.3-4.obs noarch Packages/o/obs-base-1.2.3-4.obs.noarch.rpm",
+            "other-exporter 0:1.2.3-4.obs x86_64 Packages/o/other-exporter-1.2.3-4.obs.x86_64.rpm",
+        ],
+        "{q}"
+    );
+    let req = ok(dnf.cmd().args(["repoquery", "--requires", "demo_exporter"]));
+    let mut req: Vec<&str> = req
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with("Last metadata"))
+        .collect();
+    req.sort();
+    assert_eq!(
+        req,
+        ["/bin/sh", "glibc >= 2.34", "obs-base", "systemd"],
+        "requires"
+    );
+    let prov = ok(dnf.cmd().args(["repoquery", "--provides", "demo_exporter"]));
+    assert!(prov.contains("demo_exporter-compat = 1:2.0-3"), "{prov}");
+    let conf = ok(dnf
+        .cmd()
+        .args(["repoquery", "--conflicts", "demo_exporter"]));
+    assert!(conf.contains("prometheus-old < 1.0"), "{conf}");
+    let obs = ok(dnf
+        .cmd()
+        .args(["repoquery", "--obsoletes", "demo_exporter"]));
+    assert!(obs.contains("old-exporter <= 0.9-1"), "{obs}");
+    // File provides from the primary file list (filelists.xml is not loaded by default).
+    let who = ok(dnf.cmd().args([
+        "repoquery",
+        "--whatprovides",
+        "/etc/demo_exporter/demo_exporter.conf",
+    ]));
+    assert!(who.contains("demo_exporter-0:1.2.3-4.obs.x86_64"), "{who}");
+    // Summary and description survive escaping.
+    let info = ok(dnf.cmd().args([
+        "repoquery",
+        "--qf",
+        "%{summary}|%{description}",
+        "other-exporter",
+    ]));
+    assert!(
+        info.contains("Test <exporter> & \"friends\"|Line one with <tags> & 'quotes'.\nLine two."),
+        "{info}"
+    );
+    // Download with gpgcheck=1: dnf checks the package checksum from primary.xml and the rpm
+    // signature against the key from gpgkey=.
+    let dl = dnf.t.path().join("dl");
+    let out = run(dnf
+        .cmd()
+        .arg("install")
+        .arg("--downloadonly")
+        .arg(format!("--downloaddir={}", dl.display()))
+        .arg("demo_exporter"));
+    assert!(out.status.success(), "download: {}", stdout_stderr(&out));
+    for name in [
+        "demo_exporter-1.2.3-4.obs.x86_64.rpm",
+        "obs-base-1.2.3-4.obs.noarch.rpm",
+    ] {
+        let first = &name[..1];
+        assert_eq!(
+            fs::read(dl.join(name)).unwrap(),
+            fs::read(root.join(format!("Packages/{first}/{name}"))).unwrap(),
+            "{name}"
+        );
+    }
+
+    // rpmkeys in a private database: every package in the repository is signed and OK.
+    let db = tmp.path().join("rpmdb");
+    fs::create_dir_all(&db).unwrap();
+    ok(Command::new("rpmkeys")
+        .arg("--dbpath")
+        .arg(&db)
+        .arg("--import")
+        .arg(&key));
+    for p in &repo.packages {
+        let out = ok(Command::new("rpmkeys")
+            .arg("--dbpath")
+            .arg(&db)
+            .arg("--checksig")
+            .arg("-v")
+            .arg(root.join(&p.href)));
+        assert!(
+            out.contains("Header V4 RSA/SHA256 Signature, key ID") && out.contains(": OK"),
+            "{out}"
+        );
+        assert!(!out.contains("NOKEY") && !out.contains("BAD"), "{out}");
+    }
+
+    // --repofrompath with the options forced on the command line works the same.
+    let dnf2 = Dnf::new();
+    let out = run(dnf2.with_repo(&root, &key).arg("makecache"));
+    assert!(out.status.success(), "makecache: {}", stdout_stderr(&out));
+}
+
+/// Run `makecache` against a modified copy of the repository; it must fail.
+fn refused(root: &Path, key: &Path, what: &str, expect: &[&str]) {
+    let dnf = Dnf::new();
+    let out = run(dnf.with_repo(root, key).arg("makecache"));
+    let text = stdout_stderr(&out);
+    assert!(!out.status.success(), "{what}: dnf accepted it:\n{text}");
+    assert!(
+        expect.iter().any(|e| text.contains(e)),
+        "{what}: refused, but not for the expected reason ({expect:?}):\n{text}"
+    );
+}
+
+#[test]
+fn dnf_refuses_tampered_metadata() {
+    let f = fixture(false);
+    let tmp = tempfile::tempdir().unwrap();
+    let good = tmp.path().join("good");
+    let repo = write(&good, &f, MetadataCompression::Gzip);
+    let key = good.join("keys/obs.asc");
+
+    // Control: the untouched repository is accepted.
+    let dnf = Dnf::new();
+    let out = run(dnf.with_repo(&good, &key).arg("makecache"));
+    assert!(out.status.success(), "control: {}", stdout_stderr(&out));
+
+    // repomd.xml changed after signing.
+    let r = tmp.path().join("repomd-changed");
+    copy_tree(&good, &r);
+    let p = r.join("repodata/repomd.xml");
+    let text = fs::read_to_string(&p).unwrap();
+    let changed = text.replace(
+        &format!("<revision>{DATE}</revision>"),
+        &format!("<revision>{}</revision>", DATE + 1),
+    );
+    assert_ne!(text, changed);
+    fs::write(&p, changed).unwrap();
+    refused(
+        &r,
+        &r.join("keys/obs.asc"),
+        "tampered repomd.xml",
+        &["GPG", "signature", "Signature"],
+    );
+
+    // A valid signature, by a key the client does not trust.
+    let r = tmp.path().join("other-key");
+    copy_tree(&good, &r);
+    let stranger = gpg::GpgKey::generate("Stranger <x@example.org>");
+    let sig = stranger
+        .detach_sign_armored(&fs::read(r.join("repodata/repomd.xml")).unwrap())
+        .unwrap();
+    fs::write(r.join("repodata/repomd.xml.asc"), sig).unwrap();
+    refused(
+        &r,
+        &r.join("keys/obs.asc"),
+        "repomd.xml.asc by another key",
+        &["GPG", "signature", "Signature"],
+    );
+
+    // No signature at all.
+    let r = tmp.path().join("unsigned");
+    copy_tree(&good, &r);
+    fs::remove_file(r.join("repodata/repomd.xml.asc")).unwrap();
+    refused(
+        &r,
+        &r.join("keys/obs.asc"),
+        "missing repomd.xml.asc",
+        &["repomd.xml.asc", "GPG", "signature", "Signature"],
+    );
+
+    // primary.xml.gz replaced by another valid gzip of a modified document.
+    let r = tmp.path().join("primary-changed");
+    copy_tree(&good, &r);
+    let p = r.join(href_of(&repo, "primary"));
+    let mut xml = String::new();
+    flate2::read::GzDecoder::new(fs::File::open(&p).unwrap())
+        .read_to_string(&mut xml)
+        .unwrap();
+    let evil = xml.replacen("<summary>", "<summary>EVIL ", 1);
+    assert_ne!(xml, evil);
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut enc, evil.as_bytes()).unwrap();
+    fs::write(&p, enc.finish().unwrap()).unwrap();
+    refused(
+        &r,
+        &r.join("keys/obs.asc"),
+        "tampered primary.xml.gz",
+        &["checksum", "Checksum"],
+    );
+}
+
+#[test]
+fn dnf_refuses_tampered_packages() {
+    let f = fixture(true);
+    let tmp = tempfile::tempdir().unwrap();
+    let target = "demo_exporter-1.2.3-4.obs.x86_64.rpm";
+
+    // 1. The file in the repository changed after indexing: checksum mismatch.
+    let root = tmp.path().join("a");
+    write(&root, &f, MetadataCompression::Gzip);
+    let p = root.join("Packages/d").join(target);
+    flip_last_byte(&p);
+    let dnf = Dnf::new();
+    let out = run(dnf.with_repo(&root, &root.join("keys/obs.asc")).args([
+        "install",
+        "--downloadonly",
+        "demo_exporter",
+    ]));
+    let text = stdout_stderr(&out);
+    assert!(!out.status.success(), "tampered rpm accepted:\n{text}");
+    assert!(
+        text.contains("hecksum") || text.contains("Cannot download"),
+        "{text}"
+    );
+
+    // 2. The package's header changed before indexing (the index agrees with the file): the
+    //    rpm signature check refuses it.
+    let root = tmp.path().join("b");
+    let mut inputs = f.inputs.clone();
+    let bad = tmp.path().join(target);
+    fs::copy(inputs.iter().find(|i| i.ends_with(target)).unwrap(), &bad).unwrap();
+    let mut b = fs::read(&bad).unwrap();
+    let at = b
+        .windows(9)
+        .position(|w| w == b"Line two.")
+        .expect("description in header");
+    b[at] = b'X';
+    fs::write(&bad, b).unwrap();
+    inputs.retain(|i| !i.ends_with(target));
+    inputs.push(bad.clone());
+    let s = Settings::new(DATE as u64);
+    dnf_repo::write_repo(&root, &inputs, &s, &f.key).unwrap();
+    dnf_repo::write_public_key(&root, "obs", &f.key).unwrap();
+    let dnf = Dnf::new();
+    let out = run(dnf.with_repo(&root, &root.join("keys/obs.asc")).args([
+        "install",
+        "--downloadonly",
+        "demo_exporter",
+    ]));
+    let text = stdout_stderr(&out);
+    assert!(
+        !out.status.success(),
+        "re-indexed tampered rpm accepted:\n{text}"
+    );
+    assert!(
+        text.contains("GPG") || text.contains("signature") || text.contains("digest"),
+        "{text}"
+    );
+
+    // 3. A payload change is not seen by dnf's header check, but rpmkeys --checksig (which
+    //    also checks the payload digest) reports it.
+    let db = tmp.path().join("rpmdb");
+    fs::create_dir_all(&db).unwrap();
+    ok(Command::new("rpmkeys")
+        .arg("--dbpath")
+        .arg(&db)
+        .arg("--import")
+        .arg(root.join("keys/obs.asc")));
+    let p = tmp.path().join("payload.rpm");
+    fs::copy(f.inputs.iter().find(|i| i.ends_with(target)).unwrap(), &p).unwrap();
+    ok(Command::new("rpmkeys")
+        .arg("--dbpath")
+        .arg(&db)
+        .arg("--checksig")
+        .arg(&p));
+    flip_last_byte(&p);
+    let out = run(Command::new("rpmkeys")
+        .arg("--dbpath")
+        .arg(&db)
+        .arg("--checksig")
+        .arg(&p));
+    assert!(
+        !out.status.success(),
+        "payload change not detected: {}",
+        stdout_stderr(&out)
+    );
+}
+
+fn flip_last_byte(p: &Path) {
+    let mut b = fs::read(p).unwrap();
+    let n = b.len();
+    b[n - 20] ^= 0x01;
+    fs::write(p, b).unwrap();
 }

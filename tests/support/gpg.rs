@@ -14,14 +14,22 @@ pub struct GpgKey {
 
 fn gpg(home: &Path) -> Command {
     let mut c = Command::new("gpg");
-    c.arg("--homedir")
-        .arg(home)
-        .args(["--batch", "--no-tty", "--quiet", "--pinentry-mode", "loopback", "--passphrase", ""]);
+    c.arg("--homedir").arg(home).args([
+        "--batch",
+        "--no-tty",
+        "--quiet",
+        "--pinentry-mode",
+        "loopback",
+        "--passphrase",
+        "",
+    ]);
     c
 }
 
 fn run(mut c: Command, input: Option<&[u8]>) -> Vec<u8> {
-    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = c.spawn().expect("gpg");
     {
         let mut stdin = child.stdin.take().unwrap();
@@ -59,7 +67,11 @@ impl GpgKey {
 
     /// Write the binary public keyring to `path` (for gpgv/sqv/apt Signed-By).
     pub fn write_keyring(&self, path: &Path) -> PathBuf {
-        std::fs::write(path, xtask::signer::Signer::public_key_binary(self).unwrap()).unwrap();
+        std::fs::write(
+            path,
+            xtask::signer::Signer::public_key_binary(self).unwrap(),
+        )
+        .unwrap();
         path.to_path_buf()
     }
 }
@@ -72,7 +84,14 @@ impl xtask::signer::Signer for GpgKey {
     }
     fn detach_sign_armored(&self, data: &[u8]) -> anyhow::Result<String> {
         let mut c = gpg(self.home.path());
-        c.args(["--digest-algo", "SHA256", "--armor", "--detach-sign", "-u", &self.fpr]);
+        c.args([
+            "--digest-algo",
+            "SHA256",
+            "--armor",
+            "--detach-sign",
+            "-u",
+            &self.fpr,
+        ]);
         Ok(String::from_utf8(run(c, Some(data)))?)
     }
     fn public_key_armored(&self) -> anyhow::Result<String> {

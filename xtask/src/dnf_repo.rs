@@ -16,8 +16,8 @@
 //! repodata/repomd.xml.asc               (detached armored signature over repomd.xml)
 //! keys/<name>.asc                       (write_public_key)
 //! ```
-//! A package is hard-linked into `Packages/` when the source is already world-readable (no side
-//! effect on the source), copied otherwise; every placed file is mode 0644. Old `*-primary.xml.*`
+//! Packages are copied into `Packages/` (mode 0644; an input already at its place is left
+//! there). Old `*-primary.xml.*`
 //! files from an earlier run in the same root are not removed (their names are content
 //! addressed, so they never collide): keeping or pruning generations is the publish step's job.
 //!
@@ -394,19 +394,30 @@ pub fn read_rpm(path: &Path) -> Result<RpmInfo> {
 fn read_info(meta: &PackageMetadata, header_range: HeaderRange) -> Result<RpmInfo> {
     let h = &meta.header;
     let s = &meta.signature;
-    let name = meta.get_name().map_err(|e| anyhow!("name: {e}"))?.to_string();
+    let name = meta
+        .get_name()
+        .map_err(|e| anyhow!("name: {e}"))?
+        .to_string();
     let arch = if meta.is_source_package() {
         "src".to_string()
     } else {
-        meta.get_arch().map_err(|e| anyhow!("arch: {e}"))?.to_string()
+        meta.get_arch()
+            .map_err(|e| anyhow!("arch: {e}"))?
+            .to_string()
     };
     let epoch = match meta.get_epoch() {
         Ok(e) => e,
         Err(e) if not_found(&e) => 0,
         Err(e) => bail!("epoch: {e}"),
     };
-    let version = meta.get_version().map_err(|e| anyhow!("version: {e}"))?.to_string();
-    let release = meta.get_release().map_err(|e| anyhow!("release: {e}"))?.to_string();
+    let version = meta
+        .get_version()
+        .map_err(|e| anyhow!("version: {e}"))?
+        .to_string();
+    let release = meta
+        .get_release()
+        .map_err(|e| anyhow!("release: {e}"))?
+        .to_string();
 
     let installed_size = match number(h, IndexTag::RPMTAG_LONGSIZE)? {
         Some(v) => v,
@@ -474,10 +485,9 @@ fn read_info(meta: &PackageMetadata, header_range: HeaderRange) -> Result<RpmInf
     }
     let mut requires = Vec::new();
     let mut seen: HashMap<String, (Option<&'static str>, String, bool)> = HashMap::new();
-    let pre_mask = (DependencyFlags::PREREQ
-        | DependencyFlags::SCRIPT_PRE
-        | DependencyFlags::SCRIPT_POST)
-        .bits();
+    let pre_mask =
+        (DependencyFlags::PREREQ | DependencyFlags::SCRIPT_PRE | DependencyFlags::SCRIPT_POST)
+            .bits();
     for (n, f, v) in deps(
         h,
         IndexTag::RPMTAG_REQUIRENAME,
@@ -664,7 +674,10 @@ fn deps_elem(o: &mut String, tag: &str, deps: &[Dep]) -> Result<()> {
     }
     o.push_str(&format!("      <rpm:{tag}>\n"));
     for d in deps {
-        o.push_str(&format!("        <rpm:entry name=\"{}\"", xml_attr(&d.name)?));
+        o.push_str(&format!(
+            "        <rpm:entry name=\"{}\"",
+            xml_attr(&d.name)?
+        ));
         if let Some(f) = d.flags {
             o.push_str(&format!(" flags=\"{f}\""));
             for (k, v) in [("epoch", &d.epoch), ("ver", &d.ver), ("rel", &d.rel)] {
@@ -688,7 +701,10 @@ fn file_elem(o: &mut String, indent: &str, f: &FileItem) -> Result<()> {
         FileKind::Dir => " type=\"dir\"",
         FileKind::Ghost => " type=\"ghost\"",
     };
-    o.push_str(&format!("{indent}<file{ty}>{}</file>\n", xml_text(&f.path)?));
+    o.push_str(&format!(
+        "{indent}<file{ty}>{}</file>\n",
+        xml_text(&f.path)?
+    ));
     Ok(())
 }
 
@@ -899,32 +915,28 @@ fn check_file_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Put `src` at `dest`: a hard link if the source is world-readable already (so linking has no
-/// effect on it), a copy otherwise; mode 0644 either way. Replaces `dest` atomically.
+/// Put a copy of `src` at `dest` (mode 0644), replacing `dest` atomically. A copy, not a hard
+/// link: a later change to one (re-signing in place, a test's tampering) must not silently change
+/// the other. `fs::copy` uses copy_file_range, so a CoW filesystem shares the blocks anyway.
 fn place(src: &Path, dest: &Path) -> Result<()> {
     if let (Ok(a), Ok(b)) = (fs::canonicalize(src), fs::canonicalize(dest)) {
         if a == b {
-            return Ok(());
+            return set_mode(dest, 0o644);
         }
     }
     let dir = dest.parent().context("destination has no parent")?;
     fs::create_dir_all(dir)?;
-    let meta = fs::metadata(src).with_context(|| format!("stat {}", src.display()))?;
-    if !meta.is_file() {
+    if !fs::metadata(src)
+        .with_context(|| format!("stat {}", src.display()))?
+        .is_file()
+    {
         bail!("{}: not a regular file", src.display());
     }
-    let tmp = dir.join(format!(
-        ".tmp-{}-{}",
-        std::process::id(),
-        dest.file_name().unwrap().to_string_lossy()
-    ));
-    let _ = fs::remove_file(&tmp);
-    let linked = meta.permissions().mode() & 0o7777 == 0o644 && fs::hard_link(src, &tmp).is_ok();
-    if !linked {
-        fs::copy(src, &tmp).with_context(|| format!("copy {}", src.display()))?;
-        set_mode(&tmp, 0o644)?;
-    }
-    fs::rename(&tmp, dest).with_context(|| format!("rename to {}", dest.display()))?;
+    let tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+    fs::copy(src, tmp.path()).with_context(|| format!("copy {}", src.display()))?;
+    set_mode(tmp.path(), 0o644)?;
+    tmp.persist(dest)
+        .map_err(|e| anyhow!("rename to {}: {}", dest.display(), e.error))?;
     Ok(())
 }
 
@@ -1099,7 +1111,9 @@ pub fn repo_file(r: &RepoFile) -> Result<String> {
         if url.contains(char::is_whitespace) || url.contains(',') {
             bail!("repo file {what} {url:?}: a URL without spaces or commas expected");
         }
-        if !(url.starts_with("https://") || url.starts_with("http://") || url.starts_with("file:///"))
+        if !(url.starts_with("https://")
+            || url.starts_with("http://")
+            || url.starts_with("file:///"))
         {
             bail!("repo file {what} {url:?}: expected an http(s):// or file:/// URL");
         }
@@ -1157,10 +1171,7 @@ mod tests {
     #[test]
     fn escaping() {
         assert_eq!(xml_text("a<b&c>\r").unwrap(), "a&lt;b&amp;c&gt;&#13;");
-        assert_eq!(
-            xml_attr("\"'\t\n").unwrap(),
-            "&quot;&apos;&#9;&#10;"
-        );
+        assert_eq!(xml_attr("\"'\t\n").unwrap(), "&quot;&apos;&#9;&#10;");
         assert!(xml_text("bell\u{7}").is_err());
         assert!(xml_attr("\u{1b}[31m").is_err());
     }
@@ -1195,10 +1206,22 @@ mod tests {
         let t = repo_file(&ok).unwrap();
         assert!(t.contains("\nrepo_gpgcheck=1\n"), "{t}");
         for bad in [
-            RepoFile { id: "a b".into(), ..ok.clone() },
-            RepoFile { name: "x\nbaseurl=evil".into(), ..ok.clone() },
-            RepoFile { baseurl: "ftp://x".into(), ..ok.clone() },
-            RepoFile { gpgkey: "https://x/$basearch".into(), ..ok.clone() },
+            RepoFile {
+                id: "a b".into(),
+                ..ok.clone()
+            },
+            RepoFile {
+                name: "x\nbaseurl=evil".into(),
+                ..ok.clone()
+            },
+            RepoFile {
+                baseurl: "ftp://x".into(),
+                ..ok.clone()
+            },
+            RepoFile {
+                gpgkey: "https://x/$basearch".into(),
+                ..ok.clone()
+            },
         ] {
             assert!(repo_file(&bad).is_err(), "{bad:?}");
         }

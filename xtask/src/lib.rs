@@ -5,8 +5,8 @@
 pub mod component;
 pub mod deb;
 pub mod digest;
-pub mod dnf_repo;
 pub mod dist;
+pub mod dnf_repo;
 pub mod elf;
 pub mod fetch;
 pub mod package;
