@@ -61,6 +61,9 @@ fn build_rpm(dir: &Path, name: &str, arch: &str, base: bool) -> PathBuf {
         b.provides(Dependency::any("/bin/sh"))
             .provides(Dependency::eq("systemd", "252-1"))
             .provides(Dependency::eq("glibc", "2.36-9"))
+            .provides(Dependency::any("libc.so.6()(64bit)"))
+            .provides(Dependency::any("libc.so.6(GLIBC_2.2.5)(64bit)"))
+            .provides(Dependency::any("libc.so.6(GLIBC_2.34)(64bit)"))
             .with_dir_entry(FileOptions::dir("/usr/share/obs-base"))
             .unwrap()
             .with_file_contents("base\n", FileOptions::new("/usr/share/obs-base/README"))
@@ -101,6 +104,10 @@ fn build_rpm(dir: &Path, name: &str, arch: &str, base: bool) -> PathBuf {
         .conflicts(Dependency::less("prometheus-old", "1.0"))
         .obsoletes(Dependency::less_eq("old-exporter", "0.9-1"))
         .recommends(Dependency::any("obs-extras"))
+        // What the pipeline's rpms carry for a dynamically linked binary.
+        .requires(Dependency::any("libc.so.6()(64bit)"))
+        .requires(Dependency::any("libc.so.6(GLIBC_2.34)(64bit)"))
+        .requires(Dependency::any("libc.so.6(GLIBC_2.2.5)(64bit)"))
         .add_changelog_entry(
             "Release Engineering <re@example.org> - 1.2.3-4.obs",
             "- Newest: <b> & done",
@@ -319,7 +326,15 @@ fn dnf_accepts_signed_repository_and_packages() {
     req.sort();
     assert_eq!(
         req,
-        ["/bin/sh", "glibc >= 2.34", "obs-base", "systemd"],
+        [
+            "/bin/sh",
+            "glibc >= 2.34",
+            "libc.so.6()(64bit)",
+            "libc.so.6(GLIBC_2.2.5)(64bit)",
+            "libc.so.6(GLIBC_2.34)(64bit)",
+            "obs-base",
+            "systemd"
+        ],
         "requires"
     );
     let prov = ok(dnf.cmd().args(["repoquery", "--provides", "demo_exporter"]));
@@ -681,7 +696,7 @@ fn createrepo_c_agrees() {
     let theirs_dir = tmp.path().join("theirs");
     fs::create_dir_all(&theirs_dir).unwrap();
     ok(Command::new("createrepo_c")
-        .args(["--no-database", "--simple-md-filenames", "--revision"])
+        .args(["--no-database", "--revision"])
         .arg(DATE.to_string())
         .arg("--outputdir")
         .arg(&theirs_dir)
@@ -705,11 +720,41 @@ fn createrepo_c_agrees() {
     for p in &repo.packages {
         assert!(o.get(&p.sha256).is_some());
     }
-    // Every field compared; allowed differences (see dnf_repo.rs): none arise for these
-    // packages except `time file` (not extracted), since they have no libc.so.6 requires and
-    // no equal changelog timestamps.
+    // Every field compared. Allowed differences (see dnf_repo.rs): `time file` (not
+    // extracted here) and libc.so.6 requires: we keep all of them, createrepo_c only the one
+    // with the highest GLIBC version.
+    let split_libc = |p: &serde_json::Value| {
+        let mut p = p.clone();
+        let req = p["requires"].as_array().unwrap().clone();
+        let (libc, rest): (Vec<_>, Vec<_>) = req
+            .into_iter()
+            .partition(|r| r[0].as_str().unwrap().starts_with("libc.so.6"));
+        p["requires"] = serde_json::Value::Array(rest);
+        (p, libc)
+    };
     for id in ids(o) {
-        let (a, b) = (&o[&id], &t[&id]);
+        let ((a, our_libc), (b, their_libc)) = (split_libc(&o[&id]), split_libc(&t[&id]));
+        let names = |v: &[serde_json::Value]| {
+            let mut n = v
+                .iter()
+                .map(|r| r[0].as_str().unwrap().to_string())
+                .collect::<Vec<_>>();
+            n.sort();
+            n
+        };
+        if a["arch"] != "noarch" {
+            assert_eq!(
+                names(&our_libc),
+                [
+                    "libc.so.6()(64bit)",
+                    "libc.so.6(GLIBC_2.2.5)(64bit)",
+                    "libc.so.6(GLIBC_2.34)(64bit)"
+                ]
+            );
+            assert_eq!(names(&their_libc), ["libc.so.6(GLIBC_2.34)(64bit)"]);
+        }
+        assert!(their_libc.iter().all(|r| our_libc.contains(r)));
+        let (a, b) = (&a, &b);
         let mut keys: Vec<_> = a.as_object().unwrap().keys().cloned().collect();
         keys.sort();
         let bkeys: Vec<_> = b.as_object().unwrap().keys().cloned().collect();
@@ -839,4 +884,42 @@ fn deterministic_and_zstd() {
         "other-exporter",
     ]));
     assert!(q.contains("other-exporter"), "{q}");
+}
+
+#[test]
+fn bad_inputs_are_refused() {
+    let key = gpg::GpgKey::generate("Obs Test Repo <repo@example.org>");
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Settings::new(DATE as u64);
+    let one = build_rpm(tmp.path(), "obs-base", "noarch", true);
+    let root = tmp.path().join("r");
+
+    // Not an rpm.
+    let fake = tmp.path().join("fake-1-1.noarch.rpm");
+    fs::write(&fake, b"not an rpm at all, but long enough to have a lead of 96 bytes ..........................................").unwrap();
+    let e = dnf_repo::write_repo(&root, &[fake], &s, &key).unwrap_err();
+    assert!(format!("{e:#}").contains("not an rpm"), "{e:#}");
+
+    // Two inputs with the same file name.
+    let d2 = tmp.path().join("d2");
+    fs::create_dir_all(&d2).unwrap();
+    let other = d2.join(one.file_name().unwrap());
+    fs::copy(&one, &other).unwrap();
+    let e = dnf_repo::write_repo(&root, &[one.clone(), other], &s, &key).unwrap_err();
+    assert!(format!("{e:#}").contains("two packages named"), "{e:#}");
+
+    // The same package under two names.
+    let renamed = tmp.path().join("obs-base-copy.noarch.rpm");
+    fs::copy(&one, &renamed).unwrap();
+    let e = dnf_repo::write_repo(&root, &[one.clone(), renamed], &s, &key).unwrap_err();
+    assert!(format!("{e:#}").contains("is in both"), "{e:#}");
+
+    // A file name that would need escaping in a URL.
+    let odd = tmp.path().join("obs base.rpm");
+    fs::copy(&one, &odd).unwrap();
+    let e = dnf_repo::write_repo(&root, &[odd], &s, &key).unwrap_err();
+    assert!(format!("{e:#}").contains("rpm file name"), "{e:#}");
+
+    // Nothing was published by the failed runs.
+    assert!(!root.join("repodata/repomd.xml").exists());
 }

@@ -373,10 +373,11 @@ pub fn is_primary_file(path: &str) -> bool {
 /// Read everything the index needs from an rpm file (headers only).
 pub fn read_rpm(path: &Path) -> Result<RpmInfo> {
     let ctx = || format!("{}", path.display());
+    // Our own reading first: it names what is wrong with a file that is not an rpm.
+    let range = header_range(path)?;
     let meta = PackageMetadata::open(path)
         .map_err(|e| anyhow!("{e}"))
         .with_context(ctx)?;
-    let range = header_range(path)?;
     let offsets = meta.get_package_segment_offsets();
     if offsets.header != range.start || offsets.payload != range.end {
         bail!(
