@@ -424,8 +424,9 @@ fn read_info(meta: &PackageMetadata, header_range: HeaderRange) -> Result<RpmInf
         Some(v) => v,
         None => number(h, IndexTag::RPMTAG_SIZE)?.unwrap_or(0),
     };
-    // The payload size lives in the signature header (rpm >= 4.? writes it there); older or
-    // other writers put it in the main header.
+    // rpmbuild records the payload size in the signature header (LONGARCHIVESIZE or
+    // PAYLOADSIZE); other writers may put it in the main header. Absent (the rpm crate's v4
+    // packages carry none) means 0, as createrepo_c writes.
     let archive_size = match number(s, IndexSignatureTag::RPMSIGTAG_LONGARCHIVESIZE)? {
         Some(v) => v,
         None => match number(s, IndexSignatureTag::RPMSIGTAG_PAYLOADSIZE)? {
