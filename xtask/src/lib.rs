@@ -7,6 +7,7 @@ pub mod component;
 pub mod deb;
 pub mod digest;
 pub mod dist;
+pub mod dnf_repo;
 pub mod elf;
 pub mod fetch;
 pub mod package;
