@@ -63,7 +63,7 @@ pub fn write_deb(pkg: &Package, t: &Templates, out_dir: &Path, c: Compression) -
     let ctx = || format!("{} {} ({})", pkg.name, pkg.arch, file_name(pkg));
     let entries = data_entries(pkg).with_context(ctx)?;
     let dirs = data_dirs(pkg, &entries).with_context(ctx)?;
-    let overrides = stat_overrides(&entries, &dirs);
+    let overrides = stat_overrides(pkg);
 
     let tmp = tempfile::Builder::new()
         .prefix(".deb-build-")
@@ -429,7 +429,7 @@ fn data_entries(pkg: &Package) -> Result<Vec<DataEntry<'_>>> {
         (format!("{doc}/copyright"), copyright_text(pkg)?.into_bytes()),
         (format!("{doc}/changelog.Debian.gz"), changelog_gz(pkg)?),
     ];
-    if !pkg.lintian_overrides.is_empty() {
+    {
         extra.push((
             format!("/usr/share/lintian/overrides/{}", pkg.name),
             lintian_overrides_text(pkg).into_bytes(),
@@ -517,32 +517,32 @@ struct StatOverride {
     owner: String,
     group: String,
     mode: String,
+    #[serde(skip)]
+    dir: bool,
 }
 
-fn stat_overrides(
-    entries: &[DataEntry<'_>],
-    dirs: &BTreeMap<String, DirInfo>,
-) -> Vec<StatOverride> {
-    let mut out: Vec<StatOverride> = entries
+/// Every file and directory of the package that is not root:root. Only the package's own
+/// entries can be: the parents and the documents this writer adds are root's.
+fn stat_overrides(pkg: &Package) -> Vec<StatOverride> {
+    let files = pkg
+        .files
         .iter()
-        .filter(|e| e.owner != "root" || e.group != "root")
-        .map(|e| StatOverride {
-            path: e.path.clone(),
-            owner: e.owner.clone(),
-            group: e.group.clone(),
-            mode: format!("{:04o}", e.mode),
+        .map(|f| (&f.path, &f.owner, &f.group, f.mode, false));
+    let dirs = pkg
+        .dirs
+        .iter()
+        .map(|d| (&d.path, &d.owner, &d.group, d.mode, true));
+    let mut out: Vec<StatOverride> = files
+        .chain(dirs)
+        .filter(|(_, o, g, _, _)| *o != "root" || *g != "root")
+        .map(|(path, owner, group, mode, dir)| StatOverride {
+            path: path.clone(),
+            owner: owner.clone(),
+            group: group.clone(),
+            mode: format!("{mode:04o}"),
+            dir,
         })
         .collect();
-    out.extend(
-        dirs.iter()
-            .filter(|(_, d)| d.owner != "root" || d.group != "root")
-            .map(|(p, d)| StatOverride {
-                path: p.clone(),
-                owner: d.owner.clone(),
-                group: d.group.clone(),
-                mode: format!("{:04o}", d.mode),
-            }),
-    );
     out.sort_by(|a, b| a.path.cmp(&b.path));
     out
 }
@@ -575,6 +575,35 @@ fn tar_path(path: &str, dir: bool) -> String {
     } else {
         format!(".{path}")
     }
+}
+
+/// Append an entry under exactly `path` (the tar crate's own path handling drops the `./`
+/// prefix that dpkg-deb writes). Names longer than the header field get a GNU long-name
+/// record first, as GNU tar writes it.
+fn append<W: Write, R: Read>(
+    tar: &mut tar::Builder<W>,
+    pkg: &Package,
+    h: &mut tar::Header,
+    path: &str,
+    data: R,
+) -> io::Result<()> {
+    let bytes = path.as_bytes();
+    let field_len = h.as_old().name.len();
+    if bytes.len() > field_len {
+        let mut long = tar_header(pkg, 0o644, bytes.len() as u64 + 1, false);
+        long.set_entry_type(tar::EntryType::GNULongName);
+        long.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+        long.set_cksum();
+        let mut name = bytes.to_vec();
+        name.push(0);
+        tar.append(&long, &name[..])?;
+    }
+    let n = bytes.len().min(field_len);
+    let field = &mut h.as_old_mut().name;
+    field.fill(0);
+    field[..n].copy_from_slice(&bytes[..n]);
+    h.set_cksum();
+    tar.append(h, data)
 }
 
 /// A reader that hashes (md5 + sha256) and counts what is read through it.
@@ -625,7 +654,7 @@ fn write_data_tar(
         match item {
             Item::Dir(d) => {
                 let mut h = tar_header(pkg, d.mode, 0, true);
-                tar.append_data(&mut h, tp, io::empty())?;
+                append(&mut tar, pkg, &mut h, tp, io::empty())?;
             }
             Item::File(e) => {
                 let mut h = tar_header(pkg, e.mode, e.size, false);
@@ -644,7 +673,7 @@ fn write_data_tar(
                     sha256: Sha256::new(),
                     count: 0,
                 };
-                tar.append_data(&mut h, tp, &mut hr)
+                append(&mut tar, pkg, &mut h, tp, &mut hr)
                     .with_context(|| format!("adding {} to data.tar", e.path))?;
                 if hr.count != e.size {
                     bail!(
@@ -681,10 +710,10 @@ fn write_control_tar(
 ) -> Result<()> {
     let mut tar = tar::Builder::new(Encoder::new(File::create(dest)?, c)?);
     let mut h = tar_header(pkg, 0o755, 0, true);
-    tar.append_data(&mut h, "./", io::empty())?;
+    append(&mut tar, pkg, &mut h, "./", io::empty())?;
     for (name, mode, bytes) in files {
         let mut h = tar_header(pkg, *mode, bytes.len() as u64, false);
-        tar.append_data(&mut h, format!("./{name}"), &bytes[..])?;
+        append(&mut tar, pkg, &mut h, &format!("./{name}"), &bytes[..])?;
     }
     let enc = tar.into_inner()?;
     enc.finish()?.sync_all()?;
@@ -1057,7 +1086,7 @@ pub fn changelog_text(pkg: &Package) -> String {
         &pkg.changelog
     };
     for item in items {
-        for l in wrap(item, 78, "  *", "   ") {
+        for l in wrap(item, 78, "  * ", "    ") {
             s.push_str(&l);
             s.push('\n');
         }
@@ -1074,9 +1103,57 @@ fn changelog_gz(pkg: &Package) -> Result<Vec<u8>> {
     gzip_bytes(changelog_text(pkg).as_bytes())
 }
 
+/// Overrides this writer adds for what is true of every package it builds.
+fn writer_overrides(pkg: &Package) -> Vec<(String, String)> {
+    let mut out = vec![(
+        format!(
+            "initial-upload-closes-no-bugs [{}/changelog.Debian.gz:1]",
+            doc_dir(pkg).trim_start_matches('/')
+        ),
+        "built outside Debian's archive: there is no ITP bug to close".to_string(),
+    )];
+    // Entries whose owner is applied by dpkg-statoverride carry modes meant for that owner.
+    for o in stat_overrides(pkg) {
+        let (tag, standard, suffix) = if o.dir {
+            ("non-standard-dir-perm", "0755", "/")
+        } else if o.mode.ends_with(['1', '3', '5', '7']) {
+            ("non-standard-file-perm", "0755", "")
+        } else {
+            ("non-standard-file-perm", "0644", "")
+        };
+        if o.mode != standard {
+            out.push((
+                format!(
+                    "{tag} {} != {standard} [{}{suffix}]",
+                    o.mode,
+                    o.path.trim_start_matches('/')
+                ),
+                format!(
+                    "for {}:{} only; postinst applies that owner with dpkg-statoverride",
+                    o.owner, o.group
+                ),
+            ));
+        }
+    }
+    if !pkg
+        .copyright_holder
+        .split(|c: char| !c.is_ascii_digit())
+        .any(|w| w.len() == 4)
+    {
+        out.push((
+            "copyright-without-copyright-notice".into(),
+            format!(
+                "upstream's notice names no years; the holder is {:?}",
+                pkg.copyright_holder
+            ),
+        ));
+    }
+    out
+}
+
 fn lintian_overrides_text(pkg: &Package) -> String {
     let mut s = String::new();
-    for (tag, reason) in &pkg.lintian_overrides {
+    for (tag, reason) in pkg.lintian_overrides.iter().chain(&writer_overrides(pkg)) {
         s.push_str(&format!("# {reason}\n{}: {tag}\n", pkg.name));
     }
     s
