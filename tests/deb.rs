@@ -106,7 +106,9 @@ fn fields(deb: &Path) -> BTreeMap<String, String> {
             v.push('\n');
             v.push_str(l);
         } else {
-            let (k, v) = l.split_once(": ").unwrap_or_else(|| panic!("bad line {l:?}"));
+            let (k, v) = l
+                .split_once(": ")
+                .unwrap_or_else(|| panic!("bad line {l:?}"));
             last = k.to_string();
             assert!(
                 out.insert(k.to_string(), v.to_string()).is_none(),
@@ -147,7 +149,10 @@ fn every_compression_makes_a_package_dpkg_deb_reads_correctly() {
             let out = work.path().join(format!("{c:?}"));
             let w = write(&pkg, &out, c).unwrap();
             let deb = &w.path;
-            assert_eq!(w.file_name, format!("{}_{}-1_amd64.deb", pkg.name, pkg.version));
+            assert_eq!(
+                w.file_name,
+                format!("{}_{}-1_amd64.deb", pkg.name, pkg.version)
+            );
             assert_eq!(std::fs::metadata(deb).unwrap().len(), w.size);
             assert_eq!(xtask::digest::sha256_file(deb).unwrap().0, w.sha256);
             let ext = match c {
@@ -231,7 +236,9 @@ fn every_compression_makes_a_package_dpkg_deb_reads_correctly() {
                 m(&format!("./usr/share/doc/{}/copyright", pkg.name)),
                 "-rw-r--r--"
             );
-            assert!(modes.contains_key(&format!("./usr/share/doc/{}/changelog.Debian.gz", pkg.name)));
+            assert!(
+                modes.contains_key(&format!("./usr/share/doc/{}/changelog.Debian.gz", pkg.name))
+            );
             assert!(modes.contains_key(&format!("./usr/share/lintian/overrides/{}", pkg.name)));
             assert!(
                 !paths.iter().any(|p| p.ends_with("/LICENSE")),
@@ -262,7 +269,10 @@ fn every_compression_makes_a_package_dpkg_deb_reads_correctly() {
                 .collect();
             assert_eq!(md5.lines().count(), regular.len(), "{md5}");
             for r in &regular {
-                assert!(md5.contains(&format!("{r}: OK")), "{r} not in md5sums:\n{md5}");
+                assert!(
+                    md5.contains(&format!("{r}: OK")),
+                    "{r} not in md5sums:\n{md5}"
+                );
             }
             let bin_bytes = std::fs::read(tree.join(format!("usr/bin/{name}"))).unwrap();
             assert_eq!(bin_bytes, std::fs::read("/usr/bin/true").unwrap());
@@ -290,9 +300,13 @@ fn every_compression_makes_a_package_dpkg_deb_reads_correctly() {
             assert!(copyright.starts_with(
                 "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n"
             ));
-            assert!(copyright.contains(&format!("\nUpstream-Name: {name}\n")), "{copyright}");
+            assert!(
+                copyright.contains(&format!("\nUpstream-Name: {name}\n")),
+                "{copyright}"
+            );
             assert!(copyright.contains(&format!("\nSource: {}\n", pkg.homepage)));
-            assert!(copyright.contains("\nFiles: *\nCopyright: The Prometheus Authors\nLicense: Apache-2.0\n"));
+            assert!(copyright
+                .contains("\nFiles: *\nCopyright: The Prometheus Authors\nLicense: Apache-2.0\n"));
             assert!(copyright.contains("\"/usr/share/common-licenses/Apache-2.0\"."));
             let gz = tree.join(format!("usr/share/doc/{}/changelog.Debian.gz", pkg.name));
             let changelog = must(Command::new("gzip").arg("-dc").arg(&gz));
@@ -311,11 +325,21 @@ fn every_compression_makes_a_package_dpkg_deb_reads_correctly() {
             );
             let cl = work.path().join("changelog");
             std::fs::write(&cl, &changelog).unwrap();
-            let parsed = must(Command::new("dpkg-parsechangelog").arg("-l").arg(&cl).args(["-S", "Version"]));
+            let parsed = must(
+                Command::new("dpkg-parsechangelog")
+                    .arg("-l")
+                    .arg(&cl)
+                    .args(["-S", "Version"]),
+            );
             assert_eq!(parsed.trim(), format!("{}-1", pkg.version));
             // gzip -9n: no name, no mtime, maximum compression flag.
             let raw = std::fs::read(&gz).unwrap();
-            assert_eq!(&raw[3..10], &[0, 0, 0, 0, 0, 2, 3], "gzip header: {:?}", &raw[..10]);
+            assert_eq!(
+                &raw[3..10],
+                &[0, 0, 0, 0, 0, 2, 3],
+                "gzip header: {:?}",
+                &raw[..10]
+            );
             let overrides = std::fs::read_to_string(
                 tree.join(format!("usr/share/lintian/overrides/{}", pkg.name)),
             )
@@ -330,16 +354,27 @@ fn every_compression_makes_a_package_dpkg_deb_reads_correctly() {
                     "{overrides}"
                 );
             }
-            assert!(overrides.contains(": initial-upload-closes-no-bugs ["), "{overrides}");
+            assert!(
+                overrides.contains(": initial-upload-closes-no-bugs ["),
+                "{overrides}"
+            );
             if name == "mysqld_exporter" {
                 assert!(
-                    overrides.contains(": non-standard-file-perm 0640 != 0644 [etc/mysqld_exporter/my.cnf]\n"),
+                    overrides.contains(
+                        ": non-standard-file-perm 0640 != 0644 [etc/mysqld_exporter/my.cnf]\n"
+                    ),
                     "{overrides}"
                 );
             }
             for pair in lines.chunks(2) {
-                assert!(pair[0].starts_with("# ") && pair[0].len() > 4, "{overrides}");
-                assert!(pair[1].starts_with(&format!("{}: ", pkg.name)), "{overrides}");
+                assert!(
+                    pair[0].starts_with("# ") && pair[0].len() > 4,
+                    "{overrides}"
+                );
+                assert!(
+                    pair[1].starts_with(&format!("{}: ", pkg.name)),
+                    "{overrides}"
+                );
             }
         }
     }
@@ -353,9 +388,18 @@ fn lintian_is_clean() {
         for c in [Compression::Xz, Compression::Gzip] {
             let w = write(&pkg, &work.path().join(format!("{c:?}")), c).unwrap();
             let (ok, text) = run(Command::new("lintian")
-                .args(["--fail-on", "error,warning", "--no-tag-display-limit", "--info"])
+                .args([
+                    "--fail-on",
+                    "error,warning",
+                    "--no-tag-display-limit",
+                    "--info",
+                ])
                 .arg(&w.path));
             println!("lintian {} ({c:?}):\n{text}", w.file_name);
+            if let Some(keep) = std::env::var_os("DEB_TEST_KEEP") {
+                std::fs::create_dir_all(&keep).unwrap();
+                std::fs::copy(&w.path, Path::new(&keep).join(&w.file_name)).unwrap();
+            }
             let bad: Vec<&str> = text
                 .lines()
                 .filter(|l| l.starts_with("E: ") || l.starts_with("W: "))
@@ -387,7 +431,7 @@ fn output_is_deterministic() {
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
-        assert_eq!(names, [a.file_name.clone()]);
+        assert_eq!(names, std::slice::from_ref(&a.file_name));
     }
 }
 
@@ -439,7 +483,7 @@ fn maintainer_scripts_parse_and_do_what_dh_would() {
         let unit = format!("'{name}.service'");
         let post = &s["postinst"];
         for needle in [
-            format!("systemd-sysusers ${{DPKG_ROOT:+--root=\"$DPKG_ROOT\"}} '/usr/lib/sysusers.d/{name}.conf'"),
+            format!("systemd-sysusers ${{DPKG_ROOT:+--root=\"$DPKG_ROOT\"}} '{name}.conf'\n"),
             format!("useradd --system --gid '{name}' --no-create-home"),
             "--shell /usr/sbin/nologin".to_string(),
             format!("deb-systemd-helper enable {unit}"),
@@ -448,7 +492,7 @@ fn maintainer_scripts_parse_and_do_what_dh_would() {
             "systemctl --system daemon-reload".to_string(),
             format!("deb-systemd-invoke restart {unit}"),
             format!("deb-systemd-invoke start {unit}"),
-            "if [ -d /run/systemd/system ]; then".to_string(),
+            "if [ -z \"${DPKG_ROOT:-}\" ] && [ -d /run/systemd/system ]; then".to_string(),
             "if [ -n \"$2\" ]; then".to_string(),
         ] {
             assert!(post.contains(&needle), "postinst lacks {needle}:\n{post}");
@@ -456,7 +500,10 @@ fn maintainer_scripts_parse_and_do_what_dh_would() {
         // User creation comes before anything that needs the user.
         assert!(post.find("systemd-sysusers").unwrap() < post.find("deb-systemd-helper").unwrap());
         let prerm = &s["prerm"];
-        assert!(prerm.contains(&format!("deb-systemd-invoke stop {unit}")), "{prerm}");
+        assert!(
+            prerm.contains(&format!("deb-systemd-invoke stop {unit}")),
+            "{prerm}"
+        );
         assert!(prerm.contains("if [ \"$1\" = remove ]; then"), "{prerm}");
         let postrm = &s["postrm"];
         for needle in [
@@ -467,7 +514,10 @@ fn maintainer_scripts_parse_and_do_what_dh_would() {
             assert!(postrm.contains(&needle), "postrm lacks {needle}:\n{postrm}");
         }
         for text in s.values() {
-            assert!(!text.contains("userdel") && !text.contains("deluser"), "users are kept");
+            assert!(
+                !text.contains("userdel") && !text.contains("deluser"),
+                "users are kept"
+            );
         }
         if name == "mysqld_exporter" {
             let cnf = "'/etc/mysqld_exporter/my.cnf'";
@@ -478,14 +528,20 @@ fn maintainer_scripts_parse_and_do_what_dh_would() {
                 post.find("systemd-sysusers").unwrap() < post.find("dpkg-statoverride").unwrap(),
                 "the group exists before the override names it"
             );
-            assert!(postrm.contains(&format!("dpkg-statoverride --remove {cnf}")), "{postrm}");
+            assert!(
+                postrm.contains(&format!("dpkg-statoverride --remove {cnf}")),
+                "{postrm}"
+            );
             assert!(
                 postrm.contains("rm -rf \"${DPKG_ROOT:-}\"'/etc/mysqld_exporter'\n"),
                 "{postrm}"
             );
         } else {
             assert!(!post.contains("dpkg-statoverride"), "{post}");
-            assert!(!postrm.contains("rm -rf"), "node_exporter has nothing to purge: {postrm}");
+            assert!(
+                !postrm.contains("rm -rf"),
+                "node_exporter has nothing to purge: {postrm}"
+            );
         }
     }
 }
@@ -498,12 +554,32 @@ fn no_restart_and_no_enable_variants() {
     svc.restart_on_upgrade = false;
     svc.enable_on_install = false;
     let s = scripts(&pkg, work.path());
-    assert!(!s["postinst"].contains("deb-systemd-helper enable"), "{}", s["postinst"]);
-    assert!(!s["postinst"].contains("deb-systemd-invoke restart"), "{}", s["postinst"]);
-    assert!(s["postinst"].contains("deb-systemd-helper update-state"), "{}", s["postinst"]);
-    assert!(s["prerm"].contains("|| [ \"$1\" = upgrade ]"), "{}", s["prerm"]);
-    for (n, _) in &s {
-        must(Command::new("sh").arg("-n").arg(work.path().join("scripts-ctrl").join(n)));
+    assert!(
+        !s["postinst"].contains("deb-systemd-helper enable"),
+        "{}",
+        s["postinst"]
+    );
+    assert!(
+        !s["postinst"].contains("deb-systemd-invoke restart"),
+        "{}",
+        s["postinst"]
+    );
+    assert!(
+        s["postinst"].contains("deb-systemd-helper update-state"),
+        "{}",
+        s["postinst"]
+    );
+    assert!(
+        s["prerm"].contains("|| [ \"$1\" = upgrade ]"),
+        "{}",
+        s["prerm"]
+    );
+    for n in s.keys() {
+        must(
+            Command::new("sh")
+                .arg("-n")
+                .arg(work.path().join("scripts-ctrl").join(n)),
+        );
     }
 }
 
@@ -559,11 +635,7 @@ fn hostile_values_are_refused() {
             |p| p.files[0].path = "usr/bin/x".into(),
             "absolute",
         ),
-        (
-            "setuid file",
-            |p| p.files[0].mode = 0o4755,
-            "setuid",
-        ),
+        ("setuid file", |p| p.files[0].mode = 0o4755, "setuid"),
         (
             "world-writable file",
             |p| p.files[0].mode = 0o666,
@@ -689,9 +761,161 @@ fn a_description_cannot_inject_fields() {
     assert!(f["Depends"].starts_with("libc6"), "{f:?}");
     assert_eq!(f["Package"], "node-exporter");
     let d = &f["Description"];
-    assert!(d.contains("\n Harmless first line. Depends: evil Essential: yes\n .\n"), "{d}");
-    assert!(d.contains("\n   keep  this spacing\n"), "verbatim line kept: {d}");
+    assert!(
+        d.contains("\n Harmless first line. Depends: evil Essential: yes\n .\n"),
+        "{d}"
+    );
+    assert!(
+        d.contains("\n   keep  this spacing\n"),
+        "verbatim line kept: {d}"
+    );
     // dpkg itself reads the same fields back.
     let (ok, text) = run(Command::new("dpkg-deb").arg("--info").arg(&w.path));
     assert!(ok, "{text}");
+}
+
+/// Run a maintainer script the way dpkg runs it for an installation into another root
+/// (DPKG_ROOT, DPKG_ADMINDIR): every tool the scripts call (systemd-sysusers --root,
+/// deb-systemd-helper, dpkg-statoverride, rm) then works inside `root`, and nothing on this
+/// machine changes. No running systemd is touched: the scripts skip it under DPKG_ROOT.
+fn run_script(ctrl: &Path, root: &Path, script: &str, args: &[&str]) -> String {
+    let (ok, text) = run(Command::new("sh")
+        .arg("-e")
+        .arg(ctrl.join(script))
+        .args(args)
+        .env("DPKG_ROOT", root)
+        .env("DPKG_ADMINDIR", root.join("var/lib/dpkg"))
+        .env("DPKG_MAINTSCRIPT_PACKAGE", "test")
+        .env_remove("SYSTEMD_OFFLINE"));
+    assert!(ok, "{script} {args:?} failed:\n{text}");
+    text
+}
+
+/// A throw-away root with the package unpacked as dpkg would leave it before configure.
+fn unpacked_root(deb: &Path, work: &Path) -> (PathBuf, PathBuf) {
+    let root = work.join("root");
+    let ctrl = work.join("ctrl");
+    std::fs::create_dir_all(root.join("var/lib/dpkg")).unwrap();
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("var/lib/dpkg/statoverride"), "").unwrap();
+    must(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&root));
+    must(Command::new("dpkg-deb").arg("-e").arg(deb).arg(&ctrl));
+    (root, ctrl)
+}
+
+#[test]
+fn scripts_run_install_upgrade_remove_purge_in_a_throwaway_root() {
+    let work = tempfile::tempdir().unwrap();
+    let pkg = package("node_exporter", work.path());
+    let w = write(&pkg, &work.path().join("out"), Compression::Xz).unwrap();
+    let (root, ctrl) = unpacked_root(&w.path, work.path());
+    let passwd = || std::fs::read_to_string(root.join("etc/passwd")).unwrap_or_default();
+    let wants = root.join("etc/systemd/system/multi-user.target.wants/node_exporter.service");
+
+    // First installation, then the same configure again (dpkg may rerun it).
+    for _ in 0..2 {
+        run_script(&ctrl, &root, "postinst", &["configure", ""]);
+        let pw = passwd();
+        assert_eq!(
+            pw.lines()
+                .filter(|l| l.starts_with("node_exporter:"))
+                .count(),
+            1,
+            "{pw}"
+        );
+        let user = pw
+            .lines()
+            .find(|l| l.starts_with("node_exporter:"))
+            .unwrap();
+        assert!(
+            user.ends_with(":/usr/sbin/nologin") && !user.contains("/home"),
+            "{user}"
+        );
+        assert!(
+            std::fs::read_to_string(root.join("etc/group"))
+                .unwrap()
+                .contains("node_exporter:x:"),
+            "group"
+        );
+        assert!(wants.is_symlink(), "enabled: {}", wants.display());
+    }
+    // The admin disables it; an upgrade keeps that choice.
+    std::fs::remove_file(&wants).unwrap();
+    run_script(&ctrl, &root, "prerm", &["upgrade", "1.10.2-2"]);
+    run_script(&ctrl, &root, "postrm", &["upgrade", "1.10.2-2"]);
+    run_script(&ctrl, &root, "postinst", &["configure", "1.10.2-0"]);
+    assert!(
+        !wants.exists(),
+        "upgrade re-enabled a unit the admin disabled"
+    );
+    run_script(&ctrl, &root, "postinst", &["abort-upgrade", "1.10.2-2"]);
+    // Remove: masked (as dh does), the user stays.
+    run_script(&ctrl, &root, "prerm", &["remove"]);
+    for f in &pkg.files {
+        std::fs::remove_file(root.join(f.path.trim_start_matches('/'))).unwrap();
+    }
+    for _ in 0..2 {
+        run_script(&ctrl, &root, "postrm", &["remove"]);
+    }
+    let mask = root.join("etc/systemd/system/node_exporter.service");
+    assert_eq!(
+        std::fs::read_link(&mask).ok().as_deref(),
+        Some(Path::new("/dev/null")),
+        "masked after removal"
+    );
+    // Purge twice: mask and deb-systemd-helper state gone, user kept.
+    for _ in 0..2 {
+        run_script(&ctrl, &root, "postrm", &["purge"]);
+    }
+    assert!(!mask.exists() && !mask.is_symlink(), "unmasked on purge");
+    assert!(!wants.is_symlink());
+    assert!(
+        passwd().contains("node_exporter:"),
+        "purge keeps the system user"
+    );
+}
+
+#[test]
+fn purge_removes_credentials_and_the_stat_override() {
+    let work = tempfile::tempdir().unwrap();
+    let pkg = package("mysqld_exporter", work.path());
+    let w = write(&pkg, &work.path().join("out"), Compression::Xz).unwrap();
+    let (root, ctrl) = unpacked_root(&w.path, work.path());
+    // dpkg-statoverride resolves names on this machine, not in DPKG_ROOT, so a group that
+    // only exists in the throw-away root cannot be added here (the e2e test installs for
+    // real). An override that already exists is what the admin chose: postinst keeps it.
+    let db = root.join("var/lib/dpkg/statoverride");
+    std::fs::write(&db, "root root 0600 /etc/mysqld_exporter/my.cnf\n").unwrap();
+    for _ in 0..2 {
+        run_script(&ctrl, &root, "postinst", &["configure", ""]);
+        assert_eq!(
+            std::fs::read_to_string(&db).unwrap(),
+            "root root 0600 /etc/mysqld_exporter/my.cnf\n",
+            "postinst replaced an existing override"
+        );
+    }
+    assert!(std::fs::read_to_string(root.join("etc/group"))
+        .unwrap()
+        .contains("mysqld_exporter:x:"));
+    run_script(&ctrl, &root, "prerm", &["remove"]);
+    run_script(&ctrl, &root, "postrm", &["remove"]);
+    // dpkg removes the package's files; the admin's edits of the credential file stay until
+    // purge (it is a conffile), and so does anything else they put into the directory.
+    std::fs::write(root.join("etc/mysqld_exporter/extra.cnf"), "x").unwrap();
+    for _ in 0..2 {
+        run_script(&ctrl, &root, "postrm", &["purge"]);
+    }
+    assert!(
+        !root.join("etc/mysqld_exporter").exists(),
+        "purge keeps /etc/mysqld_exporter"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&db).unwrap(),
+        "",
+        "override left after purge"
+    );
+    assert!(
+        root.join("usr/bin/mysqld_exporter").exists(),
+        "purge stays inside its paths"
+    );
 }

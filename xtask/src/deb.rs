@@ -43,6 +43,8 @@ const ZSTD_LEVEL: i32 = 9;
 /// xz block size for the multi-threaded encoder: fixed, so the output never depends on the
 /// machine (liblzma's default derives it from the preset; we pin it explicitly).
 const XZ_BLOCK_SIZE: u64 = 24 << 20;
+/// Where systemd-sysusers looks for the package's entry (by name, also under --root).
+const SYSUSERS_DIR: &str = "/usr/lib/sysusers.d/";
 /// Upper bound for a license text read into the copyright file.
 const MAX_LICENSE_TEXT: u64 = 1 << 20;
 
@@ -167,8 +169,7 @@ fn valid_user_name(what: &str, v: &str) -> Result<()> {
     let ok = !v.is_empty()
         && v.len() <= 32
         && v.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-        && v
-            .chars()
+        && v.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
     if !ok {
         bail!("{what} {v:?} is not a valid user or group name ([a-z_][a-z0-9_-]*, at most 32)");
@@ -257,8 +258,7 @@ fn validate(pkg: &Package) -> Result<()> {
     }
     no_controls("maintainer", &pkg.maintainer)?;
     let m = &pkg.maintainer;
-    if !(m.ends_with('>') && m.contains(" <") && m.matches('<').count() == 1 && !m.contains(','))
-    {
+    if !(m.ends_with('>') && m.contains(" <") && m.matches('<').count() == 1 && !m.contains(',')) {
         bail!("maintainer {m:?} is not `Name <address>`");
     }
     no_controls("copyright holder", &pkg.copyright_holder)?;
@@ -311,6 +311,15 @@ fn validate(pkg: &Package) -> Result<()> {
         valid_user_name("service group", &s.group)?;
         valid_abs_path(&s.sysusers_file)
             .map_err(|e| anyhow!("sysusers file {:?}: {e}", s.sysusers_file))?;
+        if !s.sysusers_file.starts_with(SYSUSERS_DIR)
+            || s.sysusers_file[SYSUSERS_DIR.len()..].contains('/')
+            || !s.sysusers_file.ends_with(".conf")
+        {
+            bail!(
+                "the sysusers file {} must be {SYSUSERS_DIR}NAME.conf (systemd-sysusers finds it by name)",
+                s.sysusers_file
+            );
+        }
         if !pkg.files.iter().any(|f| f.path == s.sysusers_file) {
             bail!(
                 "the sysusers file {} is not one of the package's files",
@@ -377,8 +386,6 @@ fn valid_purge_path(pkg: &Package, p: &str) -> Result<()> {
 struct DataEntry<'a> {
     path: String,
     mode: u32,
-    owner: String,
-    group: String,
     kind: FileKind,
     content: DataContent<'a>,
     size: u64,
@@ -416,8 +423,6 @@ fn data_entries(pkg: &Package) -> Result<Vec<DataEntry<'_>>> {
         out.push(DataEntry {
             path: f.path.clone(),
             mode: f.mode,
-            owner: f.owner.clone(),
-            group: f.group.clone(),
             kind: f.kind,
             content,
             size: f.size,
@@ -426,7 +431,10 @@ fn data_entries(pkg: &Package) -> Result<Vec<DataEntry<'_>>> {
     }
     let doc = doc_dir(pkg);
     let mut extra = vec![
-        (format!("{doc}/copyright"), copyright_text(pkg)?.into_bytes()),
+        (
+            format!("{doc}/copyright"),
+            copyright_text(pkg)?.into_bytes(),
+        ),
         (format!("{doc}/changelog.Debian.gz"), changelog_gz(pkg)?),
     ];
     {
@@ -439,8 +447,6 @@ fn data_entries(pkg: &Package) -> Result<Vec<DataEntry<'_>>> {
         out.push(DataEntry {
             path,
             mode: 0o644,
-            owner: "root".into(),
-            group: "root".into(),
             kind: FileKind::Doc,
             size: bytes.len() as u64,
             content: DataContent::Owned(bytes),
@@ -1173,6 +1179,7 @@ fn script_context(pkg: &Package, overrides: &[StatOverride]) -> serde_json::Valu
             "group": s.group,
             "gecos": format!("{stem} service user"),
             "sysusers_file": s.sysusers_file,
+            "sysusers_name": s.sysusers_file.rsplit('/').next().unwrap_or_default(),
             "enable_on_install": s.enable_on_install,
             "restart_on_upgrade": s.restart_on_upgrade,
         })
@@ -1225,10 +1232,7 @@ mod tests {
 
     #[test]
     fn description_lines_never_start_a_field() {
-        let d = format_description(
-            "S",
-            "first line\nDepends: evil\n\n\n  verbatim\n.\n\nlast",
-        );
+        let d = format_description("S", "first line\nDepends: evil\n\n\n  verbatim\n.\n\nlast");
         assert_eq!(
             d,
             "Description: S\n first line Depends: evil\n .\n   verbatim\n .\n .\n last\n"
@@ -1241,7 +1245,7 @@ mod tests {
     #[test]
     fn relations() {
         valid_relation("libc6 (>= 2.34)").unwrap();
-        valid_relation("a | b (<< 1:2.0-1)").unwrap();
+        valid_relation("aa | bb (<< 1:2.0-1)").unwrap();
         assert!(valid_relation("libc6\nEvil: x").is_err());
         assert!(valid_relation("libc6 (>= 2.34), x").is_err());
         assert!(valid_relation("libc6 (~ 2)").is_err());
