@@ -919,3 +919,30 @@ fn purge_removes_credentials_and_the_stat_override() {
         "purge stays inside its paths"
     );
 }
+
+#[test]
+fn long_paths_use_gnu_long_names() {
+    let work = tempfile::tempdir().unwrap();
+    let mut pkg = package("node_exporter", work.path());
+    let long = format!("/usr/share/{}/{}.txt", "d".repeat(90), "f".repeat(60));
+    let bytes = b"long\n".to_vec();
+    pkg.files.push(xtask::package::FileEntry {
+        path: long.clone(),
+        mode: 0o644,
+        owner: "root".into(),
+        group: "root".into(),
+        kind: FileKind::Regular,
+        sha256: xtask::digest::sha256_hex(&bytes),
+        size: bytes.len() as u64,
+        content: Content::Bytes(bytes),
+    });
+    let w = write(&pkg, &work.path().join("out"), Compression::Xz).unwrap();
+    let listing = must(Command::new("dpkg-deb").arg("--contents").arg(&w.path));
+    assert!(listing.contains(&format!(" .{long}\n")), "{listing}");
+    let tree = work.path().join("tree");
+    must(Command::new("dpkg-deb").arg("-x").arg(&w.path).arg(&tree));
+    assert_eq!(
+        std::fs::read(tree.join(long.trim_start_matches('/'))).unwrap(),
+        b"long\n"
+    );
+}
