@@ -528,6 +528,26 @@ fn packages_of_the_catalogue_with_every_compression() {
     }
 }
 
+/// Neither catalogue component keeps state yet: a package whose service does (StateDirectory=)
+/// removes it on erase, never on upgrade, and still leaves /etc to rpm.
+#[test]
+fn state_is_removed_on_erase_only() {
+    let t = Templates::load(None).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let st = staged(&work.path().join("stage"));
+    let mut pkg = describe(&load("mysqld_exporter"), &t, &st, work.path());
+    let s = pkg.service.as_mut().unwrap();
+    assert!(s.purge_paths.iter().any(|p| p.starts_with("/etc/")));
+    s.purge_paths.push("/var/lib/mysqld_exporter".into());
+    let w = rpm_writer::write_rpm(&pkg, &t, work.path(), Compression::Gzip).unwrap();
+    let postun = qp(&w.path, &["--qf", "%{POSTUN}"]);
+    assert!(
+        postun.contains("rm -rf -- '/var/lib/mysqld_exporter'"),
+        "{postun}"
+    );
+    check_scriptlets(&pkg, &w.path);
+}
+
 #[test]
 fn credential_file_is_group_readable_config() {
     let t = Templates::load(None).unwrap();
@@ -817,4 +837,24 @@ fn signed_package_verifies_with_rpmkeys() {
         .arg(&wu.path));
     assert!(ok, "{text}");
     assert!(!text.contains("signatures"), "unsigned: {text}");
+}
+
+/// The arch only names things: aarch64 in the file name, the header and the ISA provide.
+#[test]
+fn arm64_package_is_named_aarch64() {
+    let t = Templates::load(None).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let st = staged(&work.path().join("stage"));
+    let mut pkg = describe(&load("node_exporter"), &t, &st, work.path());
+    pkg.arch = Arch::Arm64;
+    let w = rpm_writer::write_rpm(&pkg, &t, work.path(), Compression::Zstd).unwrap();
+    assert_eq!(w.file_name, "node_exporter-1.10.2-1.aarch64.rpm");
+    assert_eq!(qp(&w.path, &["--qf", "%{ARCH}"]), "aarch64");
+    let provides = qp(&w.path, &["--provides"]);
+    assert!(
+        provides
+            .lines()
+            .any(|l| l == "node_exporter(aarch-64) = 1.10.2-1"),
+        "{provides}"
+    );
 }
