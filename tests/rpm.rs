@@ -515,6 +515,11 @@ fn packages_of_the_catalogue_with_every_compression() {
             assert_eq!(w.path, out.join(&w.file_name));
             let (digest, size) = xtask::digest::sha256_file(&w.path).unwrap();
             assert_eq!((digest, size), (w.sha256.clone(), w.size));
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(&w.path).unwrap().permissions().mode();
+                assert_eq!(mode & 0o777, 0o644, "published packages are world-readable");
+            }
             assert_eq!(
                 std::fs::read_dir(&out).unwrap().count(),
                 1,

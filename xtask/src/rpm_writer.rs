@@ -88,6 +88,12 @@ pub fn write_rpm_signed(
         .into_inner()
         .map_err(|e| anyhow!("{}: {}", path.display(), e.error()))?
         .sync_all()?;
+    // A package is published: readable by everyone (a temporary file starts out 0600).
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    }
     tmp.persist(&path)
         .map_err(|e| anyhow!("{}: {}", path.display(), e.error))?;
     Ok(Written {
