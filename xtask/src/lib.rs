@@ -11,4 +11,5 @@ pub mod fetch;
 pub mod package;
 pub mod render;
 pub mod rpm_writer;
+pub mod signing;
 pub mod unpack;
