@@ -277,6 +277,7 @@ enum Which {
 }
 
 /// A checked, unlockable OpenPGP signing key. `Debug` shows fingerprints only.
+#[derive(Clone)]
 pub struct SigningKey {
     key: SignedSecretKey,
     /// The armored secret key as given (the rpm crate's signer parses it itself).
@@ -477,7 +478,8 @@ impl SigningKey {
             .map_err(|e| self.sign_err(e))
     }
 
-    /// Cleartext-signed `text` (RFC 9580 §7, dash-escaped), as apt's InRelease.
+    /// Cleartext-signed `text` (RFC 9580 §7, dash-escaped), as apt's InRelease. A verifier
+    /// (gpgv --output, apt) gives back `text` exactly when it ends in a newline.
     ///
     /// The text must not contain carriage returns or NUL, and no line may end in a space or
     /// tab: the cleartext framework drops trailing white space before verifying, so such text
@@ -500,6 +502,10 @@ impl SigningKey {
                 });
             }
         }
+        // The line break before `-----BEGIN PGP SIGNATURE-----` belongs to the framing, not
+        // to the signed text: sign without the final newline (as gpg --clearsign does), so
+        // that gpgv --output and apt give back exactly `text`.
+        let text = text.strip_suffix('\n').unwrap_or(text);
         let config = self.signature_config(SignatureType::Text)?;
         let password = self.password();
         let msg = match self.which {
