@@ -82,7 +82,10 @@ fn gen_key(
     assert!(ok, "{text}");
     let fingerprint = text
         .lines()
-        .find_map(|l| l.strip_prefix("fpr:").map(|r| r.trim_matches(':').to_string()))
+        .find_map(|l| {
+            l.strip_prefix("fpr:")
+                .map(|r| r.trim_matches(':').to_string())
+        })
         .unwrap();
     let armored_secret = export_secret(home, &fingerprint, pass);
     GpgKey {
@@ -93,9 +96,11 @@ fn gen_key(
 }
 
 fn export_secret(home: &Path, fpr: &str, pass: Option<&str>) -> String {
-    let (ok, text) = run(gpg(home)
-        .args(["--passphrase", pass.unwrap_or("")])
-        .args(["--armor", "--export-secret-keys", fpr]));
+    let (ok, text) = run(gpg(home).args(["--passphrase", pass.unwrap_or("")]).args([
+        "--armor",
+        "--export-secret-keys",
+        fpr,
+    ]));
     assert!(ok && text.contains("BEGIN PGP PRIVATE KEY BLOCK"), "{text}");
     let out = gpg(home)
         .args(["--passphrase", pass.unwrap_or("")])
@@ -118,7 +123,15 @@ fn fixtures() -> &'static Fixtures {
             Some(PASS),
             &[],
         );
-        let rsa2048 = gen_key(&home, "Small <s@example.org>", "rsa2048", "sign", "never", None, &[]);
+        let rsa2048 = gen_key(
+            &home,
+            "Small <s@example.org>",
+            "rsa2048",
+            "sign",
+            "never",
+            None,
+            &[],
+        );
         let sha1 = gen_key(
             &home,
             "Sha1 <sha1@example.org>",
@@ -137,15 +150,31 @@ fn fixtures() -> &'static Fixtures {
             None,
             &["--faked-system-time", "20200101T000000"],
         );
-        let cert_only =
-            gen_key(&home, "Cert <c@example.org>", "rsa3072", "cert", "never", None, &[]);
+        let cert_only = gen_key(
+            &home,
+            "Cert <c@example.org>",
+            "rsa3072",
+            "cert",
+            "never",
+            None,
+            &[],
+        );
         // Revoked: import the revocation certificate gpg made at generation.
-        let mut revoked =
-            gen_key(&home, "Revoked <r@example.org>", "rsa3072", "sign", "never", None, &[]);
+        let mut revoked = gen_key(
+            &home,
+            "Revoked <r@example.org>",
+            "rsa3072",
+            "sign",
+            "never",
+            None,
+            &[],
+        );
         let rev = home
             .join("openpgp-revocs.d")
             .join(format!("{}.rev", revoked.fingerprint));
-        let rev_text = fs::read_to_string(&rev).unwrap().replace(":-----BEGIN", "-----BEGIN");
+        let rev_text = fs::read_to_string(&rev)
+            .unwrap()
+            .replace(":-----BEGIN", "-----BEGIN");
         let rev_file = home.join("revoke.asc");
         fs::write(&rev_file, rev_text).unwrap();
         let (ok, text) = run(gpg(&home).arg("--import").arg(&rev_file));
@@ -161,9 +190,13 @@ fn fixtures() -> &'static Fixtures {
             None,
             &[],
         );
-        let (ok, text) = run(gpg(&home)
-            .args(["--passphrase", ""])
-            .args(["--quick-add-key", &with_subkey.fingerprint, "rsa3072", "sign", "never"]));
+        let (ok, text) = run(gpg(&home).args(["--passphrase", ""]).args([
+            "--quick-add-key",
+            &with_subkey.fingerprint,
+            "rsa3072",
+            "sign",
+            "never",
+        ]));
         assert!(ok, "quick-add-key: {text}");
         with_subkey.armored_secret = export_secret(&home, &with_subkey.fingerprint, None);
         // The agent is not needed past this point.
@@ -262,7 +295,10 @@ SHA256:\n \
 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef 1234 main/binary-amd64/Packages\n";
 
 fn gpgv(keyring: &Path, args: &[&Path]) -> (bool, String) {
-    run(Command::new("gpgv").arg("--keyring").arg(keyring).args(args))
+    run(Command::new("gpgv")
+        .arg("--keyring")
+        .arg(keyring)
+        .args(args))
 }
 
 fn sqv(keyring: &Path, sig: &Path, data: &Path) -> (bool, String) {
@@ -320,8 +356,8 @@ fn check_clearsign_and_detached(key: &SigningKey, name: &str) {
     let (ok, text) = sqv(&kr, &rg, &release);
     assert!(ok, "sqv refused Release.gpg: {text}");
     assert!(
-        text.contains(&key.signing_fingerprint()),
-        "sqv names the signing key: {text}"
+        text.contains(&key.fingerprint()),
+        "sqv names the certificate: {text}"
     );
 
     // One byte changed in Release: both refuse.
@@ -393,7 +429,10 @@ fn signatures_are_v4_sha256_with_non_critical_issuer_subpackets() {
     assert!(lp.contains("digest algo 8,"), "SHA-256: {lp}");
     assert!(lp.contains(":signature packet: algo 1,"), "RSA: {lp}");
     assert!(
-        lp.contains(&format!("subpkt 33 len 21 (issuer fpr v4 {}", key.signing_fingerprint())),
+        lp.contains(&format!(
+            "subpkt 33 len 21 (issuer fpr v4 {}",
+            key.signing_fingerprint()
+        )),
         "{lp}"
     );
     assert!(lp.contains("subpkt 16 len 8 (issuer key ID"), "{lp}");
@@ -471,11 +510,21 @@ fn dev_key_is_rsa4096_v4_sha256_private_and_reused() {
     assert!(key.is_development());
     let dir = dev_dir();
     let file = dir.join(DEV_KEY_FILE);
-    assert_eq!(fs::metadata(dir).unwrap().permissions().mode() & 0o777, 0o700);
-    assert_eq!(fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        fs::metadata(dir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    assert_eq!(
+        fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let before = fs::read(&file).unwrap();
     let again = SigningKey::dev_key(dir).unwrap();
-    assert_eq!(again.fingerprint(), key.fingerprint(), "reused, not regenerated");
+    assert_eq!(
+        again.fingerprint(),
+        key.fingerprint(),
+        "reused, not regenerated"
+    );
     assert_eq!(fs::read(&file).unwrap(), before);
     // No stray temporary files.
     let names: Vec<_> = fs::read_dir(dir)
@@ -487,7 +536,10 @@ fn dev_key_is_rsa4096_v4_sha256_private_and_reused() {
     let pubf = scratch("signing-devpub").join("dev.gpg");
     fs::write(&pubf, key.public_key_binary().unwrap()).unwrap();
     let lp = list_packets(&pubf);
-    assert!(lp.contains(":public key packet:\n\tversion 4, algo 1,"), "{lp}");
+    assert!(
+        lp.contains(":public key packet:\n\tversion 4, algo 1,"),
+        "{lp}"
+    );
     assert!(lp.contains("pkey[0]: [4096 bits]"), "{lp}");
     assert!(lp.contains("sigclass 0x13"), "{lp}");
     assert!(lp.contains("digest algo 8,"), "{lp}");
@@ -496,7 +548,10 @@ fn dev_key_is_rsa4096_v4_sha256_private_and_reused() {
 
     // Debug shows no secret.
     let dbg = format!("{key:?}");
-    assert!(dbg.contains(&key.fingerprint()) && !dbg.contains("BEGIN"), "{dbg}");
+    assert!(
+        dbg.contains(&key.fingerprint()) && !dbg.contains("BEGIN"),
+        "{dbg}"
+    );
 }
 
 #[test]
@@ -523,7 +578,10 @@ fn key_file_with_group_or_other_permissions_is_refused() {
         let e = SigningKey::load(&KeySource::File(path.clone()), &pass_of(&f.main))
             .unwrap_err()
             .to_string();
-        assert!(e.contains(&path.display().to_string()), "names the file: {e}");
+        assert!(
+            e.contains(&path.display().to_string()),
+            "names the file: {e}"
+        );
         assert!(e.contains(&format!("{mode:04o}")), "names the mode: {e}");
         assert!(e.contains("chmod 600"), "{e}");
         assert_no_secret(&e, &f.main);
@@ -533,9 +591,12 @@ fn key_file_with_group_or_other_permissions_is_refused() {
     let pf = dir.join("pass");
     fs::write(&pf, format!("{PASS}\nignored second line\n")).unwrap();
     fs::set_permissions(&pf, fs::Permissions::from_mode(0o644)).unwrap();
-    let e = SigningKey::load(&KeySource::File(path.clone()), &PassphraseSource::File(pf.clone()))
-        .unwrap_err()
-        .to_string();
+    let e = SigningKey::load(
+        &KeySource::File(path.clone()),
+        &PassphraseSource::File(pf.clone()),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         e.contains(&pf.display().to_string()) && e.contains("0644") && e.contains("chmod 600"),
         "{e}"
@@ -557,7 +618,10 @@ fn passphrase_is_checked() {
     let e = SigningKey::load(&armored(&f.main), &wrong).unwrap_err();
     assert!(matches!(e, KeyError::WrongPassphrase { .. }), "{e}");
     let e = e.to_string();
-    assert!(e.contains("wrong passphrase") && e.contains(&f.main.fingerprint), "{e}");
+    assert!(
+        e.contains("wrong passphrase") && e.contains(&f.main.fingerprint),
+        "{e}"
+    );
     assert!(!e.contains("not the passphrase"), "{e}");
     assert_no_secret(&e, &f.main);
 
@@ -575,7 +639,10 @@ fn refused(k: &GpgKey, expect: &str) {
 
 #[test]
 fn rsa2048_key_is_refused() {
-    refused(&fixtures().rsa2048, "is RSA-2048; at least RSA-3072 is required");
+    refused(
+        &fixtures().rsa2048,
+        "is RSA-2048; at least RSA-3072 is required",
+    );
 }
 
 #[test]
@@ -672,7 +739,11 @@ fn resolve_reads_the_environment_and_release_refuses_the_dev_key() {
     // Debug of sources and keys: no secret.
     let src = KeySource::from_cli_or(None, env).unwrap();
     let pass = PassphraseSource::from_cli_or(None, env);
-    let dbg = format!("{src:?} {pass:?} {:?} {:?}", main_key(), main_key().rpm_signer().unwrap());
+    let dbg = format!(
+        "{src:?} {pass:?} {:?} {:?}",
+        main_key(),
+        main_key().rpm_signer().unwrap()
+    );
     assert_no_secret(&dbg, &f.main);
     assert!(dbg.contains(&f.main.fingerprint), "{dbg}");
 }
@@ -727,9 +798,10 @@ fn check_rpm(key: &SigningKey, name: &str) {
     let fpr = key.signing_fingerprint().to_lowercase();
     let key_id = &fpr[fpr.len() - 8..];
     assert!(
-        text.lines().any(|l| l.contains("Header V4 RSA/SHA256 Signature, key ID")
-            && l.contains(key_id)
-            && l.trim_end().ends_with("OK")),
+        text.lines()
+            .any(|l| l.contains("Header V4 RSA/SHA256 Signature, key ID")
+                && l.contains(key_id)
+                && l.trim_end().ends_with("OK")),
         "{text}"
     );
 

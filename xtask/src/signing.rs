@@ -144,7 +144,10 @@ pub enum KeyError {
     #[error("development key {}: {problem}", path.display())]
     DevKey { path: PathBuf, problem: String },
     #[error("signing with key {fingerprint} failed: {problem}")]
-    Sign { fingerprint: String, problem: String },
+    Sign {
+        fingerprint: String,
+        problem: String,
+    },
 }
 
 /// Where the armored secret key comes from.
@@ -418,11 +421,12 @@ impl SigningKey {
                 .map_err(|e| dev_err(format!("cannot chmod 700 {}: {e}", dir.display())))?;
             let armored = generate_dev_key().map_err(|e| dev_err(format!("generation: {e}")))?;
             let tmp = dir.join(format!(".{DEV_KEY_FILE}.{}.tmp", std::process::id()));
-            let written = write_new_private(&tmp, armored.as_bytes())
-                .and_then(|()| match fs::hard_link(&tmp, &path) {
+            let written = write_new_private(&tmp, armored.as_bytes()).and_then(|()| {
+                match fs::hard_link(&tmp, &path) {
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
                     other => other,
-                });
+                }
+            });
             let _ = fs::remove_file(&tmp);
             written.map_err(|e| dev_err(format!("cannot write: {e}")))?;
         }
@@ -547,10 +551,7 @@ impl SigningKey {
     pub fn rpm_signer(&self) -> Result<RpmSigner, KeyError> {
         let err = |e: rpm::Error| KeyError::Sign {
             fingerprint: self.fingerprint(),
-            problem: format!(
-                "rpm signer: {}",
-                redact(&e.to_string(), &self.armored)
-            ),
+            problem: format!("rpm signer: {}", redact(&e.to_string(), &self.armored)),
         };
         let mut signer = rpm::signature::pgp::Signer::from_asc(&self.armored).map_err(err)?;
         let fpr = match self.which {
@@ -604,8 +605,7 @@ impl SigningKey {
                 self.key.secret_subkeys[i].key.legacy_key_id(),
             ),
         };
-        let mut config =
-            SignatureConfig::v4(typ, PublicKeyAlgorithm::RSA, HashAlgorithm::Sha256);
+        let mut config = SignatureConfig::v4(typ, PublicKeyAlgorithm::RSA, HashAlgorithm::Sha256);
         config.hashed_subpackets = [
             SubpacketData::SignatureCreationTime(Timestamp::from_secs(secs)),
             SubpacketData::IssuerFingerprint(fpr),
@@ -740,7 +740,13 @@ fn check_certificate(key: &SignedSecretKey, now: u64) -> Result<Which, String> {
     }
     for u in &key.details.users {
         for s in &u.signatures {
-            all.push((s, format!("self-signature on user ID {:?}", u.id.id().escape_ascii().to_string())));
+            all.push((
+                s,
+                format!(
+                    "self-signature on user ID {:?}",
+                    u.id.id().escape_ascii().to_string()
+                ),
+            ));
         }
     }
     for (i, sk) in key.secret_subkeys.iter().enumerate() {
@@ -753,7 +759,10 @@ fn check_certificate(key: &SignedSecretKey, now: u64) -> Result<Which, String> {
     }
     for (s, what) in &all {
         if let Some(h) = s.hash_alg() {
-            if matches!(h, HashAlgorithm::Md5 | HashAlgorithm::Sha1 | HashAlgorithm::Ripemd160) {
+            if matches!(
+                h,
+                HashAlgorithm::Md5 | HashAlgorithm::Sha1 | HashAlgorithm::Ripemd160
+            ) {
                 return Err(format!(
                     "its {what} uses the weak digest {h}; re-create the key, or renew its \
                      self-signatures with SHA-256 (`gpg --cert-digest-algo SHA256 \
@@ -835,8 +844,8 @@ fn check_certificate(key: &SignedSecretKey, now: u64) -> Result<Which, String> {
     if newest_self_sig.key_flags().sign() || !flags_present {
         return Ok(Which::Primary);
     }
-    let mut msg = "cannot sign: neither the primary key nor any subkey has the sign capability"
-        .to_string();
+    let mut msg =
+        "cannot sign: neither the primary key nor any subkey has the sign capability".to_string();
     if !reasons.is_empty() {
         msg.push_str(" that is usable (");
         msg.push_str(&reasons.join("; "));
@@ -868,7 +877,10 @@ fn check_alive(sig: &Signature, created: u64, now: u64, what: &str) -> Result<()
             ));
         }
     }
-    if sig.created().is_some_and(|t| u64::from(t.as_secs()) > now + 86_400) {
+    if sig
+        .created()
+        .is_some_and(|t| u64::from(t.as_secs()) > now + 86_400)
+    {
         return Err(format!(
             "the self-signature of {what} is dated in the future (check the clock)"
         ));
