@@ -390,6 +390,32 @@ fn gpg_key_signs_inrelease_and_release_gpg_that_gpgv_and_sqv_accept() {
 }
 
 #[test]
+fn signing_key_serves_the_index_writers_signer_trait() {
+    let signer: &dyn xtask::signer::Signer = main_key();
+    let dir = scratch("signing-trait");
+    let kr = dir.join("k.gpg");
+    fs::write(&kr, signer.public_key_binary().unwrap()).unwrap();
+    let ir = dir.join("InRelease");
+    fs::write(&ir, signer.clearsign(RELEASE).unwrap()).unwrap();
+    let (ok, text) = gpgv(&kr, &[&ir]);
+    assert!(ok, "{text}");
+    let (rel, sig) = (dir.join("Release"), dir.join("Release.gpg"));
+    fs::write(&rel, RELEASE).unwrap();
+    fs::write(
+        &sig,
+        signer.detach_sign_armored(RELEASE.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let (ok, text) = sqv(&kr, &sig, &rel);
+    assert!(ok, "{text}");
+    assert_eq!(signer.fingerprint(), fixtures().main.fingerprint);
+    assert!(signer
+        .public_key_armored()
+        .unwrap()
+        .starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----"));
+}
+
+#[test]
 fn dev_key_signs_inrelease_and_release_gpg_that_gpgv_and_sqv_accept() {
     check_clearsign_and_detached(dev_key(), "signing-dev-key");
 }

@@ -264,6 +264,16 @@ pub struct Port {
 /// The marker a credential placeholder must contain; the unit refuses to start while it is there.
 pub const PLACEHOLDER_MARKER: &str = "OBSERVABILITY-STACK-PLACEHOLDER";
 
+/// The `service` fields that widen the hardened baseline, each needing `service.reason.<field>`.
+const WIDENINGS: &[&str] = &[
+    "protect_home",
+    "protect_proc",
+    "proc_subset",
+    "capabilities",
+    "extra_address_families",
+    "read_write_paths",
+];
+
 const DEFAULT_FAMILIES: [&str; 3] = ["AF_UNIX", "AF_INET", "AF_INET6"];
 
 impl Component {
@@ -425,8 +435,23 @@ pub fn parse_str(
 // ---------------------------------------------------------------------------------------------
 // Validators. Each returns Err(message) for a bad value.
 
+/// Characters that are not ASCII/C1 controls but still break lines or hide text: Unicode line
+/// and paragraph separators, bidirectional overrides/isolates, zero-width characters and the
+/// byte order mark. A reader of a control file, unit or script must see what is there.
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{2028}' | '\u{2029}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+}
+
+/// A control character other than those in `allowed`, or an invisible one.
+fn bad_char(v: &str, allowed: &[char]) -> Option<char> {
+    v.chars()
+        .find(|c| (c.is_control() && !allowed.contains(c)) || is_invisible(*c))
+}
+
 fn no_controls(v: &str) -> Result<(), String> {
-    if let Some(c) = v.chars().find(|c| c.is_control()) {
+    if let Some(c) = bad_char(v, &[]) {
         return Err(format!(
             "contains the control character U+{:04X}; it would break a control file, unit or script",
             c as u32
@@ -521,7 +546,7 @@ fn valid_summary(v: &str) -> Result<(), String> {
 }
 
 fn valid_description(v: &str) -> Result<(), String> {
-    if let Some(c) = v.chars().find(|c| c.is_control() && *c != '\n') {
+    if let Some(c) = bad_char(v, &['\n']) {
         return Err(format!(
             "contains the control character U+{:04X} (only newlines are allowed)",
             c as u32
@@ -556,6 +581,28 @@ pub fn valid_https_url(v: &str) -> Result<(), String> {
     let host = rest.split('/').next().unwrap_or("");
     if host.is_empty() || host.contains('@') {
         return Err("URL needs a host (and no user info)".into());
+    }
+    Ok(())
+}
+
+/// The asset URL: `{version}` (so `pin` moves it) and `{arch}` (one asset per arch).
+fn valid_asset_url_template(v: &str) -> Result<(), String> {
+    valid_url_template(v)?;
+    for p in ["{version}", "{arch}"] {
+        if !v.contains(p) {
+            return Err(format!(
+                "must contain {p} (each version and arch has its own asset)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The checksum file URL: `{version}` (`pin` reads the new version's file).
+fn valid_checksums_url_template(v: &str) -> Result<(), String> {
+    valid_url_template(v)?;
+    if !v.contains("{version}") {
+        return Err("must contain {version} (pin reads the new version's checksum file)".into());
     }
     Ok(())
 }
@@ -621,24 +668,43 @@ fn valid_owner(v: &str) -> Result<(), String> {
     valid_user(v)
 }
 
+/// A port number as written: decimal digits, no sign or leading zero, 1-65535.
+fn parse_port(p: &str) -> Result<u16, String> {
+    if p.is_empty() || !p.chars().all(|c| c.is_ascii_digit()) {
+        return Err(format!("port {p:?} is not a decimal number"));
+    }
+    if p.len() > 1 && p.starts_with('0') {
+        return Err(format!("port {p:?} has a leading zero"));
+    }
+    match p.parse::<u32>() {
+        Ok(n) if (1..=65535).contains(&n) => Ok(n as u16),
+        _ => Err(format!("port {p} is outside 1-65535")),
+    }
+}
+
 /// `host:port`, host an IP address (IPv6 in brackets) or `localhost`.
 pub fn valid_listen(v: &str) -> Result<(), String> {
     no_controls(v)?;
     let (host, port) = v
         .rsplit_once(':')
         .ok_or_else(|| "must be HOST:PORT".to_string())?;
-    let port: u32 = port
-        .parse()
-        .map_err(|_| format!("port {port:?} is not a number"))?;
-    if !(1..=65535).contains(&port) {
-        return Err(format!("port {port} is outside 1-65535"));
+    parse_port(port)?;
+    if let Some(h) = host.strip_prefix('[') {
+        let h = h
+            .strip_suffix(']')
+            .ok_or_else(|| format!("host {host:?}: unbalanced brackets"))?;
+        if h.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!(
+                "host {host:?}: only an IPv6 address is written in brackets"
+            ));
+        }
+        return Ok(());
     }
-    let h = host.trim_start_matches('[').trim_end_matches(']');
-    if h != "localhost" && h.parse::<IpAddr>().is_err() {
-        return Err(format!("host {host:?} is not an IP address or localhost"));
-    }
-    if h.contains(':') && !host.starts_with('[') {
+    if host.contains(':') {
         return Err("an IPv6 address must be written in brackets".into());
+    }
+    if host != "localhost" && host.parse::<IpAddr>().is_err() {
+        return Err(format!("host {host:?} is not an IP address or localhost"));
     }
     Ok(())
 }
@@ -763,7 +829,16 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
     let summary = cx.check(&raw.summary, "summary", valid_summary);
     let description = cx.check(&raw.description, "description", valid_description);
     let license = cx.check(&raw.license, "license", valid_license);
-    let homepage = cx.check(&raw.homepage, "homepage", valid_https_url);
+    let homepage = cx.check(&raw.homepage, "homepage", |v| {
+        valid_https_url(v)?;
+        if v.contains('%') {
+            return Err(
+                "must not contain % (the unit's Documentation= would expand it as a specifier)"
+                    .into(),
+            );
+        }
+        Ok(())
+    });
     let copyright = raw
         .copyright
         .as_ref()
@@ -783,7 +858,7 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
         .collect();
 
     // source
-    let url = cx.check(&raw.source.url, "source.url", valid_url_template);
+    let url = cx.check(&raw.source.url, "source.url", valid_asset_url_template);
     if !(url.ends_with(".tar.gz") || url.ends_with(".tgz") || url.ends_with(".zip")) {
         cx.err(
             raw.source.url.span(),
@@ -796,7 +871,7 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
         .source
         .checksums
         .as_ref()
-        .map(|s| cx.check(s, "source.checksums", valid_url_template));
+        .map(|s| cx.check(s, "source.checksums", valid_checksums_url_template));
     let binary = cx.check(&raw.source.binary, "source.binary", valid_member_template);
     let license_file = raw
         .source
@@ -855,6 +930,17 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
     let mut reasons = BTreeMap::new();
     for (k, v) in &s.reason {
         let field = format!("service.reason.{}", k.get_ref());
+        if !WIDENINGS.contains(&k.get_ref().as_str()) {
+            cx.err(
+                k.span(),
+                &field,
+                k.get_ref(),
+                format!(
+                    "not a widening of the baseline; a reason explains one of: {}",
+                    WIDENINGS.join(", ")
+                ),
+            );
+        }
         let r = cx.check(v, &field, |r| {
             no_controls(r)?;
             if r.trim().len() < 10 {
@@ -993,10 +1079,7 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
             .map(|g| cx.check(g, &f("group"), valid_owner))
             .unwrap_or_else(|| group.clone());
         let content = cx.check(&c.content, &f("content"), |t| {
-            if let Some(ch) = t
-                .chars()
-                .find(|c| c.is_control() && *c != '\n' && *c != '\t')
-            {
+            if let Some(ch) = bad_char(t, &['\n', '\t']) {
                 return Err(format!(
                     "contains the control character U+{:04X}",
                     ch as u32
@@ -1018,7 +1101,7 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
             }
             if mode & 0o007 != 0 {
                 cx.err(
-                    c.path.span(),
+                    c.mode.as_ref().map(|m| m.span()).unwrap_or(c.path.span()),
                     &f("mode"),
                     &format!("{mode:04o}"),
                     "a credential file must not be readable by others",
@@ -1045,9 +1128,9 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
     for p in &raw.firewall.ports {
         let v = p.get_ref();
         let parsed = v.split_once('/').and_then(|(n, pr)| {
-            let n: u32 = n.parse().ok()?;
-            ((1..=65535).contains(&n) && (pr == "tcp" || pr == "udp")).then(|| Port {
-                port: n as u16,
+            let n = parse_port(n).ok()?;
+            (pr == "tcp" || pr == "udp").then(|| Port {
+                port: n,
                 proto: pr.to_string(),
             })
         });

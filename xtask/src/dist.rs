@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 use crate::component::Component;
 use crate::elf::ElfInfo;
-use crate::fetch::{Fetcher, VerifiedArtifact};
+use crate::fetch::{Fetcher, Pending, VerifiedArtifact};
 use crate::package::{
     Arch, Compression, Content, DirEntry, FileEntry, FileKind, Format, Layout, Package,
     ServiceBehaviour, Written,
@@ -33,8 +33,11 @@ pub struct Selection {
     pub arches: Vec<Arch>,
 }
 
+/// The jobs of a run, and a note for each asked-for arch that is skipped.
+pub type Plan = (Vec<(Component, Arch)>, Vec<String>);
+
 /// One (component, arch) job, with why an asked-for arch is skipped.
-pub fn plan(all: &[Component], sel: &Selection) -> Result<(Vec<(Component, Arch)>, Vec<String>)> {
+pub fn plan(all: &[Component], sel: &Selection) -> Result<Plan> {
     let mut notes = Vec::new();
     for n in &sel.components {
         if !all.iter().any(|c| &c.name == n) {
@@ -67,18 +70,19 @@ pub fn plan(all: &[Component], sel: &Selection) -> Result<(Vec<(Component, Arch)
     Ok((jobs, notes))
 }
 
-/// Fetch and verify every job's asset. All or nothing: any failure fails the whole run.
+/// Fetch and verify every job's asset. All or nothing: any failure fails the whole run, and
+/// then nothing is added to the cache (downloads are only moved into it once all verified).
 pub fn fetch_all(
     fetcher: &Fetcher,
     jobs: &[(Component, Arch)],
     progress: &Progress,
 ) -> Result<Vec<VerifiedArtifact>> {
-    let results: Vec<Result<VerifiedArtifact>> = jobs
+    let results: Vec<Result<Pending>> = jobs
         .par_iter()
         .map(|(c, a)| {
             let url = c.url(*a);
             let pb = progress.bar(&format!("fetch {} {a}", c.name));
-            let r = fetcher.fetch(&c.name, *a, &url, &c.source.sha256[a], pb.as_ref());
+            let r = fetcher.fetch_pending(&c.name, *a, &url, &c.source.sha256[a], pb.as_ref());
             if let Some(pb) = pb {
                 pb.finish_and_clear();
             }
@@ -94,9 +98,12 @@ pub fn fetch_all(
         }
     }
     if !errors.is_empty() {
+        // Deletes the temporary files of the downloads that did verify.
+        drop(ok);
+        fetcher.discard_created_dirs();
         bail!("{}", errors.join("\n"));
     }
-    Ok(ok)
+    ok.into_iter().map(|p| fetcher.commit(p)).collect()
 }
 
 /// Progress bars on a terminal; nothing otherwise.

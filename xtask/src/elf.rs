@@ -149,7 +149,7 @@ pub fn inspect(path: &Path, arch: Arch) -> Result<ElfInfo> {
             .with_context(ctx)?;
         for d in dyns {
             if d.tag32(endian) == Some(elf::DT_NEEDED) {
-                let off: u64 = d.d_val(endian).into();
+                let off: u64 = d.d_val(endian);
                 let name = strings
                     .get(off as u32)
                     .map_err(|_| anyhow!("bad DT_NEEDED string offset"))

@@ -105,6 +105,30 @@ fn classify(url: &str) -> Result<Location> {
 pub struct Fetcher {
     opts: FetchOptions,
     agent: ureq::Agent,
+    /// Cache directories this fetcher created (removed again by `discard_created_dirs`).
+    created: std::sync::Mutex<Vec<PathBuf>>,
+}
+
+/// A verified asset that is not in the cache yet: the download sits in a temporary file in
+/// the cache (same file system) until `Fetcher::commit` renames it into place. Dropping it
+/// deletes the temporary file.
+pub struct Pending {
+    art: VerifiedArtifact,
+    tmp: Option<tempfile::NamedTempFile>,
+}
+
+impl Pending {
+    pub fn artifact(&self) -> &VerifiedArtifact {
+        &self.art
+    }
+}
+
+/// What the cache holds for a digest.
+enum CacheLookup {
+    Hit(PathBuf, u64),
+    Miss,
+    /// There was an entry but its bytes do not hash to its name; it was removed.
+    Corrupt(String),
 }
 
 impl Fetcher {
@@ -138,6 +162,7 @@ impl Fetcher {
         Ok(Fetcher {
             opts,
             agent: config.into(),
+            created: Default::default(),
         })
     }
 
@@ -158,10 +183,10 @@ impl Fetcher {
     }
 
     /// Look the pin up in the cache; re-verify the cached bytes.
-    fn from_cache(&self, sha256: &str) -> Result<Option<(PathBuf, u64)>> {
+    fn lookup_cache(&self, sha256: &str) -> Result<CacheLookup> {
         let p = self.cache_path(sha256);
         match std::fs::symlink_metadata(&p) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(CacheLookup::Miss),
             Err(e) => return Err(e).with_context(|| format!("cache entry {}", p.display())),
             Ok(m) if !m.file_type().is_file() => {
                 bail!(
@@ -176,16 +201,54 @@ impl Fetcher {
         if got != sha256 {
             // A corrupted entry is never used; remove it so a fresh download can replace it.
             std::fs::remove_file(&p).ok();
-            tracing::warn!(
-                "cache entry {} was corrupted (sha256 {got}); removed it",
+            let note = format!(
+                "cache entry {} was corrupted (its bytes hash to {got}); removed it",
                 p.display()
             );
-            return Ok(None);
+            tracing::warn!("{note}");
+            return Ok(CacheLookup::Corrupt(note));
         }
-        Ok(Some((p, size)))
+        Ok(CacheLookup::Hit(p, size))
     }
 
-    /// Fetch `upstream_url` for a component/arch and verify it against `expected` (the pin).
+    /// Create `dir` and its missing parents, remembering which ones this fetcher created.
+    fn ensure_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut missing = Vec::new();
+        let mut cur = Some(dir);
+        while let Some(d) = cur {
+            if d.as_os_str().is_empty() || d.is_dir() {
+                break;
+            }
+            missing.push(d.to_path_buf());
+            cur = d.parent();
+        }
+        for d in missing.into_iter().rev() {
+            match std::fs::create_dir(&d) {
+                Ok(()) => self
+                    .created
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(d),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && d.is_dir() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// After a failed run: remove the cache directories this fetcher created, where they are
+    /// still empty, so a failure leaves the cache exactly as it was. Call it only when no
+    /// fetch is in flight.
+    pub fn discard_created_dirs(&self) {
+        let mut created = self.created.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(d) = created.pop() {
+            // Fails (and is left alone) when something else put a file there.
+            std::fs::remove_dir(&d).ok();
+        }
+    }
+
+    /// Fetch `upstream_url` for a component/arch, verify it against `expected` (the pin) and
+    /// put it into the cache.
     pub fn fetch(
         &self,
         component: &str,
@@ -194,7 +257,26 @@ impl Fetcher {
         expected: &str,
         progress: Option<&indicatif::ProgressBar>,
     ) -> Result<VerifiedArtifact> {
-        let url = self.effective_url(upstream_url)?;
+        let p = self.fetch_pending(component, arch, upstream_url, expected, progress)?;
+        self.commit(p)
+    }
+
+    /// Fetch and verify, but do not add a download to the cache yet (see `commit`): a run
+    /// that fetches several assets adds none of them when one fails.
+    pub fn fetch_pending(
+        &self,
+        component: &str,
+        arch: Arch,
+        upstream_url: &str,
+        expected: &str,
+        progress: Option<&indicatif::ProgressBar>,
+    ) -> Result<Pending> {
+        let url = self.effective_url(upstream_url).map_err(|e| {
+            anyhow!(
+                "fetch failed: component {component}, arch {arch}, url {upstream_url}: {e:#}; \
+                 expected sha256 {expected}, actual none; nothing was added to the cache"
+            )
+        })?;
         let fail = |reason: String, actual: Option<&str>| {
             anyhow!(
                 "fetch failed: component {component}, arch {arch}, url {url}: {reason}; \
@@ -204,32 +286,47 @@ impl Fetcher {
         };
         crate::component::valid_sha256(expected)
             .map_err(|e| fail(format!("bad pin: {e}"), None))?;
-        if let Some((path, size)) = self
-            .from_cache(expected)
+        let corrupt = match self
+            .lookup_cache(expected)
             .map_err(|e| fail(format!("{e:#}"), None))?
         {
-            return Ok(VerifiedArtifact {
-                component: component.into(),
-                arch,
-                url,
-                path,
-                sha256: expected.into(),
-                size,
-                cached: true,
-            });
-        }
+            CacheLookup::Hit(path, size) => {
+                return Ok(Pending {
+                    art: VerifiedArtifact {
+                        component: component.into(),
+                        arch,
+                        url,
+                        path,
+                        sha256: expected.into(),
+                        size,
+                        cached: true,
+                    },
+                    tmp: None,
+                })
+            }
+            CacheLookup::Miss => None,
+            CacheLookup::Corrupt(note) => Some(note),
+        };
         if self.opts.offline {
+            let why = match &corrupt {
+                Some(note) => format!("--offline and {note}"),
+                None => format!(
+                    "--offline and not in the cache {}",
+                    self.opts.cache_dir.display()
+                ),
+            };
             return Err(fail(
                 format!(
-                    "--offline and not in the cache {} (run `cargo xtask fetch` where the network is reachable, or point --cache at an exported cache)",
-                    self.opts.cache_dir.display()
+                    "{why} (run `cargo xtask fetch` where the network is reachable, or point --cache at an exported cache)"
                 ),
                 None,
             ));
         }
+        // Classify before touching the cache: a refused URL creates nothing.
+        classify(&url).map_err(|e| fail(format!("{e:#}"), None))?;
         let tmp_dir = self.opts.cache_dir.join("tmp");
-        std::fs::create_dir_all(&tmp_dir)
-            .and_then(|_| std::fs::create_dir_all(self.opts.cache_dir.join("sha256")))
+        self.ensure_dir(&tmp_dir)
+            .and_then(|_| self.ensure_dir(&self.opts.cache_dir.join("sha256")))
             .map_err(|e| {
                 fail(
                     format!("cannot create cache {}: {e}", self.opts.cache_dir.display()),
@@ -242,7 +339,16 @@ impl Fetcher {
             .map_err(|e| fail(format!("cannot create a temporary file: {e}"), None))?;
         let (digest, size) = self
             .download_to(&url, tmp.as_file(), MAX_ASSET_BYTES, progress)
-            .map_err(|e| fail(format!("{e:#}"), None))?;
+            .map_err(|e| {
+                let mut m = format!("{e:#}");
+                if m.contains("timeout") || m.contains("timed out") {
+                    m.push_str(&format!(
+                        " (the download did not finish within --timeout {}s)",
+                        self.opts.timeout.as_secs()
+                    ));
+                }
+                fail(m, None)
+            })?;
         if digest != expected {
             return Err(fail(
                 format!("sha256 mismatch ({size} bytes received)"),
@@ -252,22 +358,36 @@ impl Fetcher {
         tmp.as_file()
             .sync_all()
             .map_err(|e| fail(format!("cannot sync: {e}"), Some(&digest)))?;
-        let dest = self.cache_path(expected);
-        tmp.persist(&dest).map_err(|e| {
-            fail(
-                format!("cannot move into the cache: {}", e.error),
-                Some(&digest),
-            )
-        })?;
-        Ok(VerifiedArtifact {
-            component: component.into(),
-            arch,
-            url,
-            path: dest,
-            sha256: digest,
-            size,
-            cached: false,
+        Ok(Pending {
+            art: VerifiedArtifact {
+                component: component.into(),
+                arch,
+                url,
+                path: self.cache_path(expected),
+                sha256: digest,
+                size,
+                cached: false,
+            },
+            tmp: Some(tmp),
         })
+    }
+
+    /// Move a verified download into the cache (an atomic rename).
+    pub fn commit(&self, p: Pending) -> Result<VerifiedArtifact> {
+        let Pending { art, tmp } = p;
+        if let Some(tmp) = tmp {
+            tmp.persist(&art.path).map_err(|e| {
+                anyhow!(
+                    "component {}, arch {}, url {}: cannot move the verified download into the cache {}: {}",
+                    art.component,
+                    art.arch,
+                    art.url,
+                    art.path.display(),
+                    e.error
+                )
+            })?;
+        }
+        Ok(art)
     }
 
     /// Stream `url` into `out`, hashing; returns (sha256, bytes). Follows up to 5 redirects,

@@ -2,14 +2,19 @@
 //!
 //! Each stage is a function of its inputs; `dist` strings them together. See ARCHITECTURE.md.
 
+pub mod apt_repo;
 pub mod component;
 pub mod deb;
 pub mod digest;
 pub mod dist;
+pub mod dnf_repo;
 pub mod elf;
 pub mod fetch;
 pub mod package;
+pub mod publish;
 pub mod render;
 pub mod rpm_writer;
+pub mod signer;
 pub mod signing;
 pub mod unpack;
+pub mod verify;

@@ -189,7 +189,7 @@ fn load(dir: &Path) -> Result<Vec<Component>> {
     component::load_dir(dir)
 }
 
-fn plan(c: &FetchCommon) -> Result<(Vec<(Component, Arch)>, Vec<String>)> {
+fn plan(c: &FetchCommon) -> Result<dist::Plan> {
     let all = load(&c.components_dir)?;
     dist::plan(
         &all,

@@ -20,6 +20,7 @@
 //! key.fingerprint()                     -> String   // primary, upper-case hex
 //! key.rpm_signer()?                     -> RpmSigner // PackageBuilder::build_and_sign(signer)
 //! ```
+//! `SigningKey` implements [`crate::signer::Signer`] (what `apt_repo`/`dnf_repo` take).
 //! Lower level: [`SigningKey::load`] with a [`KeySource`] and a [`PassphraseSource`];
 //! [`SigningKey::dev_key`].
 //!
@@ -664,6 +665,25 @@ impl SigningKey {
                 fingerprint: self.fingerprint(),
             }),
         }
+    }
+}
+
+/// The index writers' view of the key (`apt_repo`, `dnf_repo`, `dist` take `&dyn Signer`).
+impl crate::signer::Signer for SigningKey {
+    fn clearsign(&self, text: &str) -> anyhow::Result<String> {
+        Ok(SigningKey::clearsign(self, text)?)
+    }
+    fn detach_sign_armored(&self, data: &[u8]) -> anyhow::Result<String> {
+        Ok(SigningKey::detach_sign_armored(self, data)?)
+    }
+    fn public_key_armored(&self) -> anyhow::Result<String> {
+        Ok(SigningKey::public_key_armored(self)?)
+    }
+    fn public_key_binary(&self) -> anyhow::Result<Vec<u8>> {
+        Ok(SigningKey::public_key_binary(self)?)
+    }
+    fn fingerprint(&self) -> String {
+        SigningKey::fingerprint(self)
     }
 }
 

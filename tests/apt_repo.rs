@@ -1,0 +1,1013 @@
+//! The apt repository writer, judged by the real clients: apt-get (update, download,
+//! install --download-only) over file: and loopback HTTP with a deb822 Signed-By source, gpgv
+//! and sqv on the signatures, apt-ftparchive as an independent index of the same pool, and
+//! apt's refusals of tampered indexes, tampered packages, unknown keys and expired Release
+//! files. Every apt run uses its own configuration in a temporary directory (APT_CONFIG), never
+//! the machine's.
+
+#[path = "support/gpg.rs"]
+mod gpg;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256, Sha512};
+use xtask::apt_repo::{self, AptSettings, ClientSettings, PoolLink};
+
+const EPOCH: u64 = 1_700_000_000;
+
+fn run(cmd: &mut Command) -> (bool, String) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn must(cmd: &mut Command) -> String {
+    let (ok, text) = run(cmd);
+    assert!(ok, "{cmd:?} failed:\n{text}");
+    text
+}
+
+// ---------------------------------------------------------------------------------------------
+// Input packages, built by dpkg-deb
+
+struct DebSpec<'a> {
+    name: &'a str,
+    version: &'a str,
+    arch: &'a str,
+    /// dpkg-deb -Z: xz, gzip, zstd, none (also the control.tar compression).
+    compress: &'a str,
+    extra: &'a str,
+    payload: &'a str,
+}
+
+fn build_deb(out_dir: &Path, s: &DebSpec) -> PathBuf {
+    let root = tempfile::tempdir().unwrap();
+    let debian = root.path().join("DEBIAN");
+    std::fs::create_dir_all(&debian).unwrap();
+    std::fs::write(
+        debian.join("control"),
+        format!(
+            "Package: {}\nVersion: {}\nArchitecture: {}\nMaintainer: Test <test@example.org>\n{}Description: test package {}\n This is a package for the index tests.\n .\n Second paragraph.\n",
+            s.name, s.version, s.arch, s.extra, s.name
+        ),
+    )
+    .unwrap();
+    let share = root.path().join("usr/share").join(s.name);
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::write(share.join("payload"), s.payload).unwrap();
+    let file = out_dir.join(format!(
+        "{}_{}_{}.deb",
+        s.name,
+        s.version.replace(':', "%3a"),
+        s.arch
+    ));
+    must(
+        Command::new("dpkg-deb")
+            .args(["--build", "--root-owner-group"])
+            .arg(format!("-Z{}", s.compress))
+            .arg(root.path())
+            .arg(&file)
+            .env("SOURCE_DATE_EPOCH", EPOCH.to_string()),
+    );
+    file
+}
+
+/// A small set: two arches, two versions of one package, an `all` library with a Source,
+/// an epoch, every control.tar compression dpkg-deb can write.
+fn fixture_debs(dir: &Path) -> Vec<PathBuf> {
+    [
+        DebSpec {
+            name: "hello-exporter",
+            version: "1.0-1",
+            arch: "amd64",
+            compress: "xz",
+            extra: "",
+            payload: "hello 1.0 amd64\n",
+        },
+        DebSpec {
+            name: "hello-exporter",
+            version: "1.10-1",
+            arch: "amd64",
+            compress: "gzip",
+            extra: "Depends: libdemo-data (>= 2.0)\n",
+            payload: "hello 1.10 amd64\n",
+        },
+        DebSpec {
+            name: "hello-exporter",
+            version: "1.10-1",
+            arch: "arm64",
+            compress: "zstd",
+            extra: "Depends: libdemo-data (>= 2.0)\n",
+            payload: "hello 1.10 arm64\n",
+        },
+        DebSpec {
+            name: "libdemo-data",
+            version: "2.0-1",
+            arch: "all",
+            compress: "none",
+            extra: "Source: libdemo (2.0-1)\nSection: libs\n",
+            payload: "shared data\n",
+        },
+        DebSpec {
+            name: "zeta-tool",
+            version: "1:0.5-2",
+            arch: "arm64",
+            compress: "xz",
+            extra: "Priority: optional\n",
+            payload: "zeta\n",
+        },
+    ]
+    .iter()
+    .map(|s| build_deb(dir, s))
+    .collect()
+}
+
+fn settings() -> AptSettings {
+    AptSettings {
+        date: EPOCH,
+        ..AptSettings::default()
+    }
+}
+
+struct Repo {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    key: gpg::GpgKey,
+    keyring: PathBuf,
+    repo: apt_repo::AptRepo,
+}
+
+fn make_repo(settings: &AptSettings) -> Repo {
+    let tmp = tempfile::tempdir().unwrap();
+    let debs_dir = tmp.path().join("in");
+    std::fs::create_dir(&debs_dir).unwrap();
+    let debs = fixture_debs(&debs_dir);
+    let root = tmp.path().join("repo");
+    let key = gpg::GpgKey::generate("apt test <apt@example.org>");
+    let repo = apt_repo::write_apt_repo(&root, &debs, settings, &key).unwrap();
+    let keyring = key.write_keyring(&tmp.path().join("keyring.gpg"));
+    Repo {
+        _tmp: tmp,
+        root,
+        key,
+        keyring,
+        repo,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// An isolated apt
+
+struct Apt {
+    dir: tempfile::TempDir,
+}
+
+impl Apt {
+    /// apt with its own config, state and cache, trusting nothing but the `.sources` file's
+    /// Signed-By keyring.
+    fn new(sources: &str) -> Apt {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for sub in [
+            "etc/apt/apt.conf.d",
+            "etc/apt/preferences.d",
+            "etc/apt/sources.list.d",
+            "empty",
+            "var/lib/apt/lists/partial",
+            "var/cache/apt/archives/partial",
+            "var/log/apt",
+            "download",
+        ] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        std::fs::write(d.join("status"), "").unwrap();
+        std::fs::write(d.join("etc/apt/sources.list.d/test.sources"), sources).unwrap();
+        let conf = format!(
+            r#"Dir "{d}/";
+Dir::State::status "{d}/status";
+Dir::Etc::SourceList "/dev/null";
+Dir::Etc::SourceParts "{d}/etc/apt/sources.list.d";
+Dir::Etc::Trusted "{d}/empty/none.gpg";
+Dir::Etc::TrustedParts "{d}/empty";
+Dir::Etc::Parts "{d}/etc/apt/apt.conf.d";
+Dir::Etc::PreferencesParts "{d}/etc/apt/preferences.d";
+Debug::NoLocking "1";
+APT::Architecture "amd64";
+APT::Architectures {{ "amd64"; "arm64"; }};
+APT::Sandbox::User "root";
+Acquire::Languages "none";
+Acquire::Retries "0";
+Acquire::http::Proxy "DIRECT";
+Acquire::IndexTargets::deb::Contents-deb::DefaultEnabled "false";
+"#,
+            d = d.display()
+        );
+        std::fs::write(d.join("apt.conf"), conf).unwrap();
+        Apt { dir }
+    }
+
+    fn cmd(&self, tool: &str) -> Command {
+        let mut c = Command::new(tool);
+        c.env("APT_CONFIG", self.dir.path().join("apt.conf"))
+            .env_remove("http_proxy")
+            .env_remove("HTTP_PROXY")
+            .env_remove("https_proxy")
+            .env_remove("all_proxy")
+            .env("LC_ALL", "C")
+            .current_dir(self.dir.path().join("download"))
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn get(&self, args: &[&str]) -> (bool, String) {
+        run(self.cmd("apt-get").args(["-q", "-y"]).args(args))
+    }
+
+    fn update_ok(&self) {
+        let (ok, text) = self.get(&["update"]);
+        assert!(ok, "apt-get update failed:\n{text}");
+        assert!(
+            !text.contains("W:") && !text.contains("E:"),
+            "apt-get update warned:\n{text}"
+        );
+    }
+
+    fn downloaded(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.dir.path().join("download").join(name)).unwrap()
+    }
+
+    fn archives(&self) -> BTreeSet<String> {
+        std::fs::read_dir(self.dir.path().join("var/cache/apt/archives"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".deb"))
+            .collect()
+    }
+}
+
+fn sources_for(repo: &Repo, url: &str) -> String {
+    let files = apt_repo::client_files(
+        &settings(),
+        &ClientSettings {
+            name: "obs".into(),
+            base_url: url.into(),
+            signed_by: Some(repo.keyring.display().to_string()),
+        },
+        &repo.key,
+    )
+    .unwrap();
+    files.sources
+}
+
+/// `python3 -m http.server` on an ephemeral loopback port, stopped on drop.
+struct Http {
+    child: Child,
+    url: String,
+}
+
+impl Http {
+    fn serve(dir: &Path) -> Http {
+        let mut child = Command::new("python3")
+            .args([
+                "-u",
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
+            .arg(dir)
+            .arg("0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        // "Serving HTTP on 127.0.0.1 port 41234 (http://127.0.0.1:41234/) ..."
+        let port: u16 = line
+            .split_whitespace()
+            .skip_while(|w| *w != "port")
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {line:?}"));
+        Http {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for Http {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn file_url(p: &Path) -> String {
+    format!("file:{}", p.display())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parsing indexes in the tests (deliberately independent of the writer's code)
+
+type Stanza = BTreeMap<String, String>;
+
+fn parse_stanzas(text: &str) -> Vec<Stanza> {
+    let mut out = Vec::new();
+    for para in text.split("\n\n") {
+        let mut st = Stanza::new();
+        let mut last: Option<String> = None;
+        for line in para.lines() {
+            if line.starts_with(' ') {
+                let k = last.clone().unwrap();
+                let v = st.get_mut(&k).unwrap();
+                v.push('\n');
+                v.push_str(line);
+            } else if let Some((k, v)) = line.split_once(':') {
+                st.insert(k.to_string(), v.trim().to_string());
+                last = Some(k.to_string());
+            }
+        }
+        if !st.is_empty() {
+            out.push(st);
+        }
+    }
+    out
+}
+
+/// `(hash, size, path)` lines of one checksum section of a Release file.
+fn release_section(release: &str, name: &str) -> Vec<(String, u64, String)> {
+    release
+        .lines()
+        .skip_while(|l| *l != format!("{name}:"))
+        .skip(1)
+        .take_while(|l| l.starts_with(' '))
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(w.len(), 3, "{l:?}");
+            (w[0].to_string(), w[1].parse().unwrap(), w[2].to_string())
+        })
+        .collect()
+}
+
+fn release_field<'a>(release: &'a str, name: &str) -> Option<&'a str> {
+    release
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn apt_updates_downloads_and_installs_over_file_and_http() {
+    let r = make_repo(&settings());
+    assert_eq!(r.repo.architectures, ["amd64", "arm64"]);
+    let http = Http::serve(&r.root);
+    for url in [file_url(&r.root), http.url.clone()] {
+        let apt = Apt::new(&sources_for(&r, &url));
+        apt.update_ok();
+
+        // Both versions known, the newer one (dpkg order: 1.10 > 1.0) is the candidate.
+        let policy = must(apt.cmd("apt-cache").args(["policy", "hello-exporter"]));
+        assert!(policy.contains("Candidate: 1.10-1"), "{policy}");
+        assert!(policy.contains("1.0-1"), "{policy}");
+        let show = must(apt.cmd("apt-cache").args(["show", "zeta-tool:arm64"]));
+        assert!(show.contains("Version: 1:0.5-2"), "{show}");
+        assert!(show.contains(" Second paragraph."), "{show}");
+
+        // apt-get download of an explicit version and of the other arch: byte-identical.
+        must(apt.cmd("apt-get").args([
+            "-q",
+            "download",
+            "hello-exporter=1.0-1",
+            "hello-exporter:arm64",
+        ]));
+        let pool = |p: &str| std::fs::read(r.root.join(p)).unwrap();
+        assert_eq!(
+            apt.downloaded("hello-exporter_1.0-1_amd64.deb"),
+            pool("pool/main/h/hello-exporter/hello-exporter_1.0-1_amd64.deb")
+        );
+        assert_eq!(
+            apt.downloaded("hello-exporter_1.10-1_arm64.deb"),
+            pool("pool/main/h/hello-exporter/hello-exporter_1.10-1_arm64.deb")
+        );
+
+        // install --download-only resolves the dependency on the arch-all package in the
+        // amd64 index (file: repositories are used in place, so only check over http).
+        let (ok, text) = apt.get(&["install", "--download-only", "hello-exporter"]);
+        assert!(ok, "{text}");
+        assert!(text.contains("libdemo-data"), "{text}");
+        if url.starts_with("http") {
+            assert_eq!(
+                apt.archives(),
+                BTreeSet::from([
+                    "hello-exporter_1.10-1_amd64.deb".to_string(),
+                    "libdemo-data_2.0-1_all.deb".to_string()
+                ])
+            );
+        }
+    }
+}
+
+#[test]
+fn gpgv_and_sqv_verify_the_signatures() {
+    let r = make_repo(&settings());
+    let dists = r.root.join("dists/stable");
+    let k = &r.keyring;
+    must(
+        Command::new("gpgv")
+            .arg("--keyring")
+            .arg(k)
+            .arg(dists.join("InRelease")),
+    );
+    must(
+        Command::new("gpgv")
+            .arg("--keyring")
+            .arg(k)
+            .arg(dists.join("Release.gpg"))
+            .arg(dists.join("Release")),
+    );
+    must(
+        Command::new("sqv")
+            .arg("--keyring")
+            .arg(k)
+            .arg(dists.join("Release.gpg"))
+            .arg(dists.join("Release")),
+    );
+    // InRelease signs exactly the Release text.
+    let inrelease = std::fs::read_to_string(dists.join("InRelease")).unwrap();
+    let release = std::fs::read_to_string(dists.join("Release")).unwrap();
+    let out = must(
+        Command::new("gpgv")
+            .arg("--keyring")
+            .arg(k)
+            .arg("--output")
+            .arg("-")
+            .arg(dists.join("InRelease")),
+    );
+    assert!(
+        out.starts_with(&release),
+        "InRelease content differs from Release"
+    );
+    assert!(inrelease.contains("-----BEGIN PGP SIGNED MESSAGE-----"));
+
+    // And they refuse: another key, a changed Release.
+    let tmp = tempfile::tempdir().unwrap();
+    let other = gpg::GpgKey::generate("other <other@example.org>");
+    let other_k = other.write_keyring(&tmp.path().join("other.gpg"));
+    let (ok, _) = run(Command::new("gpgv")
+        .arg("--keyring")
+        .arg(&other_k)
+        .arg(dists.join("InRelease")));
+    assert!(!ok, "gpgv accepted InRelease with the wrong key");
+    let (ok, _) = run(Command::new("sqv")
+        .arg("--keyring")
+        .arg(&other_k)
+        .arg(dists.join("Release.gpg"))
+        .arg(dists.join("Release")));
+    assert!(!ok, "sqv accepted Release.gpg with the wrong key");
+    let changed = tmp.path().join("Release");
+    std::fs::write(&changed, release.replace("Suite: stable", "Suite: stabl3")).unwrap();
+    let (ok, _) = run(Command::new("sqv")
+        .arg("--keyring")
+        .arg(k)
+        .arg(dists.join("Release.gpg"))
+        .arg(&changed));
+    assert!(!ok, "sqv accepted a changed Release");
+}
+
+/// Replace a file without touching other links to the same inode (the pool may be hard-linked
+/// to the inputs).
+fn replace(path: &Path, data: &[u8]) {
+    let tmp = path.with_extension("tampered");
+    std::fs::write(&tmp, data).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn gz(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn xz(data: &[u8]) -> Vec<u8> {
+    let mut e = liblzma::write::XzEncoder::new(Vec::new(), 6);
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+#[test]
+fn apt_refuses_a_tampered_packages_index() {
+    let r = make_repo(&settings());
+    let dir = r.root.join("dists/stable/main/binary-amd64");
+    let packages = std::fs::read_to_string(dir.join("Packages")).unwrap();
+    // Point hello-exporter 1.0-1 at other bytes: same length, one hex digit changed.
+    let st = parse_stanzas(&packages)
+        .into_iter()
+        .find(|s| s["Version"] == "1.0-1")
+        .unwrap();
+    let old = &st["SHA256"];
+    let new = format!(
+        "{}{}",
+        if old.starts_with('0') { "1" } else { "0" },
+        &old[1..]
+    );
+    let tampered = packages.replace(old.as_str(), &new);
+    assert_ne!(tampered, packages);
+    // Every variant and every by-hash copy, so apt has nothing genuine to fall back to.
+    for (name, data) in [
+        ("Packages", tampered.as_bytes().to_vec()),
+        ("Packages.gz", gz(tampered.as_bytes())),
+        ("Packages.xz", xz(tampered.as_bytes())),
+    ] {
+        let orig = std::fs::read(dir.join(name)).unwrap();
+        replace(&dir.join(name), &data);
+        let h256 = hex::encode(Sha256::digest(&orig));
+        let h512 = hex::encode(Sha512::digest(&orig));
+        for p in [
+            dir.join("by-hash/SHA256").join(h256),
+            dir.join("by-hash/SHA512").join(h512),
+        ] {
+            assert!(p.exists(), "{}", p.display());
+            replace(&p, &data);
+        }
+    }
+    let http = Http::serve(&r.root);
+    for url in [file_url(&r.root), http.url.clone()] {
+        let apt = Apt::new(&sources_for(&r, &url));
+        let (ok, text) = apt.get(&["update"]);
+        assert!(
+            !ok,
+            "apt-get update accepted a tampered Packages over {url}:\n{text}"
+        );
+        assert!(
+            text.contains("Hash Sum mismatch") || text.contains("unexpected size"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn apt_refuses_a_tampered_package() {
+    let r = make_repo(&settings());
+    let deb = r
+        .root
+        .join("pool/main/h/hello-exporter/hello-exporter_1.0-1_amd64.deb");
+    let mut bytes = std::fs::read(&deb).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x55; // same size, different bytes
+    replace(&deb, &bytes);
+    let http = Http::serve(&r.root);
+    for url in [file_url(&r.root), http.url.clone()] {
+        let apt = Apt::new(&sources_for(&r, &url));
+        apt.update_ok();
+        let (ok, text) = apt.get(&["download", "hello-exporter=1.0-1"]);
+        assert!(
+            !ok,
+            "apt-get download accepted a tampered .deb over {url}:\n{text}"
+        );
+        assert!(text.contains("Hash Sum mismatch"), "{text}");
+        let (ok, text) = apt.get(&["install", "--download-only", "hello-exporter=1.0-1"]);
+        assert!(
+            !ok,
+            "apt-get install accepted a tampered .deb over {url}:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn apt_refuses_a_repository_signed_by_an_unknown_key() {
+    let r = make_repo(&settings());
+    let tmp = tempfile::tempdir().unwrap();
+    let other = gpg::GpgKey::generate("other <other@example.org>");
+    let other_k = other.write_keyring(&tmp.path().join("other.gpg"));
+    let sources = sources_for(&r, &file_url(&r.root)).replace(
+        &format!("Signed-By: {}", r.keyring.display()),
+        &format!("Signed-By: {}", other_k.display()),
+    );
+    assert!(sources.contains(&other_k.display().to_string()));
+    let apt = Apt::new(&sources);
+    let (ok, text) = apt.get(&["update"]);
+    assert!(!ok, "apt-get update accepted an unknown key:\n{text}");
+    assert!(
+        text.contains("NO_PUBKEY") && text.contains("not signed"),
+        "{text}"
+    );
+    let (ok, _) = apt.get(&["download", "hello-exporter"]);
+    assert!(!ok);
+}
+
+#[test]
+fn apt_enforces_valid_until() {
+    // Date long ago + one day: expired now.
+    let expired = make_repo(&AptSettings {
+        valid_until: Some(Duration::from_secs(86_400)),
+        ..settings()
+    });
+    let release = std::fs::read_to_string(expired.root.join("dists/stable/Release")).unwrap();
+    assert_eq!(
+        release_field(&release, "Valid-Until"),
+        Some("Wed, 15 Nov 2023 22:13:20 UTC")
+    );
+    let apt = Apt::new(&sources_for(&expired, &file_url(&expired.root)));
+    let (ok, text) = apt.get(&["update"]);
+    assert!(!ok && text.contains("expired"), "{text}");
+
+    // Valid for a long time: accepted.
+    let fine = make_repo(&AptSettings {
+        valid_until: Some(Duration::from_secs(100 * 365 * 86_400)),
+        ..settings()
+    });
+    Apt::new(&sources_for(&fine, &file_url(&fine.root))).update_ok();
+}
+
+/// Our Packages against `apt-ftparchive packages` over the same pool, per architecture.
+///
+/// Allowed differences, each checked to be only that:
+/// - apt-ftparchive adds `MD5sum` and `SHA1`; we publish SHA256 and SHA512 only (apt needs no
+///   weaker hash; see the module docs of apt_repo).
+/// - Field order: apt-ftparchive rewrites stanzas into its canonical field order; we keep the
+///   package's control order (then Filename, Size, SHA256, SHA512). Compared as maps.
+/// - Stanza order: apt-ftparchive lists in pool-walk order; we sort by (package, version,
+///   arch). Compared as sets keyed by (Package, Version, Architecture).
+///
+/// Everything else — the package set, every control field, Filename, Size, SHA256, SHA512 — is
+/// identical.
+#[test]
+fn packages_match_apt_ftparchive() {
+    let r = make_repo(&settings());
+    for arch in ["amd64", "arm64"] {
+        let ours = std::fs::read_to_string(
+            r.root
+                .join(format!("dists/stable/main/binary-{arch}/Packages")),
+        )
+        .unwrap();
+        let theirs = must(
+            Command::new("apt-ftparchive")
+                .args(["--arch", arch, "packages", "pool"])
+                .current_dir(&r.root),
+        );
+        let key = |s: &Stanza| {
+            (
+                s["Package"].clone(),
+                s["Version"].clone(),
+                s["Architecture"].clone(),
+            )
+        };
+        let ours: BTreeMap<_, _> = parse_stanzas(&ours)
+            .into_iter()
+            .map(|s| (key(&s), s))
+            .collect();
+        let theirs: BTreeMap<_, _> = parse_stanzas(&theirs)
+            .into_iter()
+            .map(|mut s| {
+                assert!(
+                    s.remove("MD5sum").is_some(),
+                    "apt-ftparchive without MD5sum?"
+                );
+                assert!(s.remove("SHA1").is_some(), "apt-ftparchive without SHA1?");
+                (key(&s), s)
+            })
+            .collect();
+        assert_eq!(
+            ours.keys().collect::<Vec<_>>(),
+            theirs.keys().collect::<Vec<_>>(),
+            "{arch}: package sets differ"
+        );
+        assert_eq!(ours.len(), 3, "{arch}");
+        for (k, o) in &ours {
+            assert_eq!(o, &theirs[k], "{arch} {k:?}");
+        }
+    }
+}
+
+#[test]
+fn release_lists_every_index_file_with_by_hash_copies() {
+    let r = make_repo(&AptSettings {
+        architectures: vec!["riscv64".into()],
+        ..settings()
+    });
+    let suite = r.root.join("dists/stable");
+    let release = std::fs::read_to_string(suite.join("Release")).unwrap();
+    assert_eq!(release, r.repo.release);
+    for (f, v) in [
+        ("Origin", "observability-stack"),
+        ("Label", "observability-stack"),
+        ("Suite", "stable"),
+        ("Codename", "stable"),
+        ("Date", "Tue, 14 Nov 2023 22:13:20 UTC"),
+        ("Architectures", "amd64 arm64 riscv64"),
+        ("Components", "main"),
+        ("Acquire-By-Hash", "yes"),
+    ] {
+        assert_eq!(release_field(&release, f), Some(v), "{f}");
+    }
+    assert_eq!(release_field(&release, "Valid-Until"), None);
+    assert!(!release.contains("MD5Sum:") && !release.contains("SHA1:"));
+
+    let sha256 = release_section(&release, "SHA256");
+    let sha512 = release_section(&release, "SHA512");
+    // Every file under dists/stable (other than the Release files and by-hash) is listed ...
+    let mut on_disk = BTreeSet::new();
+    let mut stack = vec![suite.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                if p.file_name().unwrap() != "by-hash" {
+                    stack.push(p);
+                }
+            } else {
+                let rel = p
+                    .strip_prefix(&suite)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                if !["Release", "Release.gpg", "InRelease"].contains(&rel.as_str()) {
+                    on_disk.insert(rel);
+                }
+            }
+        }
+    }
+    let listed: BTreeSet<String> = sha256.iter().map(|(_, _, p)| p.clone()).collect();
+    assert_eq!(listed, on_disk);
+    let listed512: BTreeSet<String> = sha512.iter().map(|(_, _, p)| p.clone()).collect();
+    assert_eq!(listed512, on_disk);
+    // ... all index variants of every architecture (riscv64, given in the settings, only has
+    // the arch-all package) ...
+    for arch in ["amd64", "arm64", "riscv64"] {
+        for f in ["Packages", "Packages.gz", "Packages.xz", "Release"] {
+            assert!(
+                listed.contains(&format!("main/binary-{arch}/{f}")),
+                "{arch} {f}"
+            );
+        }
+    }
+    let riscv = std::fs::read_to_string(suite.join("main/binary-riscv64/Packages")).unwrap();
+    let riscv: Vec<String> = parse_stanzas(&riscv)
+        .into_iter()
+        .map(|s| s["Package"].clone())
+        .collect();
+    assert_eq!(
+        riscv,
+        ["libdemo-data"],
+        "riscv64 holds only the arch-all package"
+    );
+    // ... with the right size and hashes, and a by-hash copy under each hash.
+    for ((h256, size, path), (h512, size512, path512)) in sha256.iter().zip(&sha512) {
+        assert_eq!(path, path512);
+        assert_eq!(size, size512);
+        let data = std::fs::read(suite.join(path)).unwrap();
+        assert_eq!(data.len() as u64, *size, "{path}");
+        assert_eq!(&hex::encode(Sha256::digest(&data)), h256, "{path}");
+        assert_eq!(&hex::encode(Sha512::digest(&data)), h512, "{path}");
+        let dir = suite.join(path).parent().unwrap().join("by-hash");
+        assert_eq!(std::fs::read(dir.join("SHA256").join(h256)).unwrap(), data);
+        assert_eq!(std::fs::read(dir.join("SHA512").join(h512)).unwrap(), data);
+    }
+    // The compressed variants decompress to the same Packages (real tools).
+    for arch in ["amd64", "arm64"] {
+        let d = suite.join(format!("main/binary-{arch}"));
+        let plain = std::fs::read_to_string(d.join("Packages")).unwrap();
+        assert_eq!(must(Command::new("zcat").arg(d.join("Packages.gz"))), plain);
+        assert_eq!(
+            must(Command::new("xzcat").arg(d.join("Packages.xz"))),
+            plain
+        );
+    }
+    // The per-architecture Release.
+    let comp = std::fs::read_to_string(suite.join("main/binary-arm64/Release")).unwrap();
+    assert!(comp.contains("Component: main\n") && comp.contains("Architecture: arm64\n"));
+
+    // Pool layout: first letter, libX for lib*, source name directory, epoch dropped.
+    let files: BTreeSet<&str> = r
+        .repo
+        .packages
+        .iter()
+        .map(|p| p.filename.as_str())
+        .collect();
+    assert_eq!(
+        files,
+        BTreeSet::from([
+            "pool/main/h/hello-exporter/hello-exporter_1.0-1_amd64.deb",
+            "pool/main/h/hello-exporter/hello-exporter_1.10-1_amd64.deb",
+            "pool/main/h/hello-exporter/hello-exporter_1.10-1_arm64.deb",
+            "pool/main/libd/libdemo/libdemo-data_2.0-1_all.deb",
+            "pool/main/z/zeta-tool/zeta-tool_0.5-2_arm64.deb",
+        ])
+    );
+    // Sorted by (package, dpkg version, arch).
+    let order: Vec<(&str, &str, &str)> = r
+        .repo
+        .packages
+        .iter()
+        .map(|p| {
+            (
+                p.package.as_str(),
+                p.version.as_str(),
+                p.architecture.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("hello-exporter", "1.0-1", "amd64"),
+            ("hello-exporter", "1.10-1", "amd64"),
+            ("hello-exporter", "1.10-1", "arm64"),
+            ("libdemo-data", "2.0-1", "all"),
+            ("zeta-tool", "1:0.5-2", "arm64"),
+        ]
+    );
+    // Modes: world-readable whatever the umask.
+    use std::os::unix::fs::PermissionsExt;
+    for p in [
+        suite.join("InRelease"),
+        suite.join("main/binary-amd64/Packages.xz"),
+        r.root.join(&r.repo.packages[0].filename),
+    ] {
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+        assert_eq!(mode & 0o444, 0o444, "{}", p.display());
+    }
+}
+
+fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn rebuilds_are_deterministic_and_shards_combine() {
+    let tmp = tempfile::tempdir().unwrap();
+    let debs = fixture_debs(tmp.path());
+    let key = gpg::GpgKey::generate("apt test <apt@example.org>");
+    let s = AptSettings {
+        pool_link: PoolLink::Copy,
+        ..settings()
+    };
+    // Once from all packages, once from two shards given in another order (with a package
+    // given twice), once again into the same root.
+    let a = tmp.path().join("a");
+    let b = tmp.path().join("b");
+    apt_repo::write_apt_repo(&a, &debs, &s, &key).unwrap();
+    let mut shards: Vec<PathBuf> = debs.iter().rev().cloned().collect();
+    shards.push(debs[0].clone());
+    apt_repo::write_apt_repo(&b, &shards, &s, &key).unwrap();
+    let signed = |k: &str| k.ends_with("InRelease") || k.ends_with("Release.gpg");
+    let strip = |t: BTreeMap<String, Vec<u8>>| -> BTreeMap<String, Vec<u8>> {
+        t.into_iter().filter(|(k, _)| !signed(k)).collect()
+    };
+    let ta = strip(tree(&a));
+    assert_eq!(ta, strip(tree(&b)));
+    apt_repo::write_apt_repo(&a, &debs, &s, &key).unwrap();
+    assert_eq!(ta, strip(tree(&a)));
+    assert!(
+        !tree(&a).keys().any(|k| k.contains(".tmp-")),
+        "temporary files left behind"
+    );
+}
+
+#[test]
+fn conflicting_packages_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d1 = tmp.path().join("1");
+    let d2 = tmp.path().join("2");
+    std::fs::create_dir_all(&d1).unwrap();
+    std::fs::create_dir_all(&d2).unwrap();
+    let spec = |payload| DebSpec {
+        name: "hello-exporter",
+        version: "1.0-1",
+        arch: "amd64",
+        compress: "xz",
+        extra: "",
+        payload,
+    };
+    let one = build_deb(&d1, &spec("one\n"));
+    let two = build_deb(&d2, &spec("two\n"));
+    let key = gpg::GpgKey::generate("apt test <apt@example.org>");
+    let root = tmp.path().join("repo");
+    let err = apt_repo::write_apt_repo(&root, &[one.clone(), two.clone()], &settings(), &key)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("differ") && err.contains("hello-exporter 1.0-1 amd64"),
+        "{err}"
+    );
+    assert!(
+        !root.join("dists").exists(),
+        "an index was written despite the conflict"
+    );
+
+    // A later build into a root whose pool holds other bytes under the same name.
+    apt_repo::write_apt_repo(&root, std::slice::from_ref(&one), &settings(), &key).unwrap();
+    let err = format!(
+        "{:#}",
+        apt_repo::write_apt_repo(&root, &[two], &settings(), &key).unwrap_err()
+    );
+    assert!(
+        err.contains("already exists with different contents"),
+        "{err}"
+    );
+
+    // Epochs do not reach the pool file name: 1:1.0-1 and 1.0-1 would collide.
+    let d3 = tmp.path().join("3");
+    std::fs::create_dir_all(&d3).unwrap();
+    let epoch = build_deb(
+        &d3,
+        &DebSpec {
+            version: "1:1.0-1",
+            ..spec("three\n")
+        },
+    );
+    let err = apt_repo::write_apt_repo(&tmp.path().join("r3"), &[one, epoch], &settings(), &key)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("would both be"), "{err}");
+
+    // Not a .deb at all.
+    let junk = tmp.path().join("junk.deb");
+    std::fs::write(&junk, b"!<arch>\nnot really").unwrap();
+    assert!(apt_repo::read_deb(&junk).is_err());
+}
+
+#[test]
+fn client_files_are_what_apt_reads() {
+    let key = gpg::GpgKey::generate("apt test <apt@example.org>");
+    let client = ClientSettings {
+        name: "observability-stack".into(),
+        base_url: "https://packages.example.org/apt".into(),
+        signed_by: None,
+    };
+    let files = apt_repo::client_files(&settings(), &client, &key).unwrap();
+    assert_eq!(
+        files.sources,
+        "Types: deb\nURIs: https://packages.example.org/apt\nSuites: stable\nComponents: main\nSigned-By: /usr/share/keyrings/observability-stack.gpg\n"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let written = files.write(tmp.path()).unwrap();
+    assert_eq!(
+        written,
+        [
+            tmp.path().join("keys/observability-stack.asc"),
+            tmp.path().join("keys/observability-stack.gpg"),
+            tmp.path().join("observability-stack.sources"),
+        ]
+    );
+    // The binary keyring and the armored key are the same key, as gpg sees it.
+    for p in &written[..2] {
+        let out = must(
+            Command::new("gpg")
+                .args(["--show-keys", "--with-colons"])
+                .arg(p),
+        );
+        assert!(out.contains(&key.fpr), "{out}");
+    }
+    assert!(std::fs::read_to_string(&written[0])
+        .unwrap()
+        .starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----"));
+
+    for (name, url, signed_by) in [
+        ("Bad/name", "https://x", None),
+        ("ok", "https://x y", None),
+        ("ok", "ftp://x", None),
+        ("ok", "https://x\nTypes: deb-src", None),
+        ("ok", "https://x", Some("relative/key.gpg")),
+        ("ok", "https://x", Some("/a key.gpg")),
+    ] {
+        let c = ClientSettings {
+            name: name.into(),
+            base_url: url.into(),
+            signed_by: signed_by.map(str::to_string),
+        };
+        assert!(
+            apt_repo::client_files(&settings(), &c, &key).is_err(),
+            "{name} {url} {signed_by:?}"
+        );
+    }
+}

@@ -1,0 +1,1150 @@
+//! The apt repository index writer: pool, `Packages{,.gz,.xz}`, per-architecture `Release`,
+//! `by-hash/`, the suite's `Release`, `Release.gpg` and `InRelease`, and the client files
+//! (public key, binary keyring, deb822 `.sources`).
+//!
+//! Everything in the index is read back from the `.deb` files themselves (the `control` member
+//! inside `control.tar.{xz,gz,zst}` or an uncompressed `control.tar`), so the index can be rebuilt
+//! from any set of `.deb` files (for example shards built on different machines). Each `.deb` is
+//! streamed once through SHA-256 and SHA-512 while its `ar` members are read; nothing is held in
+//! memory but the control file.
+//!
+//! Layout under the root the caller gives:
+//! ```text
+//! pool/main/<p>/<source>/<package>_<version without epoch>_<arch>.deb   p = first letter, or libX
+//! dists/<suite>/main/binary-<arch>/{Packages,Packages.gz,Packages.xz,Release}
+//! dists/<suite>/main/binary-<arch>/by-hash/{SHA256,SHA512}/<hex>           copies of the above
+//! dists/<suite>/{Release,Release.gpg,InRelease}                            written last
+//! ```
+//!
+//! Decisions:
+//! - Checksums are SHA256 and SHA512 only, in `Packages` and in `Release`. apt (since 1.1)
+//!   treats MD5 and SHA1 as too weak to establish trust and needs at least one of SHA256/SHA512;
+//!   `apt-ftparchive` also emits `MD5sum`/`SHA1`, and our cross-check test lists that as an
+//!   allowed difference. Nothing else needs them.
+//! - `Architecture: all` packages are listed in the `Packages` file of every concrete
+//!   architecture (the classic Debian layout); no `binary-all` index is published and `all` is not
+//!   listed in `Architectures:`, so apt never looks for one.
+//! - Field order of a stanza: the package's own control file as written, then `Filename`, `Size`,
+//!   `SHA256`, `SHA512`. A control file that already carries one of those fields is refused.
+//! - Stanzas are sorted by (package, version in dpkg order, version text, architecture).
+//! - The same (package, version, architecture) given twice with identical bytes is one entry;
+//!   with different bytes it is an error, as is a pool file that already exists with other bytes.
+//! - Existing `by-hash/` files are never removed (clients that fetched an older `InRelease` keep
+//!   finding the indexes it names); pruning old generations is the publisher's job.
+//! - Every file is written to a temporary name in its directory, synced, and renamed, with mode
+//!   0644 (directories 0755) whatever the umask. `Release`, `Release.gpg` and `InRelease` are
+//!   signed before any of them is written, and renamed in that order after everything else.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use rayon::prelude::*;
+use sha2::{Digest, Sha256, Sha512};
+
+use crate::signer::Signer;
+
+/// The only component we publish.
+pub const COMPONENT: &str = "main";
+
+/// Largest `control` file accepted from a package (dpkg's own are a few KiB).
+const MAX_CONTROL: u64 = 1 << 20;
+
+/// Fields the index adds to each stanza; a package's control file must not carry them.
+const INDEX_FIELDS: &[&str] = &["Filename", "Size", "MD5sum", "SHA1", "SHA256", "SHA512"];
+
+/// How pool files are placed under the root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PoolLink {
+    /// Hard-link the input (same file system), copy otherwise.
+    #[default]
+    HardLinkOrCopy,
+    /// Always copy (the pool never shares an inode with the input).
+    Copy,
+}
+
+/// Repository settings. Every value that lands in `Release` is validated by [`AptSettings::validate`].
+#[derive(Debug, Clone)]
+pub struct AptSettings {
+    pub origin: String,
+    pub label: String,
+    /// `Suite:` and the directory under `dists/`: `[A-Za-z0-9._-]+`.
+    pub suite: String,
+    /// `Codename:`: `[A-Za-z0-9._-]+`.
+    pub codename: String,
+    /// One line; empty omits the field.
+    pub description: String,
+    /// Architectures always published (with empty indexes if no package has them), in addition
+    /// to those of the packages. `all` is not an architecture here (see the module docs).
+    pub architectures: Vec<String>,
+    /// `Valid-Until:` = `date` + this, if set.
+    pub valid_until: Option<Duration>,
+    /// `Date:` in seconds since the epoch (SOURCE_DATE_EPOCH).
+    pub date: u64,
+    pub pool_link: PoolLink,
+}
+
+impl Default for AptSettings {
+    fn default() -> Self {
+        AptSettings {
+            origin: "observability-stack".into(),
+            label: "observability-stack".into(),
+            suite: "stable".into(),
+            codename: "stable".into(),
+            description: "Hardened packages of Prometheus exporters".into(),
+            architectures: Vec::new(),
+            valid_until: None,
+            date: 0,
+            pool_link: PoolLink::default(),
+        }
+    }
+}
+
+fn check_line(what: &str, v: &str, allow_empty: bool) -> Result<()> {
+    if v.is_empty() && !allow_empty {
+        bail!("apt repository {what} must not be empty");
+    }
+    if let Some(c) = v.chars().find(|c| c.is_control()) {
+        bail!("apt repository {what} {v:?} contains the control character {c:?}");
+    }
+    if v.trim() != v {
+        bail!("apt repository {what} {v:?} has leading or trailing white space");
+    }
+    Ok(())
+}
+
+fn check_suite(what: &str, v: &str) -> Result<()> {
+    if v.is_empty()
+        || v.starts_with('.')
+        || !v
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        bail!("apt repository {what} {v:?} must match [A-Za-z0-9._-]+ and not start with '.'");
+    }
+    Ok(())
+}
+
+/// Debian architecture name: `[a-z0-9][a-z0-9-]*`.
+fn valid_arch(a: &str) -> bool {
+    let b = a.as_bytes();
+    !b.is_empty()
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+}
+
+/// Debian package name: `[a-z0-9][a-z0-9+.-]+`.
+pub fn valid_package_name(n: &str) -> bool {
+    let b = n.as_bytes();
+    b.len() >= 2
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"+.-".contains(c))
+}
+
+/// Debian version syntax: `[epoch:]upstream[-revision]`, upstream starting with a digit.
+pub fn valid_version(v: &str) -> bool {
+    let (epoch, rest) = match v.split_once(':') {
+        Some((e, r)) => (Some(e), r),
+        None => (None, v),
+    };
+    if let Some(e) = epoch {
+        if e.is_empty() || !e.bytes().all(|c| c.is_ascii_digit()) {
+            return false;
+        }
+    }
+    let (upstream, revision) = match rest.rfind('-') {
+        Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+        None => (rest, None),
+    };
+    let up_ok = upstream.as_bytes().first().is_some_and(u8::is_ascii_digit)
+        && upstream.bytes().all(|c| {
+            c.is_ascii_alphanumeric()
+                || b".+~".contains(&c)
+                || (c == b'-' && revision.is_some())
+                || (c == b':' && epoch.is_some())
+        });
+    let rev_ok = revision.is_none_or(|r| {
+        !r.is_empty()
+            && r.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b".+~".contains(&c))
+    });
+    up_ok && rev_ok
+}
+
+impl AptSettings {
+    pub fn components(&self) -> &'static [&'static str] {
+        &[COMPONENT]
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        check_line("Origin", &self.origin, false)?;
+        check_line("Label", &self.label, false)?;
+        check_line("Description", &self.description, true)?;
+        check_suite("Suite", &self.suite)?;
+        check_suite("Codename", &self.codename)?;
+        for a in &self.architectures {
+            if a == "all" || !valid_arch(a) {
+                bail!(
+                    "apt repository architecture {a:?} is not a concrete Debian architecture name"
+                );
+            }
+        }
+        if let Some(d) = self.valid_until {
+            if d.as_secs() == 0 {
+                bail!("apt repository Valid-Until must be at least one second after Date");
+            }
+            self.date
+                .checked_add(d.as_secs())
+                .filter(|t| *t < 253_402_300_800) // year 10000
+                .ok_or_else(|| anyhow!("apt repository Valid-Until is out of range"))?;
+        }
+        if self.date >= 253_402_300_800 {
+            bail!("apt repository Date {} is out of range", self.date);
+        }
+        Ok(())
+    }
+}
+
+/// Dates as apt writes and reads them: RFC 2822 in UTC, e.g. `Thu, 01 Jan 1970 00:00:00 UTC`.
+pub fn rfc2822_utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil-from-days (proleptic Gregorian), after H. Hinnant's published algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    const WD: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MON: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{}, {:02} {} {:04} {:02}:{:02}:{:02} UTC",
+        WD[(days % 7) as usize],
+        d,
+        MON[(m - 1) as usize],
+        y,
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// dpkg version ordering
+
+fn char_order(c: Option<&u8>) -> i32 {
+    match c {
+        None => 0,
+        Some(b'~') => -1,
+        Some(c) if c.is_ascii_digit() => 0,
+        Some(c) if c.is_ascii_alphabetic() => i32::from(*c),
+        Some(c) => i32::from(*c) + 256,
+    }
+}
+
+fn verrevcmp(a: &[u8], b: &[u8]) -> Ordering {
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        while (i < a.len() && !a[i].is_ascii_digit()) || (j < b.len() && !b[j].is_ascii_digit()) {
+            let (ac, bc) = (char_order(a.get(i)), char_order(b.get(j)));
+            if ac != bc {
+                return ac.cmp(&bc);
+            }
+            i += 1;
+            j += 1;
+        }
+        while a.get(i) == Some(&b'0') {
+            i += 1;
+        }
+        while b.get(j) == Some(&b'0') {
+            j += 1;
+        }
+        let mut first_diff = Ordering::Equal;
+        while a.get(i).is_some_and(u8::is_ascii_digit) && b.get(j).is_some_and(u8::is_ascii_digit) {
+            if first_diff == Ordering::Equal {
+                first_diff = a[i].cmp(&b[j]);
+            }
+            i += 1;
+            j += 1;
+        }
+        if a.get(i).is_some_and(u8::is_ascii_digit) {
+            return Ordering::Greater;
+        }
+        if b.get(j).is_some_and(u8::is_ascii_digit) {
+            return Ordering::Less;
+        }
+        if first_diff != Ordering::Equal {
+            return first_diff;
+        }
+    }
+    Ordering::Equal
+}
+
+fn split_version(v: &str) -> (u64, &str, &str) {
+    let (epoch, rest) = match v.split_once(':') {
+        Some((e, r)) => (e.parse().unwrap_or(0), r),
+        None => (0, v),
+    };
+    match rest.rfind('-') {
+        Some(i) => (epoch, &rest[..i], &rest[i + 1..]),
+        None => (epoch, rest, ""),
+    }
+}
+
+/// Compare two Debian versions the way dpkg does.
+pub fn compare_versions(a: &str, b: &str) -> Ordering {
+    let (ea, ua, ra) = split_version(a);
+    let (eb, ub, rb) = split_version(b);
+    ea.cmp(&eb)
+        .then_with(|| verrevcmp(ua.as_bytes(), ub.as_bytes()))
+        .then_with(|| verrevcmp(ra.as_bytes(), rb.as_bytes()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading a .deb
+
+/// A control file paragraph: fields in their original order. A multi-line value keeps its
+/// continuation lines exactly (each starting with a space or tab), joined with `\n`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Control {
+    pub fields: Vec<(String, String)>,
+}
+
+impl Control {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Parse one deb822 paragraph (a binary package's `control` file), strictly.
+    pub fn parse(text: &str) -> Result<Control> {
+        let mut fields: Vec<(String, String)> = Vec::new();
+        let mut ended = false;
+        for (n, line) in text.lines().enumerate() {
+            let n = n + 1;
+            if let Some(c) = line.chars().find(|c| c.is_control() && *c != '\t') {
+                bail!("control line {n}: control character {c:?}");
+            }
+            if line.trim().is_empty() {
+                ended = !fields.is_empty();
+                continue;
+            }
+            if ended {
+                bail!("control line {n}: more than one paragraph");
+            }
+            if line.starts_with([' ', '\t']) {
+                let Some((_, v)) = fields.last_mut() else {
+                    bail!("control line {n}: continuation line before any field");
+                };
+                v.push('\n');
+                v.push_str(line.trim_end());
+                continue;
+            }
+            if line.starts_with('#') {
+                bail!("control line {n}: comment lines are not allowed in a binary control file");
+            }
+            let Some((name, value)) = line.split_once(':') else {
+                bail!("control line {n}: expected `Field: value`");
+            };
+            if name.is_empty()
+                || name.starts_with('-')
+                || !name
+                    .bytes()
+                    .all(|b| (0x21..=0x7e).contains(&b) && b != b':')
+            {
+                bail!("control line {n}: invalid field name {name:?}");
+            }
+            if fields.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)) {
+                bail!("control line {n}: field {name} given twice");
+            }
+            fields.push((name.to_string(), value.trim().to_string()));
+        }
+        if fields.is_empty() {
+            bail!("control file is empty");
+        }
+        Ok(Control { fields })
+    }
+}
+
+/// One `.deb` as the index sees it.
+#[derive(Debug, Clone)]
+pub struct DebFile {
+    /// Where it was read from.
+    pub path: PathBuf,
+    pub control: Control,
+    pub package: String,
+    pub version: String,
+    pub architecture: String,
+    /// Source package name (the `Source:` field without a version, or the package name).
+    pub source: String,
+    pub size: u64,
+    pub sha256: String,
+    pub sha512: String,
+}
+
+impl DebFile {
+    /// `pool/main/<prefix>/<source>/<package>_<version without epoch>_<arch>.deb`
+    pub fn pool_path(&self) -> String {
+        let prefix = if self.source.starts_with("lib") && self.source.len() > 3 {
+            &self.source[..4]
+        } else {
+            &self.source[..1]
+        };
+        let version = self
+            .version
+            .split_once(':')
+            .map_or(self.version.as_str(), |(_, v)| v);
+        format!(
+            "pool/{COMPONENT}/{prefix}/{}/{}_{}_{}.deb",
+            self.source, self.package, version, self.architecture
+        )
+    }
+}
+
+/// A reader that feeds SHA-256 and SHA-512 with everything read through it.
+struct HashingReader<R> {
+    inner: R,
+    sha256: Sha256,
+    sha512: Sha512,
+    count: u64,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.sha256.update(&buf[..n]);
+        self.sha512.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+fn control_from_tar(r: impl Read) -> Result<Option<Vec<u8>>> {
+    let mut tar = tar::Archive::new(r);
+    for entry in tar.entries()? {
+        let mut entry = entry?;
+        let path = entry.path_bytes().into_owned();
+        if path != b"./control" && path != b"control" {
+            continue;
+        }
+        if !entry.header().entry_type().is_file() {
+            bail!("./control in control.tar is not a regular file");
+        }
+        if entry.size() > MAX_CONTROL {
+            bail!("./control is larger than {MAX_CONTROL} bytes");
+        }
+        let mut buf = Vec::new();
+        entry.read_to_end(&mut buf)?;
+        return Ok(Some(buf));
+    }
+    Ok(None)
+}
+
+fn read_control_member(name: &str, r: impl Read) -> Result<Option<Vec<u8>>> {
+    match name {
+        "control.tar" => control_from_tar(r),
+        "control.tar.gz" => control_from_tar(flate2::read::GzDecoder::new(r)),
+        "control.tar.xz" => control_from_tar(liblzma::read::XzDecoder::new(r)),
+        "control.tar.zst" => control_from_tar(zstd::stream::read::Decoder::new(r)?),
+        _ => bail!("unsupported control member {name}"),
+    }
+}
+
+/// Read a `.deb`: its control file (validated) and its size and hashes, in one streaming pass.
+pub fn read_deb(path: &Path) -> Result<DebFile> {
+    let ctx = || format!("{}", path.display());
+    let f = File::open(path).with_context(ctx)?;
+    let mut hr = HashingReader {
+        inner: io::BufReader::with_capacity(1 << 20, f),
+        sha256: Sha256::new(),
+        sha512: Sha512::new(),
+        count: 0,
+    };
+    let mut control: Option<Vec<u8>> = None;
+    let mut has_data = false;
+    {
+        let mut ar = ar::Archive::new(&mut hr);
+        let mut index = 0;
+        while let Some(entry) = ar.next_entry() {
+            let mut entry = entry.with_context(|| format!("{}: not a valid ar archive", ctx()))?;
+            let id = String::from_utf8_lossy(entry.header().identifier())
+                .trim_end_matches('/')
+                .to_string();
+            if index == 0 {
+                let mut magic = Vec::new();
+                (&mut entry).take(64).read_to_end(&mut magic)?;
+                if id != "debian-binary" || !magic.starts_with(b"2.") {
+                    bail!(
+                        "{}: not a Debian binary package (no debian-binary 2.x first)",
+                        ctx()
+                    );
+                }
+            } else if id.starts_with("control.tar") {
+                if control.is_some() {
+                    bail!("{}: more than one control member", ctx());
+                }
+                let c = read_control_member(&id, &mut entry)
+                    .with_context(|| format!("{}: reading {id}", ctx()))?;
+                control = Some(c.ok_or_else(|| anyhow!("{}: {id} has no ./control", ctx()))?);
+            } else if id.starts_with("data.tar") {
+                has_data = true;
+            }
+            index += 1;
+            // Dropping the entry consumes (and so hashes) the rest of it.
+        }
+    }
+    // Whatever trails the last member is part of the file too.
+    io::copy(&mut hr, &mut io::sink()).with_context(ctx)?;
+    let control = control.ok_or_else(|| anyhow!("{}: no control.tar member", ctx()))?;
+    if !has_data {
+        bail!("{}: no data.tar member", ctx());
+    }
+    let text =
+        String::from_utf8(control).map_err(|_| anyhow!("{}: control file is not UTF-8", ctx()))?;
+    let control = Control::parse(&text).with_context(ctx)?;
+    for f in INDEX_FIELDS {
+        if control.get(f).is_some() {
+            bail!("{}: control file carries the index field {f}", ctx());
+        }
+    }
+    let field = |n: &str| {
+        control
+            .get(n)
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("{}: control file has no {n} field", ctx()))
+    };
+    let package = field("Package")?;
+    let version = field("Version")?;
+    let architecture = field("Architecture")?;
+    if !valid_package_name(&package) {
+        bail!("{}: invalid package name {package:?}", ctx());
+    }
+    if !valid_version(&version) {
+        bail!("{}: invalid version {version:?}", ctx());
+    }
+    if !valid_arch(&architecture) {
+        bail!("{}: invalid architecture {architecture:?}", ctx());
+    }
+    let source = match control.get("Source") {
+        None => package.clone(),
+        Some(s) => {
+            let name = s.split_whitespace().next().unwrap_or("");
+            if !valid_package_name(name) {
+                bail!("{}: invalid Source field {s:?}", ctx());
+            }
+            name.to_string()
+        }
+    };
+    Ok(DebFile {
+        path: path.to_path_buf(),
+        control,
+        package,
+        version,
+        architecture,
+        source,
+        size: hr.count,
+        sha256: hex::encode(hr.sha256.finalize()),
+        sha512: hex::encode(hr.sha512.finalize()),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing
+
+/// One file listed in the suite's `Release`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexFile {
+    /// Path relative to `dists/<suite>/`, e.g. `main/binary-amd64/Packages.xz`.
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+    pub sha512: String,
+}
+
+/// One package in the pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolEntry {
+    pub package: String,
+    pub version: String,
+    pub architecture: String,
+    /// Relative to the root (the `Filename:` field).
+    pub filename: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// What [`write_apt_repo`] wrote.
+#[derive(Debug, Clone)]
+pub struct AptRepo {
+    /// `<root>/dists/<suite>`.
+    pub suite_dir: PathBuf,
+    pub architectures: Vec<String>,
+    pub packages: Vec<PoolEntry>,
+    pub index_files: Vec<IndexFile>,
+    /// The text of `Release` (what `InRelease` clear-signs).
+    pub release: String,
+}
+
+fn create_dir_0755(dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("chmod {}", dir.display()))
+}
+
+fn temp_name(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+/// Write `data` to `path` via a synced temporary file renamed over it, mode 0644.
+fn write_file(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = write_temp(path, data)?;
+    fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))
+}
+
+fn write_temp(path: &Path, data: &[u8]) -> Result<PathBuf> {
+    let tmp = temp_name(path);
+    let ctx = || format!("writing {}", tmp.display());
+    let mut f = File::create(&tmp).with_context(ctx)?;
+    f.set_permissions(fs::Permissions::from_mode(0o644))
+        .with_context(ctx)?;
+    f.write_all(data).with_context(ctx)?;
+    f.sync_all().with_context(ctx)?;
+    Ok(tmp)
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = File::open(path).with_context(|| format!("{}", path.display()))?;
+    let mut h = Sha256::new();
+    io::copy(&mut f, &mut h).with_context(|| format!("{}", path.display()))?;
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Put `deb` at `dest` (hard link or verified copy); if `dest` exists it must hold the same bytes.
+fn place_in_pool(deb: &DebFile, dest: &Path, link: PoolLink) -> Result<()> {
+    if dest.exists() {
+        if sha256_file(dest)? == deb.sha256 {
+            return Ok(());
+        }
+        bail!(
+            "{} already exists with different contents than {} ({} {} {})",
+            dest.display(),
+            deb.path.display(),
+            deb.package,
+            deb.version,
+            deb.architecture
+        );
+    }
+    create_dir_0755(dest.parent().expect("pool path has a parent"))?;
+    let tmp = temp_name(dest);
+    let _ = fs::remove_file(&tmp);
+    let linked = link == PoolLink::HardLinkOrCopy && fs::hard_link(&deb.path, &tmp).is_ok();
+    if linked {
+        // The input may have changed since it was read: the pool must hold what was indexed.
+        if sha256_file(&tmp)? != deb.sha256 {
+            let _ = fs::remove_file(&tmp);
+            bail!(
+                "{} changed while the index was being built",
+                deb.path.display()
+            );
+        }
+    } else {
+        let ctx = || format!("copying {} to {}", deb.path.display(), tmp.display());
+        let mut src = File::open(&deb.path).with_context(ctx)?;
+        let mut out = File::create(&tmp).with_context(ctx)?;
+        out.set_permissions(fs::Permissions::from_mode(0o644))
+            .with_context(ctx)?;
+        let mut h = HashWriter {
+            inner: &mut out,
+            sha256: Sha256::new(),
+        };
+        io::copy(&mut src, &mut h).with_context(ctx)?;
+        let got = hex::encode(h.sha256.finalize());
+        out.sync_all().with_context(ctx)?;
+        if got != deb.sha256 {
+            let _ = fs::remove_file(&tmp);
+            bail!(
+                "{} changed while the index was being built",
+                deb.path.display()
+            );
+        }
+    }
+    fs::rename(&tmp, dest).with_context(|| format!("renaming into {}", dest.display()))
+}
+
+struct HashWriter<W> {
+    inner: W,
+    sha256: Sha256,
+}
+
+impl<W: Write> Write for HashWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sha256.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn stanza(deb: &DebFile) -> String {
+    let mut s = String::new();
+    for (k, v) in &deb.control.fields {
+        if v.starts_with('\n') || v.is_empty() {
+            let _ = writeln!(s, "{k}:{v}");
+        } else {
+            let _ = writeln!(s, "{k}: {v}");
+        }
+    }
+    let _ = writeln!(s, "Filename: {}", deb.pool_path());
+    let _ = writeln!(s, "Size: {}", deb.size);
+    let _ = writeln!(s, "SHA256: {}", deb.sha256);
+    let _ = writeln!(s, "SHA512: {}", deb.sha512);
+    s
+}
+
+fn gzip(data: &[u8]) -> Result<Vec<u8>> {
+    // GzEncoder writes mtime 0 and no file name: the bytes depend only on `data`.
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    e.write_all(data)?;
+    Ok(e.finish()?)
+}
+
+fn xz(data: &[u8]) -> Result<Vec<u8>> {
+    // Single-threaded preset 6: deterministic block layout.
+    let mut e = liblzma::write::XzEncoder::new(Vec::new(), 6);
+    e.write_all(data)?;
+    Ok(e.finish()?)
+}
+
+fn index_entry(path: String, data: &[u8]) -> IndexFile {
+    IndexFile {
+        path,
+        size: data.len() as u64,
+        sha256: hex::encode(Sha256::digest(data)),
+        sha512: hex::encode(Sha512::digest(data)),
+    }
+}
+
+/// Read, check and de-duplicate the packages; sorted as the index lists them.
+pub fn read_debs(debs: &[PathBuf]) -> Result<Vec<DebFile>> {
+    let read: Vec<DebFile> = debs
+        .par_iter()
+        .map(|p| read_deb(p))
+        .collect::<Result<_>>()?;
+    let mut by_key: BTreeMap<(String, String, String), DebFile> = BTreeMap::new();
+    let mut by_pool: BTreeMap<String, (String, PathBuf)> = BTreeMap::new();
+    for d in read {
+        let key = (d.package.clone(), d.version.clone(), d.architecture.clone());
+        if let Some(prev) = by_key.get(&key) {
+            if prev.sha256 != d.sha256 {
+                bail!(
+                    "{} and {} are both {} {} {} but differ (sha256 {} vs {})",
+                    prev.path.display(),
+                    d.path.display(),
+                    key.0,
+                    key.1,
+                    key.2,
+                    prev.sha256,
+                    d.sha256
+                );
+            }
+            continue;
+        }
+        let pool = d.pool_path();
+        if let Some((v, p)) = by_pool.get(&pool) {
+            bail!(
+                "{} ({}) and {} ({}) would both be {pool}",
+                p.display(),
+                v,
+                d.path.display(),
+                d.version
+            );
+        }
+        by_pool.insert(pool, (d.version.clone(), d.path.clone()));
+        by_key.insert(key, d);
+    }
+    let mut out: Vec<DebFile> = by_key.into_values().collect();
+    out.sort_by(|a, b| {
+        a.package
+            .cmp(&b.package)
+            .then_with(|| compare_versions(&a.version, &b.version))
+            .then_with(|| a.version.cmp(&b.version))
+            .then_with(|| a.architecture.cmp(&b.architecture))
+    });
+    Ok(out)
+}
+
+/// Build (or rebuild) the apt repository under `root` from `debs`, signed by `signer`.
+///
+/// Pool files already present with the same bytes are kept; index files are replaced;
+/// `Release`, `Release.gpg` and `InRelease` come last.
+pub fn write_apt_repo(
+    root: &Path,
+    debs: &[PathBuf],
+    settings: &AptSettings,
+    signer: &dyn Signer,
+) -> Result<AptRepo> {
+    settings.validate()?;
+    let debs = read_debs(debs)?;
+
+    let mut arches: Vec<String> = settings.architectures.clone();
+    arches.extend(
+        debs.iter()
+            .filter(|d| d.architecture != "all")
+            .map(|d| d.architecture.clone()),
+    );
+    arches.sort();
+    arches.dedup();
+    if arches.is_empty() {
+        bail!(
+            "no architecture to publish: no architecture-specific package and none given in the settings"
+        );
+    }
+
+    create_dir_0755(root)?;
+    for d in &debs {
+        place_in_pool(d, &root.join(d.pool_path()), settings.pool_link)?;
+    }
+
+    let suite_dir = root.join("dists").join(&settings.suite);
+    let mut index_files = Vec::new();
+    for arch in &arches {
+        let rel_dir = format!("{COMPONENT}/binary-{arch}");
+        let dir = suite_dir.join(&rel_dir);
+        create_dir_0755(&dir)?;
+        let text: String = debs
+            .iter()
+            .filter(|d| &d.architecture == arch || d.architecture == "all")
+            .map(stanza)
+            .collect::<Vec<_>>()
+            .join("\n");
+        let component_release = format!(
+            "Archive: {}\nOrigin: {}\nLabel: {}\nAcquire-By-Hash: yes\nComponent: {COMPONENT}\nArchitecture: {arch}\n",
+            settings.suite, settings.origin, settings.label
+        );
+        let files: Vec<(&str, Vec<u8>)> = vec![
+            ("Packages", text.clone().into_bytes()),
+            ("Packages.gz", gzip(text.as_bytes())?),
+            ("Packages.xz", xz(text.as_bytes())?),
+            ("Release", component_release.into_bytes()),
+        ];
+        let sha256_dir = dir.join("by-hash").join("SHA256");
+        let sha512_dir = dir.join("by-hash").join("SHA512");
+        create_dir_0755(&sha256_dir)?;
+        create_dir_0755(&sha512_dir)?;
+        for (name, data) in files {
+            let entry = index_entry(format!("{rel_dir}/{name}"), &data);
+            // by-hash first: a client that already has the new Release finds them at once.
+            write_file(&sha256_dir.join(&entry.sha256), &data)?;
+            write_file(&sha512_dir.join(&entry.sha512), &data)?;
+            write_file(&dir.join(name), &data)?;
+            index_files.push(entry);
+        }
+    }
+    index_files.sort_by(|a, b| a.path.cmp(&b.path));
+
+    let release = release_text(settings, &arches, &index_files);
+    let detached = signer
+        .detach_sign_armored(release.as_bytes())
+        .context("signing Release")?;
+    let inline = signer
+        .clearsign(&release)
+        .context("clear-signing Release")?;
+    let staged = [
+        (
+            "Release",
+            write_temp(&suite_dir.join("Release"), release.as_bytes())?,
+        ),
+        (
+            "Release.gpg",
+            write_temp(&suite_dir.join("Release.gpg"), detached.as_bytes())?,
+        ),
+        (
+            "InRelease",
+            write_temp(&suite_dir.join("InRelease"), inline.as_bytes())?,
+        ),
+    ];
+    for (name, tmp) in staged {
+        fs::rename(&tmp, suite_dir.join(name))
+            .with_context(|| format!("renaming into {}", suite_dir.join(name).display()))?;
+    }
+
+    let packages = debs
+        .iter()
+        .map(|d| PoolEntry {
+            package: d.package.clone(),
+            version: d.version.clone(),
+            architecture: d.architecture.clone(),
+            filename: d.pool_path(),
+            size: d.size,
+            sha256: d.sha256.clone(),
+        })
+        .collect();
+    Ok(AptRepo {
+        suite_dir,
+        architectures: arches,
+        packages,
+        index_files,
+        release,
+    })
+}
+
+fn release_text(settings: &AptSettings, arches: &[String], files: &[IndexFile]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "Origin: {}", settings.origin);
+    let _ = writeln!(s, "Label: {}", settings.label);
+    let _ = writeln!(s, "Suite: {}", settings.suite);
+    let _ = writeln!(s, "Codename: {}", settings.codename);
+    let _ = writeln!(s, "Date: {}", rfc2822_utc(settings.date));
+    if let Some(d) = settings.valid_until {
+        let _ = writeln!(
+            s,
+            "Valid-Until: {}",
+            rfc2822_utc(settings.date + d.as_secs())
+        );
+    }
+    let _ = writeln!(s, "Architectures: {}", arches.join(" "));
+    let _ = writeln!(s, "Components: {}", settings.components().join(" "));
+    if !settings.description.is_empty() {
+        let _ = writeln!(s, "Description: {}", settings.description);
+    }
+    let _ = writeln!(s, "Acquire-By-Hash: yes");
+    let _ = writeln!(s, "SHA256:");
+    for f in files {
+        let _ = writeln!(s, " {} {:>16} {}", f.sha256, f.size, f.path);
+    }
+    let _ = writeln!(s, "SHA512:");
+    for f in files {
+        let _ = writeln!(s, " {} {:>16} {}", f.sha512, f.size, f.path);
+    }
+    s
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client files
+
+/// What a host needs to use the repository.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    /// File stem for the key and `.sources` files: `[a-z0-9][a-z0-9._-]*`.
+    pub name: String,
+    /// Where the repository root is served, e.g. `https://packages.example.org/apt`.
+    pub base_url: String,
+    /// Absolute path of the keyring on the host; default `/usr/share/keyrings/<name>.gpg`.
+    pub signed_by: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientFiles {
+    pub name: String,
+    /// `keys/<name>.asc`
+    pub key_armored: String,
+    /// `keys/<name>.gpg`
+    pub keyring: Vec<u8>,
+    /// `<name>.sources`
+    pub sources: String,
+}
+
+fn check_url(u: &str) -> Result<()> {
+    let ok_scheme = ["http://", "https://", "file:/"]
+        .iter()
+        .any(|s| u.starts_with(s));
+    if !ok_scheme
+        || u.chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == '#')
+    {
+        bail!("apt base URL {u:?} must be an http://, https:// or file:/ URL without white space");
+    }
+    Ok(())
+}
+
+/// The client files for `settings`' suite, signed-by `signer`'s key.
+pub fn client_files(
+    settings: &AptSettings,
+    client: &ClientSettings,
+    signer: &dyn Signer,
+) -> Result<ClientFiles> {
+    settings.validate()?;
+    let n = client.name.as_bytes();
+    if n.is_empty()
+        || !(n[0].is_ascii_lowercase() || n[0].is_ascii_digit())
+        || !n
+            .iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._-".contains(c))
+    {
+        bail!(
+            "client file name {:?} must match [a-z0-9][a-z0-9._-]*",
+            client.name
+        );
+    }
+    check_url(&client.base_url)?;
+    let signed_by = client
+        .signed_by
+        .clone()
+        .unwrap_or_else(|| format!("/usr/share/keyrings/{}.gpg", client.name));
+    if !signed_by.starts_with('/')
+        || signed_by
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace())
+    {
+        bail!("Signed-By path {signed_by:?} must be absolute, without white space");
+    }
+    let sources = format!(
+        "Types: deb\nURIs: {}\nSuites: {}\nComponents: {}\nSigned-By: {signed_by}\n",
+        client.base_url,
+        settings.suite,
+        settings.components().join(" ")
+    );
+    Ok(ClientFiles {
+        name: client.name.clone(),
+        key_armored: signer.public_key_armored()?,
+        keyring: signer.public_key_binary()?,
+        sources,
+    })
+}
+
+impl ClientFiles {
+    /// Write `keys/<name>.asc`, `keys/<name>.gpg` and `<name>.sources` under `dir`; returns the
+    /// paths written.
+    pub fn write(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+        let keys = dir.join("keys");
+        create_dir_0755(&keys)?;
+        let out = vec![
+            (
+                keys.join(format!("{}.asc", self.name)),
+                self.key_armored.as_bytes(),
+            ),
+            (
+                keys.join(format!("{}.gpg", self.name)),
+                self.keyring.as_slice(),
+            ),
+            (
+                dir.join(format!("{}.sources", self.name)),
+                self.sources.as_bytes(),
+            ),
+        ];
+        let mut paths = Vec::new();
+        for (p, data) in out {
+            write_file(&p, data)?;
+            paths.push(p);
+        }
+        Ok(paths)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(rfc2822_utc(0), "Thu, 01 Jan 1970 00:00:00 UTC");
+        assert_eq!(rfc2822_utc(1_700_000_000), "Tue, 14 Nov 2023 22:13:20 UTC");
+        assert_eq!(rfc2822_utc(951_782_400), "Tue, 29 Feb 2000 00:00:00 UTC");
+        assert_eq!(rfc2822_utc(4_107_542_399), "Sun, 28 Feb 2100 23:59:59 UTC");
+    }
+
+    #[test]
+    fn versions() {
+        use Ordering::*;
+        for (a, b, o) in [
+            ("1.0", "1.0", Equal),
+            ("1.0", "1.00", Equal),
+            ("1.0-1", "1.0-2", Less),
+            ("1.10", "1.9", Greater),
+            ("1.0~rc1", "1.0", Less),
+            ("1.0", "1.0+b1", Less),
+            ("1:0.1", "2.0", Greater),
+            ("1.0a", "1.0", Greater),
+            ("1.0-1", "1.0", Greater),
+            ("1.0.0", "1.0", Greater),
+            ("2.0-1~bpo1", "2.0-1", Less),
+        ] {
+            assert_eq!(compare_versions(a, b), o, "{a} vs {b}");
+            assert_eq!(compare_versions(b, a), o.reverse(), "{b} vs {a}");
+        }
+        assert!(valid_version("1.10.2-1"));
+        assert!(valid_version("1:2.0~rc1+dfsg-0.1"));
+        assert!(!valid_version("v1.0"));
+        assert!(!valid_version("1.0-"));
+        assert!(!valid_version("1.0 1"));
+        assert!(valid_version("1:2:3"));
+        assert!(!valid_version("a:1.0"));
+        assert!(!valid_version("1.0_1"));
+    }
+
+    #[test]
+    fn settings_validation() {
+        AptSettings::default().validate().unwrap();
+        let bad = |f: fn(&mut AptSettings)| {
+            let mut s = AptSettings::default();
+            f(&mut s);
+            s.validate().unwrap_err().to_string()
+        };
+        assert!(bad(|s| s.suite = "a/b".into()).contains("Suite"));
+        assert!(bad(|s| s.suite = "..".into()).contains("Suite"));
+        assert!(bad(|s| s.codename = String::new()).contains("Codename"));
+        assert!(bad(|s| s.origin = "x\nSuite: evil".into()).contains("control character"));
+        assert!(bad(|s| s.label = String::new()).contains("empty"));
+        assert!(bad(|s| s.description = "a\rb".into()).contains("Description"));
+        assert!(bad(|s| s.architectures = vec!["all".into()]).contains("architecture"));
+        assert!(bad(|s| s.architectures = vec!["AMD64".into()]).contains("architecture"));
+        assert!(bad(|s| s.valid_until = Some(Duration::ZERO)).contains("Valid-Until"));
+    }
+
+    #[test]
+    fn control_parsing() {
+        let c = Control::parse(
+            "Package: a-b\nVersion: 1.0-1\nArchitecture: amd64\nDescription: short\n long line\n .\n more\n",
+        )
+        .unwrap();
+        assert_eq!(c.get("package"), Some("a-b"));
+        assert_eq!(c.get("Description"), Some("short\n long line\n .\n more"));
+        for bad in [
+            "Package: a\nPackage: b\n",
+            " cont\nPackage: a\n",
+            "Package: a\n\nVersion: 1\n",
+            "Package a\n",
+            "# c\nPackage: a\n",
+            "Package: a\x1b\n",
+            "",
+        ] {
+            assert!(Control::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn release_layout() {
+        let s = AptSettings {
+            valid_until: Some(Duration::from_secs(86_400)),
+            ..AptSettings::default()
+        };
+        let f = index_entry("main/binary-amd64/Packages".into(), b"abc");
+        let r = release_text(&s, &["amd64".into(), "arm64".into()], &[f]);
+        assert!(r.starts_with("Origin: observability-stack\nLabel: observability-stack\nSuite: stable\nCodename: stable\nDate: Thu, 01 Jan 1970 00:00:00 UTC\nValid-Until: Fri, 02 Jan 1970 00:00:00 UTC\nArchitectures: amd64 arm64\nComponents: main\n"), "{r}");
+        assert!(r.contains(
+            "SHA256:\n ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad                3 main/binary-amd64/Packages\n"
+        ));
+    }
+}

@@ -1,0 +1,1231 @@
+//! dnf (rpm-md) repository index writer: `Packages/`, `repodata/*-{primary,filelists,other}.xml.*`,
+//! `repodata/repomd.xml` and its detached signature `repodata/repomd.xml.asc`, the `.repo` client
+//! file and the armored public key.
+//!
+//! Everything the index says about a package is read from the .rpm file itself (its lead,
+//! signature header and main header), so the index can be rebuilt from any set of rpm files.
+//! The file is streamed for its sha256; only the headers are parsed.
+//!
+//! Layout under the repository root:
+//! ```text
+//! Packages/<first letter of the package name, lower case>/<file name>.rpm
+//! repodata/<sha256>-primary.xml.gz      (or .xml.zst with MetadataCompression::Zstd)
+//! repodata/<sha256>-filelists.xml.gz
+//! repodata/<sha256>-other.xml.gz
+//! repodata/repomd.xml                   (written after every file it names)
+//! repodata/repomd.xml.asc               (detached armored signature over repomd.xml)
+//! keys/<name>.asc                       (write_public_key)
+//! ```
+//! Packages are copied into `Packages/` (mode 0644; an input already at its place is left
+//! there). Old `*-primary.xml.*`
+//! files from an earlier run in the same root are not removed (their names are content
+//! addressed, so they never collide): keeping or pruning generations is the publish step's job.
+//!
+//! What follows createrepo_c (checked against it in tests/dnf_repo.rs) and where we differ:
+//! - requires: `rpmlib(…)` entries are dropped, as are requires on a primary file the package
+//!   itself contains, requires equal (name, flags, version) to one of its own provides, and
+//!   repeated identical requires; `pre="1"` marks requires flagged PREREQ, SCRIPT_PRE or
+//!   SCRIPT_POST.
+//! - primary file list: files under `/etc/`, any path containing `bin/`, and
+//!   `/usr/lib/sendmail`; filelists.xml has every file, directory (`type="dir"`) and ghost
+//!   (`type="ghost"`).
+//! - other.xml: the newest `changelog_limit` entries (createrepo_c's default is 10), oldest first.
+//! - Differences (documented, allowed): every `libc.so.6(…)` require is kept (createrepo_c keeps
+//!   only the one with the highest GLIBC version); changelog entries with equal timestamps keep
+//!   their timestamps (createrepo_c bumps earlier ones by a second each); `<time file=…>` is
+//!   the package's build time, not the file's mtime (deterministic, independent of when a file
+//!   was copied); no sqlite databases (`*_db` entries) are produced — dnf reads the XML; no
+//!   `vcs` attribute and no weak-dependency legacy (MISSINGOK requires) conversion.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use rpm::{DependencyFlags, IndexSignatureTag, IndexTag, PackageMetadata};
+
+use crate::digest::{sha256_file, HashingWriter};
+use crate::signer::Signer;
+
+/// Compression of the primary/filelists/other XML files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum MetadataCompression {
+    #[default]
+    Gzip,
+    Zstd,
+}
+
+impl MetadataCompression {
+    pub fn extension(self) -> &'static str {
+        match self {
+            MetadataCompression::Gzip => "gz",
+            MetadataCompression::Zstd => "zst",
+        }
+    }
+}
+
+/// Repository settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// SOURCE_DATE_EPOCH: `<revision>` and every `<timestamp>` of repomd.xml.
+    pub date: u64,
+    pub compression: MetadataCompression,
+    /// How many changelog entries (newest first) go into other.xml.
+    pub changelog_limit: usize,
+}
+
+impl Settings {
+    pub fn new(date: u64) -> Settings {
+        Settings {
+            date,
+            compression: MetadataCompression::Gzip,
+            changelog_limit: 10,
+        }
+    }
+}
+
+/// Byte range of the main header inside an rpm file (`rpm:header-range`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeaderRange {
+    pub start: u64,
+    pub end: u64,
+}
+
+/// One dependency entry as the repository metadata writes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dep {
+    pub name: String,
+    /// EQ, LT, LE, GT, GE or none.
+    pub flags: Option<&'static str>,
+    pub epoch: Option<String>,
+    pub ver: Option<String>,
+    pub rel: Option<String>,
+    /// Only for requires: needed by a %pre/%post scriptlet (or legacy PreReq).
+    pub pre: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    File,
+    Dir,
+    Ghost,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileItem {
+    pub path: String,
+    pub kind: FileKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub author: String,
+    pub date: u64,
+    pub text: String,
+}
+
+/// What the index says about one package, read from the rpm file.
+#[derive(Clone, Debug)]
+pub struct RpmInfo {
+    pub name: String,
+    pub arch: String,
+    pub epoch: u32,
+    pub version: String,
+    pub release: String,
+    pub summary: String,
+    pub description: String,
+    pub packager: String,
+    pub url: String,
+    pub build_time: u64,
+    pub installed_size: u64,
+    pub archive_size: u64,
+    pub license: String,
+    pub vendor: String,
+    pub group: String,
+    pub buildhost: String,
+    pub sourcerpm: String,
+    pub header_range: HeaderRange,
+    pub provides: Vec<Dep>,
+    pub requires: Vec<Dep>,
+    pub conflicts: Vec<Dep>,
+    pub obsoletes: Vec<Dep>,
+    pub suggests: Vec<Dep>,
+    pub enhances: Vec<Dep>,
+    pub recommends: Vec<Dep>,
+    pub supplements: Vec<Dep>,
+    pub files: Vec<FileItem>,
+    /// Newest first, as in the header (all of them; the limit applies when writing).
+    pub changelog: Vec<Change>,
+}
+
+/// A package as placed in the repository.
+#[derive(Clone, Debug)]
+pub struct IndexedPackage {
+    pub info: RpmInfo,
+    /// sha256 of the whole file (the pkgid).
+    pub sha256: String,
+    pub size: u64,
+    /// Location relative to the repository root, e.g. `Packages/n/node_exporter-….rpm`.
+    pub href: String,
+}
+
+/// One `<data>` entry of repomd.xml.
+#[derive(Clone, Debug)]
+pub struct RepoData {
+    pub kind: &'static str,
+    pub href: String,
+    pub sha256: String,
+    pub size: u64,
+    pub open_sha256: String,
+    pub open_size: u64,
+}
+
+/// What `write_repo` wrote.
+#[derive(Clone, Debug)]
+pub struct DnfRepo {
+    pub packages: Vec<IndexedPackage>,
+    pub data: Vec<RepoData>,
+    pub repomd: PathBuf,
+    pub repomd_asc: PathBuf,
+}
+
+const LEAD_SIZE: u64 = 96;
+const HEADER_MAGIC: [u8; 3] = [0x8e, 0xad, 0xe8];
+/// Headers larger than this are refused (rpm itself caps a header at 256 MiB).
+const MAX_HEADER_BYTES: u64 = 256 << 20;
+
+/// Where the main header lies in an rpm file: after the 96-byte lead and the signature header
+/// (padded to a multiple of 8 bytes). Reads only the two 16-byte header intros.
+pub fn header_range(path: &Path) -> Result<HeaderRange> {
+    let mut f = File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let mut lead = [0u8; LEAD_SIZE as usize];
+    f.read_exact(&mut lead)
+        .with_context(|| format!("{}: shorter than an rpm lead", path.display()))?;
+    if lead[..4] != [0xed, 0xab, 0xee, 0xdb] {
+        bail!("{}: not an rpm file (bad lead magic)", path.display());
+    }
+    let (sig_index, sig_data) = read_header_intro(&mut f, path, "signature")?;
+    let sig_len = sig_index * 16 + sig_data;
+    let pad = (8 - sig_len % 8) % 8;
+    let start = LEAD_SIZE + 16 + sig_len + pad;
+    let mut skip = (&mut f).take(sig_len + pad);
+    let skipped = io::copy(&mut skip, &mut io::sink())?;
+    if skipped != sig_len + pad {
+        bail!("{}: truncated signature header", path.display());
+    }
+    let (index, data) = read_header_intro(&mut f, path, "main")?;
+    let end = start + 16 + index * 16 + data;
+    let file_len = f.metadata()?.len();
+    if end > file_len {
+        bail!(
+            "{}: main header ends at byte {end}, past the end of the file ({file_len})",
+            path.display()
+        );
+    }
+    Ok(HeaderRange { start, end })
+}
+
+fn read_header_intro(f: &mut File, path: &Path, which: &str) -> Result<(u64, u64)> {
+    let mut intro = [0u8; 16];
+    f.read_exact(&mut intro)
+        .with_context(|| format!("{}: truncated {which} header", path.display()))?;
+    if intro[..3] != HEADER_MAGIC || intro[3] != 1 {
+        bail!("{}: bad {which} header magic", path.display());
+    }
+    let index = u32::from_be_bytes(intro[8..12].try_into().unwrap()) as u64;
+    let data = u32::from_be_bytes(intro[12..16].try_into().unwrap()) as u64;
+    if index * 16 + data > MAX_HEADER_BYTES {
+        bail!("{}: {which} header is implausibly large", path.display());
+    }
+    Ok((index, data))
+}
+
+fn not_found(e: &rpm::Error) -> bool {
+    matches!(e, rpm::Error::TagNotFound(_))
+}
+
+/// A string tag, empty when absent.
+fn opt_str(h: &rpm::Header<IndexTag>, tag: IndexTag) -> Result<String> {
+    match h.get_entry_data_as_string(tag) {
+        Ok(s) => Ok(s.to_string()),
+        Err(e) if not_found(&e) => match h.get_entry_data_as_i18n_string(tag) {
+            Ok(s) => Ok(s.to_string()),
+            Err(e) if not_found(&e) => Ok(String::new()),
+            Err(e) => Err(anyhow!("{tag:?}: {e}")),
+        },
+        Err(rpm::Error::UnexpectedTagDataType { .. }) => h
+            .get_entry_data_as_i18n_string(tag)
+            .map(str::to_string)
+            .map_err(|e| anyhow!("{tag:?}: {e}")),
+        Err(e) => Err(anyhow!("{tag:?}: {e}")),
+    }
+}
+
+fn opt_str_array(h: &rpm::Header<IndexTag>, tag: IndexTag) -> Result<Vec<String>> {
+    match h.get_entry_data_as_string_array(tag) {
+        Ok(v) => Ok(v.into_iter().map(str::to_string).collect()),
+        Err(e) if not_found(&e) => Ok(Vec::new()),
+        Err(e) => Err(anyhow!("{tag:?}: {e}")),
+    }
+}
+
+fn opt_u32_array(h: &rpm::Header<IndexTag>, tag: IndexTag) -> Result<Vec<u32>> {
+    match h.get_entry_data_as_u32_array(tag) {
+        Ok(v) => Ok(v),
+        Err(e) if not_found(&e) => Ok(Vec::new()),
+        Err(e) => Err(anyhow!("{tag:?}: {e}")),
+    }
+}
+
+/// A number stored as int32 or int64 (first element).
+fn number<T: rpm::Tag>(h: &rpm::Header<T>, tag: T) -> Result<Option<u64>> {
+    match h.get_entry_data_as_u64(tag) {
+        Ok(v) => return Ok(Some(v)),
+        Err(e) if not_found(&e) => return Ok(None),
+        Err(_) => {}
+    }
+    match h.get_entry_data_as_u32(tag) {
+        Ok(v) => Ok(Some(v as u64)),
+        Err(e) => Err(anyhow!("tag {}: {e}", tag.into())),
+    }
+}
+
+fn flags_str(flags: u32) -> Option<&'static str> {
+    let f = DependencyFlags::from_bits_retain(flags);
+    let cmp = f & (DependencyFlags::LESS | DependencyFlags::GREATER | DependencyFlags::EQUAL);
+    match cmp {
+        x if x == DependencyFlags::EQUAL => Some("EQ"),
+        x if x == DependencyFlags::LESS => Some("LT"),
+        x if x == DependencyFlags::GREATER => Some("GT"),
+        x if x == DependencyFlags::LE => Some("LE"),
+        x if x == DependencyFlags::GE => Some("GE"),
+        _ => None,
+    }
+}
+
+/// Split `[epoch:]version[-release]` as rpm-md writes it (epoch defaults to 0).
+fn split_evr(evr: &str) -> Result<(Option<String>, Option<String>, Option<String>)> {
+    if evr.is_empty() {
+        return Ok((None, None, None));
+    }
+    let (epoch, rest) = match evr.split_once(':') {
+        Some((e, rest)) => {
+            if e.is_empty() || !e.bytes().all(|b| b.is_ascii_digit()) {
+                bail!("bad epoch in version {evr:?}");
+            }
+            (e.to_string(), rest)
+        }
+        None => ("0".to_string(), evr),
+    };
+    let (ver, rel) = match rest.split_once('-') {
+        Some((v, r)) => (v, Some(r.to_string())),
+        None => (rest, None),
+    };
+    let ver = (!ver.is_empty()).then(|| ver.to_string());
+    let rel = rel.filter(|r| !r.is_empty());
+    Ok((Some(epoch), ver, rel))
+}
+
+fn deps(
+    h: &rpm::Header<IndexTag>,
+    names: IndexTag,
+    flags: IndexTag,
+    versions: IndexTag,
+) -> Result<Vec<(String, u32, String)>> {
+    let n = opt_str_array(h, names)?;
+    let f = opt_u32_array(h, flags)?;
+    let v = opt_str_array(h, versions)?;
+    if n.len() != f.len() || n.len() != v.len() {
+        bail!("{names:?}: names, flags and versions differ in length");
+    }
+    Ok(n.into_iter()
+        .zip(f)
+        .zip(v)
+        .map(|((n, f), v)| (n, f, v))
+        .collect())
+}
+
+fn to_dep(name: String, flags: u32, version: &str, pre: bool) -> Result<Dep> {
+    let fl = flags_str(flags);
+    let (epoch, ver, rel) = if fl.is_some() {
+        split_evr(version).with_context(|| format!("dependency {name:?}"))?
+    } else {
+        (None, None, None)
+    };
+    Ok(Dep {
+        name,
+        flags: fl,
+        epoch,
+        ver,
+        rel,
+        pre,
+    })
+}
+
+/// Files that go into primary.xml as well as filelists.xml (and satisfy file requires without
+/// filelists).
+pub fn is_primary_file(path: &str) -> bool {
+    path.starts_with("/etc/") || path.contains("bin/") || path == "/usr/lib/sendmail"
+}
+
+/// Read everything the index needs from an rpm file (headers only).
+pub fn read_rpm(path: &Path) -> Result<RpmInfo> {
+    let ctx = || format!("{}", path.display());
+    // Our own reading first: it names what is wrong with a file that is not an rpm.
+    let range = header_range(path)?;
+    let meta = PackageMetadata::open(path)
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(ctx)?;
+    let offsets = meta.get_package_segment_offsets();
+    if offsets.header != range.start || offsets.payload != range.end {
+        bail!(
+            "{}: header range {}..{} from the file's bytes disagrees with the parsed headers {}..{}",
+            path.display(),
+            range.start,
+            range.end,
+            offsets.header,
+            offsets.payload
+        );
+    }
+    read_info(&meta, range).with_context(ctx)
+}
+
+fn read_info(meta: &PackageMetadata, header_range: HeaderRange) -> Result<RpmInfo> {
+    let h = &meta.header;
+    let s = &meta.signature;
+    let name = meta
+        .get_name()
+        .map_err(|e| anyhow!("name: {e}"))?
+        .to_string();
+    let arch = if meta.is_source_package() {
+        "src".to_string()
+    } else {
+        meta.get_arch()
+            .map_err(|e| anyhow!("arch: {e}"))?
+            .to_string()
+    };
+    let epoch = match meta.get_epoch() {
+        Ok(e) => e,
+        Err(e) if not_found(&e) => 0,
+        Err(e) => bail!("epoch: {e}"),
+    };
+    let version = meta
+        .get_version()
+        .map_err(|e| anyhow!("version: {e}"))?
+        .to_string();
+    let release = meta
+        .get_release()
+        .map_err(|e| anyhow!("release: {e}"))?
+        .to_string();
+
+    let installed_size = match number(h, IndexTag::RPMTAG_LONGSIZE)? {
+        Some(v) => v,
+        None => number(h, IndexTag::RPMTAG_SIZE)?.unwrap_or(0),
+    };
+    // rpmbuild records the payload size in the signature header (LONGARCHIVESIZE or
+    // PAYLOADSIZE); other writers may put it in the main header. Absent (the rpm crate's v4
+    // packages carry none) means 0, as createrepo_c writes.
+    let archive_size = match number(s, IndexSignatureTag::RPMSIGTAG_LONGARCHIVESIZE)? {
+        Some(v) => v,
+        None => match number(s, IndexSignatureTag::RPMSIGTAG_PAYLOADSIZE)? {
+            Some(v) => v,
+            None => match number(h, IndexTag::RPMTAG_LONGARCHIVESIZE)? {
+                Some(v) => v,
+                None => number(h, IndexTag::RPMTAG_ARCHIVESIZE)?.unwrap_or(0),
+            },
+        },
+    };
+
+    // Files.
+    let basenames = opt_str_array(h, IndexTag::RPMTAG_BASENAMES)?;
+    let dirnames = opt_str_array(h, IndexTag::RPMTAG_DIRNAMES)?;
+    let dirindexes = opt_u32_array(h, IndexTag::RPMTAG_DIRINDEXES)?;
+    let fileflags = opt_u32_array(h, IndexTag::RPMTAG_FILEFLAGS)?;
+    let filemodes = match h.get_entry_data_as_u16_array(IndexTag::RPMTAG_FILEMODES) {
+        Ok(v) => v,
+        Err(e) if not_found(&e) => Vec::new(),
+        Err(e) => bail!("file modes: {e}"),
+    };
+    let n = basenames.len();
+    if dirindexes.len() != n || fileflags.len() != n || filemodes.len() != n {
+        bail!("file tags differ in length");
+    }
+    let mut files = Vec::with_capacity(n);
+    for i in 0..n {
+        let dir = dirnames
+            .get(dirindexes[i] as usize)
+            .ok_or_else(|| anyhow!("file {}: directory index out of range", basenames[i]))?;
+        let path = format!("{dir}{}", basenames[i]);
+        let kind = if filemodes[i] & 0o170000 == 0o040000 {
+            FileKind::Dir
+        } else if fileflags[i] & rpm::FileFlags::GHOST.bits() != 0 {
+            FileKind::Ghost
+        } else {
+            FileKind::File
+        };
+        files.push(FileItem { path, kind });
+    }
+    let primary_files: HashSet<&str> = files
+        .iter()
+        .map(|f| f.path.as_str())
+        .filter(|p| is_primary_file(p))
+        .collect();
+
+    // Dependencies.
+    let mut provides = Vec::new();
+    let mut provided = HashSet::new();
+    for (n, f, v) in deps(
+        h,
+        IndexTag::RPMTAG_PROVIDENAME,
+        IndexTag::RPMTAG_PROVIDEFLAGS,
+        IndexTag::RPMTAG_PROVIDEVERSION,
+    )? {
+        provided.insert((n.clone(), flags_str(f), v.clone()));
+        provides.push(to_dep(n, f, &v, false)?);
+    }
+    let mut requires = Vec::new();
+    let mut seen: HashMap<String, (Option<&'static str>, String, bool)> = HashMap::new();
+    let pre_mask =
+        (DependencyFlags::PREREQ | DependencyFlags::SCRIPT_PRE | DependencyFlags::SCRIPT_POST)
+            .bits();
+    for (n, f, v) in deps(
+        h,
+        IndexTag::RPMTAG_REQUIRENAME,
+        IndexTag::RPMTAG_REQUIREFLAGS,
+        IndexTag::RPMTAG_REQUIREVERSION,
+    )? {
+        if n.starts_with("rpmlib(") {
+            continue;
+        }
+        if n.starts_with('/') && primary_files.contains(n.as_str()) {
+            continue;
+        }
+        let fl = flags_str(f);
+        if provided.contains(&(n.clone(), fl, v.clone())) {
+            continue;
+        }
+        let pre = f & pre_mask != 0;
+        if seen.get(&n) == Some(&(fl, v.clone(), pre)) {
+            continue;
+        }
+        seen.insert(n.clone(), (fl, v.clone(), pre));
+        requires.push(to_dep(n, f, &v, pre)?);
+    }
+    let plain = |names, flags, versions| -> Result<Vec<Dep>> {
+        deps(h, names, flags, versions)?
+            .into_iter()
+            .map(|(n, f, v)| to_dep(n, f, &v, false))
+            .collect()
+    };
+    use IndexTag as T;
+    let conflicts = plain(
+        T::RPMTAG_CONFLICTNAME,
+        T::RPMTAG_CONFLICTFLAGS,
+        T::RPMTAG_CONFLICTVERSION,
+    )?;
+    let obsoletes = plain(
+        T::RPMTAG_OBSOLETENAME,
+        T::RPMTAG_OBSOLETEFLAGS,
+        T::RPMTAG_OBSOLETEVERSION,
+    )?;
+    let suggests = plain(
+        T::RPMTAG_SUGGESTNAME,
+        T::RPMTAG_SUGGESTFLAGS,
+        T::RPMTAG_SUGGESTVERSION,
+    )?;
+    let enhances = plain(
+        T::RPMTAG_ENHANCENAME,
+        T::RPMTAG_ENHANCEFLAGS,
+        T::RPMTAG_ENHANCEVERSION,
+    )?;
+    let recommends = plain(
+        T::RPMTAG_RECOMMENDNAME,
+        T::RPMTAG_RECOMMENDFLAGS,
+        T::RPMTAG_RECOMMENDVERSION,
+    )?;
+    let supplements = plain(
+        T::RPMTAG_SUPPLEMENTNAME,
+        T::RPMTAG_SUPPLEMENTFLAGS,
+        T::RPMTAG_SUPPLEMENTVERSION,
+    )?;
+
+    // Changelog (newest first in the header).
+    let cl_names = opt_str_array(h, T::RPMTAG_CHANGELOGNAME)?;
+    let cl_times = opt_u32_array(h, T::RPMTAG_CHANGELOGTIME)?;
+    let cl_texts = opt_str_array(h, T::RPMTAG_CHANGELOGTEXT)?;
+    if cl_names.len() != cl_times.len() || cl_names.len() != cl_texts.len() {
+        bail!("changelog tags differ in length");
+    }
+    let changelog = cl_names
+        .into_iter()
+        .zip(cl_times)
+        .zip(cl_texts)
+        .map(|((a, t), text)| Change {
+            author: a.trim_end_matches(' ').to_string(),
+            date: t as u64,
+            text,
+        })
+        .collect();
+
+    Ok(RpmInfo {
+        name,
+        arch,
+        epoch,
+        version,
+        release,
+        summary: opt_str(h, T::RPMTAG_SUMMARY)?,
+        description: opt_str(h, T::RPMTAG_DESCRIPTION)?,
+        packager: opt_str(h, T::RPMTAG_PACKAGER)?,
+        url: opt_str(h, T::RPMTAG_URL)?,
+        build_time: number(h, T::RPMTAG_BUILDTIME)?.unwrap_or(0),
+        installed_size,
+        archive_size,
+        license: opt_str(h, T::RPMTAG_LICENSE)?,
+        vendor: opt_str(h, T::RPMTAG_VENDOR)?,
+        group: opt_str(h, T::RPMTAG_GROUP)?,
+        buildhost: opt_str(h, T::RPMTAG_BUILDHOST)?,
+        sourcerpm: opt_str(h, T::RPMTAG_SOURCERPM)?,
+        header_range,
+        provides,
+        requires,
+        conflicts,
+        obsoletes,
+        suggests,
+        enhances,
+        recommends,
+        supplements,
+        files,
+        changelog,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// XML
+
+fn check_xml_chars(s: &str) -> Result<()> {
+    if let Some(c) = s.chars().find(|&c| {
+        matches!(c, '\u{0}'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}')
+    }) {
+        bail!("{s:?} contains {c:?}, which XML cannot carry");
+    }
+    Ok(())
+}
+
+/// Escape character data.
+pub fn xml_text(s: &str) -> Result<String> {
+    check_xml_chars(s)?;
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '\r' => o.push_str("&#13;"),
+            c => o.push(c),
+        }
+    }
+    Ok(o)
+}
+
+/// Escape an attribute value (double-quoted); whitespace that attribute-value normalization
+/// would turn into spaces is written as character references.
+pub fn xml_attr(s: &str) -> Result<String> {
+    check_xml_chars(s)?;
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&apos;"),
+            '\t' => o.push_str("&#9;"),
+            '\n' => o.push_str("&#10;"),
+            '\r' => o.push_str("&#13;"),
+            c => o.push(c),
+        }
+    }
+    Ok(o)
+}
+
+fn text_elem(o: &mut String, indent: &str, tag: &str, value: &str) -> Result<()> {
+    if value.is_empty() {
+        o.push_str(&format!("{indent}<{tag}/>\n"));
+    } else {
+        o.push_str(&format!("{indent}<{tag}>{}</{tag}>\n", xml_text(value)?));
+    }
+    Ok(())
+}
+
+fn version_elem(o: &mut String, indent: &str, i: &RpmInfo) -> Result<()> {
+    o.push_str(&format!(
+        "{indent}<version epoch=\"{}\" ver=\"{}\" rel=\"{}\"/>\n",
+        i.epoch,
+        xml_attr(&i.version)?,
+        xml_attr(&i.release)?
+    ));
+    Ok(())
+}
+
+fn deps_elem(o: &mut String, tag: &str, deps: &[Dep]) -> Result<()> {
+    let deps: Vec<&Dep> = deps.iter().filter(|d| !d.name.is_empty()).collect();
+    if deps.is_empty() {
+        return Ok(());
+    }
+    o.push_str(&format!("      <rpm:{tag}>\n"));
+    for d in deps {
+        o.push_str(&format!(
+            "        <rpm:entry name=\"{}\"",
+            xml_attr(&d.name)?
+        ));
+        if let Some(f) = d.flags {
+            o.push_str(&format!(" flags=\"{f}\""));
+            for (k, v) in [("epoch", &d.epoch), ("ver", &d.ver), ("rel", &d.rel)] {
+                if let Some(v) = v {
+                    o.push_str(&format!(" {k}=\"{}\"", xml_attr(v)?));
+                }
+            }
+        }
+        if d.pre {
+            o.push_str(" pre=\"1\"");
+        }
+        o.push_str("/>\n");
+    }
+    o.push_str(&format!("      </rpm:{tag}>\n"));
+    Ok(())
+}
+
+fn file_elem(o: &mut String, indent: &str, f: &FileItem) -> Result<()> {
+    let ty = match f.kind {
+        FileKind::File => "",
+        FileKind::Dir => " type=\"dir\"",
+        FileKind::Ghost => " type=\"ghost\"",
+    };
+    o.push_str(&format!(
+        "{indent}<file{ty}>{}</file>\n",
+        xml_text(&f.path)?
+    ));
+    Ok(())
+}
+
+fn primary_package(p: &IndexedPackage) -> Result<String> {
+    let i = &p.info;
+    let mut o = String::new();
+    o.push_str("<package type=\"rpm\">\n");
+    text_elem(&mut o, "  ", "name", &i.name)?;
+    text_elem(&mut o, "  ", "arch", &i.arch)?;
+    version_elem(&mut o, "  ", i)?;
+    o.push_str(&format!(
+        "  <checksum type=\"sha256\" pkgid=\"YES\">{}</checksum>\n",
+        p.sha256
+    ));
+    text_elem(&mut o, "  ", "summary", &i.summary)?;
+    text_elem(&mut o, "  ", "description", &i.description)?;
+    text_elem(&mut o, "  ", "packager", &i.packager)?;
+    text_elem(&mut o, "  ", "url", &i.url)?;
+    o.push_str(&format!(
+        "  <time file=\"{}\" build=\"{}\"/>\n",
+        i.build_time, i.build_time
+    ));
+    o.push_str(&format!(
+        "  <size package=\"{}\" installed=\"{}\" archive=\"{}\"/>\n",
+        p.size, i.installed_size, i.archive_size
+    ));
+    o.push_str(&format!("  <location href=\"{}\"/>\n", xml_attr(&p.href)?));
+    o.push_str("  <format>\n");
+    text_elem(&mut o, "    ", "rpm:license", &i.license)?;
+    text_elem(&mut o, "    ", "rpm:vendor", &i.vendor)?;
+    text_elem(&mut o, "    ", "rpm:group", &i.group)?;
+    text_elem(&mut o, "    ", "rpm:buildhost", &i.buildhost)?;
+    text_elem(&mut o, "    ", "rpm:sourcerpm", &i.sourcerpm)?;
+    o.push_str(&format!(
+        "    <rpm:header-range start=\"{}\" end=\"{}\"/>\n",
+        i.header_range.start, i.header_range.end
+    ));
+    // deps_elem indents its entries for this level.
+    let mut d = String::new();
+    deps_elem(&mut d, "provides", &i.provides)?;
+    deps_elem(&mut d, "requires", &i.requires)?;
+    deps_elem(&mut d, "conflicts", &i.conflicts)?;
+    deps_elem(&mut d, "obsoletes", &i.obsoletes)?;
+    deps_elem(&mut d, "suggests", &i.suggests)?;
+    deps_elem(&mut d, "enhances", &i.enhances)?;
+    deps_elem(&mut d, "recommends", &i.recommends)?;
+    deps_elem(&mut d, "supplements", &i.supplements)?;
+    for line in d.lines() {
+        o.push_str(&line[2..]);
+        o.push('\n');
+    }
+    for f in i.files.iter().filter(|f| is_primary_file(&f.path)) {
+        file_elem(&mut o, "    ", f)?;
+    }
+    o.push_str("  </format>\n</package>\n");
+    Ok(o)
+}
+
+fn package_open(o: &mut String, p: &IndexedPackage) -> Result<()> {
+    o.push_str(&format!(
+        "<package pkgid=\"{}\" name=\"{}\" arch=\"{}\">\n",
+        p.sha256,
+        xml_attr(&p.info.name)?,
+        xml_attr(&p.info.arch)?
+    ));
+    version_elem(o, "  ", &p.info)
+}
+
+fn filelists_package(p: &IndexedPackage) -> Result<String> {
+    let mut o = String::new();
+    package_open(&mut o, p)?;
+    for f in &p.info.files {
+        file_elem(&mut o, "  ", f)?;
+    }
+    o.push_str("</package>\n");
+    Ok(o)
+}
+
+fn other_package(p: &IndexedPackage, limit: usize) -> Result<String> {
+    let mut o = String::new();
+    package_open(&mut o, p)?;
+    let newest: Vec<&Change> = p.info.changelog.iter().take(limit).collect();
+    for c in newest.into_iter().rev() {
+        o.push_str(&format!(
+            "  <changelog author=\"{}\" date=\"{}\">{}</changelog>\n",
+            xml_attr(&c.author)?,
+            c.date,
+            xml_text(&c.text)?
+        ));
+    }
+    o.push_str("</package>\n");
+    Ok(o)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files
+
+enum Encoder {
+    Gz(flate2::write::GzEncoder<HashingWriter<BufWriter<File>>>),
+    Zst(zstd::Encoder<'static, HashingWriter<BufWriter<File>>>),
+}
+
+impl Write for Encoder {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Encoder::Gz(e) => e.write(buf),
+            Encoder::Zst(e) => e.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Encoder::Gz(e) => e.flush(),
+            Encoder::Zst(e) => e.flush(),
+        }
+    }
+}
+
+impl Encoder {
+    fn new(c: MetadataCompression, out: HashingWriter<BufWriter<File>>) -> io::Result<Encoder> {
+        Ok(match c {
+            // No file name, mtime 0: the bytes depend only on the content.
+            MetadataCompression::Gzip => Encoder::Gz(
+                flate2::GzBuilder::new()
+                    .mtime(0)
+                    .write(out, flate2::Compression::default()),
+            ),
+            MetadataCompression::Zstd => Encoder::Zst(zstd::Encoder::new(out, 10)?),
+        })
+    }
+    fn finish(self) -> io::Result<HashingWriter<BufWriter<File>>> {
+        match self {
+            Encoder::Gz(e) => e.finish(),
+            Encoder::Zst(e) => e.finish(),
+        }
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {}", path.display()))
+}
+
+/// Write an XML document (header, open tag, one chunk per package, close tag), compressed and
+/// content-addressed, into `repodata/`. Streams: only one package's XML is in memory at a time.
+fn write_data(
+    repodata: &Path,
+    kind: &'static str,
+    c: MetadataCompression,
+    head: &str,
+    packages: &[IndexedPackage],
+    chunk: &dyn Fn(&IndexedPackage) -> Result<String>,
+    tail: &str,
+) -> Result<RepoData> {
+    let tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(repodata)
+        .with_context(|| format!("temporary file in {}", repodata.display()))?;
+    let file = tmp.reopen()?;
+    let mut w = HashingWriter::new(Encoder::new(c, HashingWriter::new(BufWriter::new(file)))?);
+    w.write_all(head.as_bytes())?;
+    for p in packages {
+        w.write_all(chunk(p)?.as_bytes())?;
+    }
+    w.write_all(tail.as_bytes())?;
+    let (enc, open_sha256, open_size) = w.finish();
+    let (buf, sha256, size) = enc.finish()?.finish();
+    let file = buf.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    drop(file);
+    let name = format!("{sha256}-{kind}.xml.{}", c.extension());
+    let dest = repodata.join(&name);
+    set_mode(tmp.path(), 0o644)?;
+    tmp.persist(&dest)
+        .map_err(|e| anyhow!("rename to {}: {}", dest.display(), e.error))?;
+    Ok(RepoData {
+        kind,
+        href: format!("repodata/{name}"),
+        sha256,
+        size,
+        open_sha256,
+        open_size,
+    })
+}
+
+/// Write `bytes` to `dest` atomically (temporary file in the same directory, then rename).
+fn write_atomic(dest: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = dest.parent().context("destination has no parent")?;
+    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    set_mode(tmp.path(), 0o644)?;
+    tmp.persist(dest)
+        .map_err(|e| anyhow!("rename to {}: {}", dest.display(), e.error))?;
+    Ok(())
+}
+
+/// A package file name we are willing to put into a URL and an XML attribute unchanged.
+fn check_file_name(name: &str) -> Result<()> {
+    let ok = name.len() > 4
+        && name.ends_with(".rpm")
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._+~^-".contains(&b));
+    if !ok {
+        bail!("rpm file name {name:?}: expected [A-Za-z0-9._+~^-]+.rpm");
+    }
+    Ok(())
+}
+
+/// Put a copy of `src` at `dest` (mode 0644), replacing `dest` atomically. A copy, not a hard
+/// link: a later change to one (re-signing in place, a test's tampering) must not silently change
+/// the other. `fs::copy` uses copy_file_range, so a CoW filesystem shares the blocks anyway.
+fn place(src: &Path, dest: &Path) -> Result<()> {
+    if let (Ok(a), Ok(b)) = (fs::canonicalize(src), fs::canonicalize(dest)) {
+        if a == b {
+            return set_mode(dest, 0o644);
+        }
+    }
+    let dir = dest.parent().context("destination has no parent")?;
+    fs::create_dir_all(dir)?;
+    if !fs::metadata(src)
+        .with_context(|| format!("stat {}", src.display()))?
+        .is_file()
+    {
+        bail!("{}: not a regular file", src.display());
+    }
+    let tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+    fs::copy(src, tmp.path()).with_context(|| format!("copy {}", src.display()))?;
+    set_mode(tmp.path(), 0o644)?;
+    tmp.persist(dest)
+        .map_err(|e| anyhow!("rename to {}: {}", dest.display(), e.error))?;
+    Ok(())
+}
+
+/// Place `rpms` under `root/Packages/`, write the repodata and sign repomd.xml.
+pub fn write_repo(
+    root: &Path,
+    rpms: &[PathBuf],
+    settings: &Settings,
+    signer: &dyn Signer,
+) -> Result<DnfRepo> {
+    let repodata = root.join("repodata");
+    fs::create_dir_all(&repodata).with_context(|| format!("create {}", repodata.display()))?;
+
+    let mut by_name: BTreeMap<String, &Path> = BTreeMap::new();
+    for r in rpms {
+        let name = r
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| anyhow!("{}: no usable file name", r.display()))?;
+        check_file_name(name)?;
+        if let Some(prev) = by_name.insert(name.to_string(), r) {
+            bail!(
+                "two packages named {name}: {} and {}",
+                prev.display(),
+                r.display()
+            );
+        }
+    }
+
+    let mut packages = Vec::new();
+    let mut nevras: HashMap<String, String> = HashMap::new();
+    for (file_name, src) in &by_name {
+        let info = read_rpm(src)?;
+        let first = info
+            .name
+            .chars()
+            .next()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .ok_or_else(|| anyhow!("{}: package name {:?}", src.display(), info.name))?
+            .to_ascii_lowercase();
+        let nevra = format!(
+            "{}-{}:{}-{}.{}",
+            info.name, info.epoch, info.version, info.release, info.arch
+        );
+        if let Some(other) = nevras.insert(nevra.clone(), file_name.clone()) {
+            bail!("{nevra} is in both {other} and {file_name}");
+        }
+        let href = format!("Packages/{first}/{file_name}");
+        let dest = root.join(&href);
+        place(src, &dest)?;
+        // Describe the placed file: the index must match the bytes a client downloads.
+        let (sha256, size) =
+            sha256_file(&dest).with_context(|| format!("hash {}", dest.display()))?;
+        let placed = read_rpm(&dest)?;
+        packages.push(IndexedPackage {
+            info: placed,
+            sha256,
+            size,
+            href,
+        });
+    }
+
+    let n = packages.len();
+    let c = settings.compression;
+    let limit = settings.changelog_limit;
+    let primary = write_data(
+        &repodata,
+        "primary",
+        c,
+        &format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<metadata xmlns=\"http://linux.duke.edu/metadata/common\" xmlns:rpm=\"http://linux.duke.edu/metadata/rpm\" packages=\"{n}\">\n"
+        ),
+        &packages,
+        &primary_package,
+        "</metadata>\n",
+    )?;
+    let filelists = write_data(
+        &repodata,
+        "filelists",
+        c,
+        &format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<filelists xmlns=\"http://linux.duke.edu/metadata/filelists\" packages=\"{n}\">\n"
+        ),
+        &packages,
+        &filelists_package,
+        "</filelists>\n",
+    )?;
+    let other = write_data(
+        &repodata,
+        "other",
+        c,
+        &format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<otherdata xmlns=\"http://linux.duke.edu/metadata/other\" packages=\"{n}\">\n"
+        ),
+        &packages,
+        &|p| other_package(p, limit),
+        "</otherdata>\n",
+    )?;
+    let data = vec![primary, filelists, other];
+
+    let repomd = repomd_xml(settings.date, &data);
+    let repomd_path = repodata.join("repomd.xml");
+    write_atomic(&repomd_path, repomd.as_bytes())?;
+    let asc = signer
+        .detach_sign_armored(repomd.as_bytes())
+        .context("sign repomd.xml")?;
+    let asc_path = repodata.join("repomd.xml.asc");
+    write_atomic(&asc_path, asc.as_bytes())?;
+
+    Ok(DnfRepo {
+        packages,
+        data,
+        repomd: repomd_path,
+        repomd_asc: asc_path,
+    })
+}
+
+fn repomd_xml(date: u64, data: &[RepoData]) -> String {
+    let mut o = String::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<repomd xmlns=\"http://linux.duke.edu/metadata/repo\" xmlns:rpm=\"http://linux.duke.edu/metadata/rpm\">\n",
+    );
+    o.push_str(&format!("  <revision>{date}</revision>\n"));
+    for d in data {
+        // kind, href and digests are ours: [a-z], [0-9a-f] and fixed punctuation only.
+        o.push_str(&format!(
+            "  <data type=\"{}\">\n    <checksum type=\"sha256\">{}</checksum>\n    <open-checksum type=\"sha256\">{}</open-checksum>\n    <location href=\"{}\"/>\n    <timestamp>{date}</timestamp>\n    <size>{}</size>\n    <open-size>{}</open-size>\n  </data>\n",
+            d.kind, d.sha256, d.open_sha256, d.href, d.size, d.open_size
+        ));
+    }
+    o.push_str("</repomd>\n");
+    o
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client configuration
+
+/// A `.repo` file for dnf/yum.
+#[derive(Clone, Debug)]
+pub struct RepoFile {
+    /// Section name: `[A-Za-z0-9._:-]+`.
+    pub id: String,
+    pub name: String,
+    pub baseurl: String,
+    /// URL (`https://…`, `file:///…`) of the armored public key.
+    pub gpgkey: String,
+}
+
+fn check_ini_value(what: &str, v: &str) -> Result<()> {
+    if v.is_empty() || v.trim() != v || v.chars().any(|c| c.is_control()) {
+        bail!("repo file {what} {v:?}: must be non-empty, one line, no surrounding spaces");
+    }
+    // dnf substitutes $releasever, $basearch, … in values; a literal '$' would be rewritten.
+    if v.contains('$') {
+        bail!("repo file {what} {v:?}: '$' would be taken as a dnf variable");
+    }
+    Ok(())
+}
+
+/// Render the `.repo` file: gpgcheck and repo_gpgcheck on.
+pub fn repo_file(r: &RepoFile) -> Result<String> {
+    if r.id.is_empty()
+        || !r
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+    {
+        bail!("repo id {:?}: expected [A-Za-z0-9._:-]+", r.id);
+    }
+    check_ini_value("name", &r.name)?;
+    for (what, url) in [("baseurl", &r.baseurl), ("gpgkey", &r.gpgkey)] {
+        check_ini_value(what, url)?;
+        if url.contains(char::is_whitespace) || url.contains(',') {
+            bail!("repo file {what} {url:?}: a URL without spaces or commas expected");
+        }
+        if !(url.starts_with("https://")
+            || url.starts_with("http://")
+            || url.starts_with("file:///"))
+        {
+            bail!("repo file {what} {url:?}: expected an http(s):// or file:/// URL");
+        }
+    }
+    Ok(format!(
+        "[{}]\nname={}\nbaseurl={}\nenabled=1\ngpgcheck=1\nrepo_gpgcheck=1\ngpgkey={}\n",
+        r.id, r.name, r.baseurl, r.gpgkey
+    ))
+}
+
+/// Write the `.repo` file to `path` (atomically, 0644).
+pub fn write_repo_file(path: &Path, r: &RepoFile) -> Result<()> {
+    let text = repo_file(r)?;
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    write_atomic(path, text.as_bytes())
+}
+
+/// Write `root/keys/<name>.asc`, the armored public key that `gpgkey=` points at.
+pub fn write_public_key(root: &Path, name: &str, signer: &dyn Signer) -> Result<PathBuf> {
+    if name.is_empty()
+        || name.starts_with('.')
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        bail!("key file name {name:?}: expected [A-Za-z0-9._-]+");
+    }
+    let dir = root.join("keys");
+    fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{name}.asc"));
+    write_atomic(&path, signer.public_key_armored()?.as_bytes())?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evr_split() {
+        assert_eq!(
+            split_evr("1:2.3-4.el9").unwrap(),
+            (Some("1".into()), Some("2.3".into()), Some("4.el9".into()))
+        );
+        assert_eq!(
+            split_evr("2.3").unwrap(),
+            (Some("0".into()), Some("2.3".into()), None)
+        );
+        assert_eq!(split_evr("").unwrap(), (None, None, None));
+        assert!(split_evr("x:1").is_err());
+    }
+
+    #[test]
+    fn escaping() {
+        assert_eq!(xml_text("a<b&c>\r").unwrap(), "a&lt;b&amp;c&gt;&#13;");
+        assert_eq!(xml_attr("\"'\t\n").unwrap(), "&quot;&apos;&#9;&#10;");
+        assert!(xml_text("bell\u{7}").is_err());
+        assert!(xml_attr("\u{1b}[31m").is_err());
+    }
+
+    #[test]
+    fn flags() {
+        assert_eq!(flags_str(8), Some("EQ"));
+        assert_eq!(flags_str(12 | (1 << 9)), Some("GE"));
+        assert_eq!(flags_str(10), Some("LE"));
+        assert_eq!(flags_str(2), Some("LT"));
+        assert_eq!(flags_str(4), Some("GT"));
+        assert_eq!(flags_str(1 << 24), None);
+    }
+
+    #[test]
+    fn primary_files() {
+        assert!(is_primary_file("/usr/bin/node_exporter"));
+        assert!(is_primary_file("/usr/sbin/x"));
+        assert!(is_primary_file("/etc/default/x"));
+        assert!(!is_primary_file("/usr/share/doc/x"));
+        assert!(!is_primary_file("/etc"));
+    }
+
+    #[test]
+    fn repo_file_values_checked() {
+        let ok = RepoFile {
+            id: "obs".into(),
+            name: "Observability".into(),
+            baseurl: "https://example.org/rpm".into(),
+            gpgkey: "https://example.org/keys/obs.asc".into(),
+        };
+        let t = repo_file(&ok).unwrap();
+        assert!(t.contains("\nrepo_gpgcheck=1\n"), "{t}");
+        for bad in [
+            RepoFile {
+                id: "a b".into(),
+                ..ok.clone()
+            },
+            RepoFile {
+                name: "x\nbaseurl=evil".into(),
+                ..ok.clone()
+            },
+            RepoFile {
+                baseurl: "ftp://x".into(),
+                ..ok.clone()
+            },
+            RepoFile {
+                gpgkey: "https://x/$basearch".into(),
+                ..ok.clone()
+            },
+        ] {
+            assert!(repo_file(&bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! Atomic publishing of repository generations.
+//!
+//! The output directory holds numbered generations and one symlink that names the published
+//! one:
+//!
+//! ```text
+//! OUT/.lock                 held (flock) by the run that is writing
+//! OUT/current -> generations/0007
+//! OUT/generations/0004 … 0007
+//! OUT/generations/.staging-XXXX   a run in progress (or one killed: removed by the next run)
+//! ```
+//!
+//! A run builds the whole new generation in a staging directory beside the others, renames it
+//! to the next number, then replaces `current` by renaming a new symlink over it: a reader (or
+//! a web server) sees the old tree or the new one, never a mix, and a run killed at any point
+//! leaves `current` as it was. The previous [`KEEP_PREVIOUS`] generations stay on disk, and the
+//! index writers carry their by-hash/repodata files into the new one (see [`carry_over`]) so
+//! a client that fetched an older index can still fetch what it names.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+/// Generations kept besides the current one.
+pub const KEEP_PREVIOUS: usize = 3;
+const GENERATIONS: &str = "generations";
+const CURRENT: &str = "current";
+const STAGING_PREFIX: &str = ".staging-";
+
+/// An exclusive hold on an output directory, released on drop.
+pub struct OutLock {
+    _file: File,
+    pub out: PathBuf,
+}
+
+/// Take the output directory's lock; when another run holds it, say so and wait for it.
+pub fn lock(out: &Path) -> Result<OutLock> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let path = out.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            eprintln!(
+                "waiting: another run is writing {} (lock {})",
+                out.display(),
+                path.display()
+            );
+            file.lock()
+                .with_context(|| format!("locking {}", path.display()))?;
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(anyhow!("locking {}: {e}", path.display()));
+        }
+    }
+    if let Ok(m) = std::fs::symlink_metadata(out.join(CURRENT)) {
+        if !m.file_type().is_symlink() {
+            bail!(
+                "{}: exists and is not a symlink to a generation; move it away (this directory \
+                 was not written by this version of `dist`)",
+                out.join(CURRENT).display()
+            );
+        }
+    }
+    Ok(OutLock {
+        _file: file,
+        out: out.to_path_buf(),
+    })
+}
+
+/// A generation being built; removed on drop unless committed.
+pub struct Staging {
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Staging {
+    pub fn path(&self) -> &Path {
+        self.dir.as_ref().expect("staging").path()
+    }
+}
+
+/// Start a new generation under the locked output directory. Staging directories left by
+/// runs that were killed are removed first (the lock proves nobody is writing them).
+pub fn begin(lock: &OutLock) -> Result<Staging> {
+    let gens = lock.out.join(GENERATIONS);
+    std::fs::create_dir_all(&gens).with_context(|| format!("creating {}", gens.display()))?;
+    for e in std::fs::read_dir(&gens)? {
+        let e = e?;
+        if e.file_name().to_string_lossy().starts_with(STAGING_PREFIX) {
+            std::fs::remove_dir_all(e.path())
+                .with_context(|| format!("removing stale {}", e.path().display()))?;
+        }
+    }
+    let dir = tempfile::Builder::new()
+        .prefix(STAGING_PREFIX)
+        .tempdir_in(&gens)
+        .with_context(|| format!("creating a staging directory in {}", gens.display()))?;
+    Ok(Staging { dir: Some(dir) })
+}
+
+/// The existing generations, oldest first.
+pub fn generations(out: &Path) -> Result<Vec<(u32, PathBuf)>> {
+    let gens = out.join(GENERATIONS);
+    let mut v = Vec::new();
+    let rd = match std::fs::read_dir(&gens) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(v),
+        Err(e) => return Err(anyhow!("{}: {e}", gens.display())),
+    };
+    for e in rd {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Ok(n) = name.parse::<u32>() {
+            if e.file_type()?.is_dir() {
+                v.push((n, e.path()));
+            }
+        }
+    }
+    v.sort();
+    Ok(v)
+}
+
+/// The published generation (what `current` points at), if any.
+pub fn current(out: &Path) -> Option<PathBuf> {
+    let link = out.join(CURRENT);
+    let target = std::fs::read_link(&link).ok()?;
+    let p = out.join(target);
+    p.is_dir().then_some(p)
+}
+
+/// The generations before the one being built, newest first, at most [`KEEP_PREVIOUS`].
+pub fn previous(out: &Path) -> Result<Vec<PathBuf>> {
+    let mut g: Vec<PathBuf> = generations(out)?.into_iter().map(|x| x.1).collect();
+    g.reverse();
+    g.truncate(KEEP_PREVIOUS);
+    Ok(g)
+}
+
+/// Publish the staged generation: rename it to the next number, switch `current` to it
+/// atomically, then prune generations beyond [`KEEP_PREVIOUS`]. Returns the new generation's
+/// path.
+pub fn commit(lock: &OutLock, mut staging: Staging) -> Result<PathBuf> {
+    let out = &lock.out;
+    let gens = out.join(GENERATIONS);
+    let next = generations(out)?.last().map(|x| x.0 + 1).unwrap_or(1);
+    let name = format!("{next:04}");
+    let dest = gens.join(&name);
+    let dir = staging.dir.take().expect("staging").keep();
+    sync_tree(&dir)?;
+    std::fs::rename(&dir, &dest)
+        .with_context(|| format!("renaming {} to {}", dir.display(), dest.display()))?;
+    sync_dir(&gens)?;
+    let tmp_link = out.join(format!(".{CURRENT}.new"));
+    let _ = std::fs::remove_file(&tmp_link);
+    std::os::unix::fs::symlink(Path::new(GENERATIONS).join(&name), &tmp_link)
+        .with_context(|| format!("creating {}", tmp_link.display()))?;
+    std::fs::rename(&tmp_link, out.join(CURRENT))
+        .with_context(|| format!("switching {}", out.join(CURRENT).display()))?;
+    sync_dir(out)?;
+    let all = generations(out)?;
+    if all.len() > KEEP_PREVIOUS + 1 {
+        for (_, p) in &all[..all.len() - KEEP_PREVIOUS - 1] {
+            std::fs::remove_dir_all(p).with_context(|| format!("pruning {}", p.display()))?;
+        }
+    }
+    Ok(dest)
+}
+
+/// Hard-link (or copy, across file systems) every file of `prev/rel` that `new/rel` lacks, for
+/// each previous generation. `keep` filters by file name. Used for apt's by-hash directories and
+/// dnf's repodata: older indexes stay fetchable after a switch.
+pub fn carry_over(
+    previous: &[PathBuf],
+    new_root: &Path,
+    rel: &Path,
+    keep: impl Fn(&str) -> bool,
+) -> Result<usize> {
+    let mut n = 0;
+    for prev in previous {
+        let from_dir = prev.join(rel);
+        let Ok(rd) = std::fs::read_dir(&from_dir) else {
+            continue;
+        };
+        let to_dir = new_root.join(rel);
+        for e in rd {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !e.file_type()?.is_file() || !keep(&name) {
+                continue;
+            }
+            let to = to_dir.join(&name);
+            if to.exists() {
+                continue;
+            }
+            std::fs::create_dir_all(&to_dir)?;
+            if std::fs::hard_link(e.path(), &to).is_err() {
+                std::fs::copy(e.path(), &to).with_context(|| {
+                    format!("copying {} to {}", e.path().display(), to.display())
+                })?;
+            }
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+fn sync_dir(p: &Path) -> Result<()> {
+    File::open(p)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("syncing {}", p.display()))
+}
+
+/// fsync every file and directory of a tree, so that the rename publishes durable content.
+fn sync_tree(root: &Path) -> Result<()> {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let e = e?;
+            let t = e.file_type()?;
+            if t.is_dir() {
+                stack.push(e.path());
+            } else if t.is_file() {
+                File::open(e.path())
+                    .and_then(|f| f.sync_all())
+                    .with_context(|| format!("syncing {}", e.path().display()))?;
+            }
+        }
+        sync_dir(&d)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publish(out: &Path, content: &str) -> PathBuf {
+        let l = lock(out).unwrap();
+        let s = begin(&l).unwrap();
+        std::fs::write(s.path().join("f"), content).unwrap();
+        commit(&l, s).unwrap()
+    }
+
+    #[test]
+    fn generations_switch_and_prune() {
+        let t = tempfile::tempdir().unwrap();
+        for i in 1..=6 {
+            let g = publish(t.path(), &format!("gen {i}"));
+            assert_eq!(g.file_name().unwrap(), format!("{i:04}").as_str());
+            assert_eq!(
+                std::fs::read_to_string(t.path().join("current/f")).unwrap(),
+                format!("gen {i}")
+            );
+        }
+        let kept: Vec<u32> = generations(t.path()).unwrap().iter().map(|g| g.0).collect();
+        assert_eq!(kept, vec![3, 4, 5, 6]);
+        assert_eq!(previous(t.path()).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn abandoned_staging_leaves_current_and_is_cleaned() {
+        let t = tempfile::tempdir().unwrap();
+        publish(t.path(), "one");
+        {
+            let l = lock(t.path()).unwrap();
+            let s = begin(&l).unwrap();
+            std::fs::write(s.path().join("f"), "half").unwrap();
+            // Simulate a killed run: the staging dir survives the process.
+            let _ = s.dir.map(|d| d.keep());
+        }
+        assert_eq!(
+            std::fs::read_to_string(t.path().join("current/f")).unwrap(),
+            "one"
+        );
+        publish(t.path(), "two");
+        let stale = std::fs::read_dir(t.path().join(GENERATIONS))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(STAGING_PREFIX)
+            })
+            .count();
+        assert_eq!(stale, 0);
+    }
+
+    #[test]
+    fn a_second_run_waits_for_the_lock() {
+        let t = tempfile::tempdir().unwrap();
+        let first = lock(t.path()).unwrap();
+        let out = t.path().to_path_buf();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let h = std::thread::spawn(move || {
+            let _l = lock(&out).unwrap();
+            tx.send(()).unwrap();
+        });
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(300))
+                .is_err(),
+            "the second lock must wait while the first is held"
+        );
+        drop(first);
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the second lock is taken once the first is released");
+        h.join().unwrap();
+    }
+
+    #[test]
+    fn a_real_current_directory_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir(t.path().join("current")).unwrap();
+        let e = lock(t.path()).err().unwrap().to_string();
+        assert!(e.contains("is not a symlink"), "{e}");
+    }
+
+    #[test]
+    fn carry_over_links_missing_files_only() {
+        let t = tempfile::tempdir().unwrap();
+        let prev = t.path().join("prev");
+        let new = t.path().join("new");
+        std::fs::create_dir_all(prev.join("r")).unwrap();
+        std::fs::create_dir_all(new.join("r")).unwrap();
+        std::fs::write(prev.join("r/a"), "old a").unwrap();
+        std::fs::write(prev.join("r/b"), "old b").unwrap();
+        std::fs::write(prev.join("r/repomd.xml"), "x").unwrap();
+        std::fs::write(new.join("r/b"), "new b").unwrap();
+        let n = carry_over(&[prev], &new, Path::new("r"), |n| n != "repomd.xml").unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(std::fs::read_to_string(new.join("r/a")).unwrap(), "old a");
+        assert_eq!(std::fs::read_to_string(new.join("r/b")).unwrap(), "new b");
+        assert!(!new.join("r/repomd.xml").exists());
+    }
+}

@@ -1,0 +1,946 @@
+//! `cargo xtask verify DIR`: check a published tree, or a copy of it, offline.
+//!
+//! Everything is checked against keys the caller trusts, never against a key found inside the
+//! tree: apt (InRelease and Release.gpg signatures, InRelease text = Release, every index file
+//! listed in Release with its size and SHA256/SHA512, by-hash copies, every package named in a
+//! Packages index with its size and digests, Valid-Until), dnf (repomd.xml.asc, every repodata
+//! file's checksum, open-checksum and sizes, every package named in primary with its checksum and
+//! size, every rpm's header signature and digests) and SHA256SUMS. Each failure is reported with
+//! the file and what differs; the run goes on to report all of them.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use pgp::composed::{CleartextSignedMessage, Deserializable, DetachedSignature, SignedPublicKey};
+use pgp::types::KeyDetails;
+use sha2::Digest;
+
+/// Keys a verification trusts: parsed, plus their armored text (for the rpm crate's verifier).
+pub struct TrustedKeys {
+    pub keys: Vec<SignedPublicKey>,
+    armored: Vec<String>,
+}
+
+impl TrustedKeys {
+    /// Load every public key in the given files (armored or binary, one or many per file).
+    pub fn load(files: &[PathBuf]) -> Result<TrustedKeys> {
+        let mut keys = Vec::new();
+        for f in files {
+            let bytes = std::fs::read(f).with_context(|| format!("reading key {}", f.display()))?;
+            let parsed: Vec<SignedPublicKey> = if bytes.starts_with(b"-----BEGIN") {
+                let text = std::str::from_utf8(&bytes)
+                    .with_context(|| format!("{}: armored key is not UTF-8", f.display()))?;
+                SignedPublicKey::from_string_many(text)
+                    .map_err(|e| anyhow!("{}: {e}", f.display()))?
+                    .0
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| anyhow!("{}: {e}", f.display()))?
+            } else {
+                SignedPublicKey::from_bytes_many(&bytes[..])
+                    .map_err(|e| anyhow!("{}: {e}", f.display()))?
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| anyhow!("{}: {e}", f.display()))?
+            };
+            if parsed.is_empty() {
+                bail!("{}: holds no OpenPGP public key", f.display());
+            }
+            keys.extend(parsed);
+        }
+        if keys.is_empty() {
+            bail!("no trusted key given");
+        }
+        let armored = keys
+            .iter()
+            .map(|k| {
+                k.to_armored_string(Default::default())
+                    .map_err(|e| anyhow!("{e}"))
+            })
+            .collect::<Result<_>>()?;
+        Ok(TrustedKeys { keys, armored })
+    }
+
+    pub fn fingerprints(&self) -> Vec<String> {
+        self.keys
+            .iter()
+            .map(|k| hex::encode_upper(k.fingerprint().as_bytes()))
+            .collect()
+    }
+
+    fn verify_detached(&self, sig: &DetachedSignature, data: &[u8]) -> Result<()> {
+        for k in &self.keys {
+            if sig.verify(k, data).is_ok() {
+                return Ok(());
+            }
+            for sk in &k.public_subkeys {
+                if sig.verify(sk, data).is_ok() {
+                    return Ok(());
+                }
+            }
+        }
+        bail!("no trusted key made this signature")
+    }
+
+    fn verify_clear(&self, msg: &CleartextSignedMessage) -> Result<()> {
+        for k in &self.keys {
+            if msg.verify(k).is_ok() {
+                return Ok(());
+            }
+            for sk in &k.public_subkeys {
+                if msg.verify(sk).is_ok() {
+                    return Ok(());
+                }
+            }
+        }
+        bail!("no trusted key made this signature")
+    }
+}
+
+/// What a verification found.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Files checked (signatures, indexes, packages).
+    pub checked: usize,
+    pub failures: Vec<String>,
+}
+
+impl Report {
+    fn fail(&mut self, what: impl Into<String>) {
+        self.failures.push(what.into());
+    }
+    pub fn ok(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+/// The tree to check: `DIR/current` when DIR is an output directory, else DIR itself.
+pub fn resolve_root(dir: &Path) -> PathBuf {
+    match crate::publish::current(dir) {
+        Some(p) => p,
+        None => dir.to_path_buf(),
+    }
+}
+
+/// Verify everything under `dir` (an output directory or one generation / copy of it).
+pub fn verify_tree(dir: &Path, keys: &TrustedKeys) -> Result<Report> {
+    let root = resolve_root(dir);
+    if !root.is_dir() {
+        bail!("{}: not a directory", root.display());
+    }
+    let mut r = Report::default();
+    let apt = [root.join("apt"), root.clone()]
+        .into_iter()
+        .find(|p| p.join("dists").is_dir());
+    let dnf = [root.join("dnf"), root.clone()]
+        .into_iter()
+        .find(|p| p.join("repodata").is_dir());
+    if apt.is_none() && dnf.is_none() {
+        bail!(
+            "{}: neither an apt repository (dists/) nor a dnf repository (repodata/) is here",
+            root.display()
+        );
+    }
+    if let Some(apt) = &apt {
+        verify_apt(apt, &root, keys, &mut r)?;
+    }
+    if let Some(dnf) = &dnf {
+        verify_dnf(dnf, &root, keys, &mut r)?;
+    }
+    let sums = root.join("SHA256SUMS");
+    if sums.is_file() {
+        verify_sha256sums(&root, &sums, &mut r)?;
+    }
+    Ok(r)
+}
+
+fn rel(root: &Path, p: &Path) -> String {
+    p.strip_prefix(root).unwrap_or(p).display().to_string()
+}
+
+/// Streaming digests of a file.
+struct Digests {
+    size: u64,
+    md5: String,
+    sha256: String,
+    sha512: String,
+}
+
+fn digests(p: &Path) -> std::io::Result<Digests> {
+    let mut f = std::fs::File::open(p)?;
+    let mut buf = vec![0u8; 1 << 16];
+    let (mut a, mut b, mut c) = (md5::Md5::new(), sha2::Sha256::new(), sha2::Sha512::new());
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        a.update(&buf[..n]);
+        b.update(&buf[..n]);
+        c.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok(Digests {
+        size,
+        md5: hex::encode(a.finalize()),
+        sha256: hex::encode(b.finalize()),
+        sha512: hex::encode(c.finalize()),
+    })
+}
+
+/// A deb822 paragraph: field name → value (continuation lines joined with '\n').
+pub type Paragraph = BTreeMap<String, String>;
+
+/// Parse deb822 text (Release, Packages) into paragraphs.
+pub fn parse_deb822(text: &str) -> Result<Vec<Paragraph>> {
+    let mut out = Vec::new();
+    let mut cur = Paragraph::new();
+    let mut last: Option<String> = None;
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            if !cur.is_empty() {
+                out.push(std::mem::take(&mut cur));
+            }
+            last = None;
+        } else if line.starts_with(' ') || line.starts_with('\t') {
+            let k = last
+                .as_ref()
+                .ok_or_else(|| anyhow!("line {}: continuation line without a field", i + 1))?;
+            let v = cur.get_mut(k).expect("field");
+            v.push('\n');
+            v.push_str(line.trim_start());
+        } else {
+            let (k, v) = line
+                .split_once(':')
+                .ok_or_else(|| anyhow!("line {}: not a `Field: value` line: {line:?}", i + 1))?;
+            cur.insert(k.to_string(), v.trim().to_string());
+            last = Some(k.to_string());
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
+/// `hash size path` lines of a Release checksum field.
+fn release_sums(field: &str) -> Vec<(String, u64, String)> {
+    field
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            let h = it.next()?.to_string();
+            let s = it.next()?.parse().ok()?;
+            let p = it.next()?.to_string();
+            Some((h, s, p))
+        })
+        .collect()
+}
+
+/// Undo the cleartext framework's dash-escaping and return the signed text as written.
+fn cleartext_body(msg: &CleartextSignedMessage) -> String {
+    let mut s = String::new();
+    for line in msg.text().split_inclusive('\n') {
+        s.push_str(line.strip_prefix("- ").unwrap_or(line));
+    }
+    s
+}
+
+fn verify_apt(apt: &Path, root: &Path, keys: &TrustedKeys, r: &mut Report) -> Result<()> {
+    let mut suites: Vec<PathBuf> = std::fs::read_dir(apt.join("dists"))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+        .map(|e| e.path())
+        .collect();
+    suites.sort();
+    if suites.is_empty() {
+        r.fail(format!("{}: no suite", rel(root, &apt.join("dists"))));
+    }
+    for s in suites {
+        verify_suite(apt, &s, root, keys, r)?;
+    }
+    Ok(())
+}
+
+fn verify_suite(
+    apt: &Path,
+    suite: &Path,
+    root: &Path,
+    keys: &TrustedKeys,
+    r: &mut Report,
+) -> Result<()> {
+    let release_path = suite.join("Release");
+    let Ok(release) = std::fs::read_to_string(&release_path) else {
+        r.fail(format!(
+            "{}: missing or unreadable",
+            rel(root, &release_path)
+        ));
+        return Ok(());
+    };
+    r.checked += 1;
+    // InRelease: a valid clear signature over exactly the Release text.
+    let inrel = suite.join("InRelease");
+    match std::fs::read_to_string(&inrel) {
+        Err(_) => r.fail(format!("{}: missing", rel(root, &inrel))),
+        Ok(text) => match CleartextSignedMessage::from_string(&text) {
+            Err(e) => r.fail(format!(
+                "{}: not a cleartext signature: {e}",
+                rel(root, &inrel)
+            )),
+            Ok((msg, _)) => {
+                r.checked += 1;
+                if let Err(e) = keys.verify_clear(&msg) {
+                    r.fail(format!(
+                        "{}: signature does not verify: {e}",
+                        rel(root, &inrel)
+                    ));
+                }
+                if cleartext_body(&msg).trim_end() != release.trim_end() {
+                    r.fail(format!(
+                        "{}: signed text differs from {}",
+                        rel(root, &inrel),
+                        rel(root, &release_path)
+                    ));
+                }
+            }
+        },
+    }
+    let gpg = suite.join("Release.gpg");
+    match std::fs::read_to_string(&gpg) {
+        Err(_) => r.fail(format!("{}: missing", rel(root, &gpg))),
+        Ok(text) => match DetachedSignature::from_string(&text) {
+            Err(e) => r.fail(format!(
+                "{}: not a detached signature: {e}",
+                rel(root, &gpg)
+            )),
+            Ok((sig, _)) => {
+                r.checked += 1;
+                if let Err(e) = keys.verify_detached(&sig, release.as_bytes()) {
+                    r.fail(format!(
+                        "{}: signature over Release does not verify: {e}",
+                        rel(root, &gpg)
+                    ));
+                }
+            }
+        },
+    }
+    let para = match parse_deb822(&release) {
+        Ok(mut p) if !p.is_empty() => p.remove(0),
+        Ok(_) => {
+            r.fail(format!("{}: empty", rel(root, &release_path)));
+            return Ok(());
+        }
+        Err(e) => {
+            r.fail(format!("{}: {e}", rel(root, &release_path)));
+            return Ok(());
+        }
+    };
+    if let Some(v) = para.get("Valid-Until") {
+        match parse_rfc2822(v) {
+            Some(t) if t < now() => r.fail(format!(
+                "{}: expired (Valid-Until: {v})",
+                rel(root, &release_path)
+            )),
+            Some(_) => {}
+            None => r.fail(format!(
+                "{}: unreadable Valid-Until: {v:?}",
+                rel(root, &release_path)
+            )),
+        }
+    }
+    let by_hash = para
+        .get("Acquire-By-Hash")
+        .is_some_and(|v| v.eq_ignore_ascii_case("yes"));
+    let mut listed = 0;
+    let mut packages_files = Vec::new();
+    for (field, algo) in [("SHA256", "SHA256"), ("SHA512", "SHA512")] {
+        let Some(v) = para.get(field) else {
+            if field == "SHA256" {
+                r.fail(format!("{}: no SHA256 field", rel(root, &release_path)));
+            }
+            continue;
+        };
+        for (want, size, path) in release_sums(v) {
+            let p = suite.join(&path);
+            if path.split('/').any(|c| c == ".." || c.is_empty()) {
+                r.fail(format!(
+                    "{}: unsafe path {path:?}",
+                    rel(root, &release_path)
+                ));
+                continue;
+            }
+            listed += 1;
+            let d = match digests(&p) {
+                Ok(d) => d,
+                Err(e) => {
+                    r.fail(format!("{}: listed in Release but {e}", rel(root, &p)));
+                    continue;
+                }
+            };
+            r.checked += 1;
+            let got = if algo == "SHA256" {
+                &d.sha256
+            } else {
+                &d.sha512
+            };
+            if d.size != size {
+                r.fail(format!(
+                    "{}: size {} but Release says {size}",
+                    rel(root, &p),
+                    d.size
+                ));
+            }
+            if *got != want {
+                r.fail(format!(
+                    "{}: {algo} {got} but Release says {want}",
+                    rel(root, &p)
+                ));
+            }
+            if by_hash {
+                let dir = p.parent().unwrap_or(suite);
+                let bh = dir.join("by-hash").join(algo).join(&want);
+                match digests(&bh) {
+                    Err(_) => r.fail(format!(
+                        "{}: missing (Acquire-By-Hash: yes)",
+                        rel(root, &bh)
+                    )),
+                    Ok(bd) => {
+                        let bgot = if algo == "SHA256" {
+                            bd.sha256
+                        } else {
+                            bd.sha512
+                        };
+                        if bgot != want {
+                            r.fail(format!("{}: content has {algo} {bgot}", rel(root, &bh)));
+                        }
+                    }
+                }
+            }
+            if algo == "SHA256" && path.ends_with("/Packages") {
+                packages_files.push(p);
+            }
+        }
+    }
+    if listed == 0 {
+        r.fail(format!("{}: lists no index file", rel(root, &release_path)));
+    }
+    // Every by-hash file (including those carried over from older generations) is named by
+    // its own digest.
+    verify_by_hash_dirs(suite, root, r)?;
+    for pf in packages_files {
+        let text = std::fs::read_to_string(&pf)?;
+        let paras = match parse_deb822(&text) {
+            Ok(p) => p,
+            Err(e) => {
+                r.fail(format!("{}: {e}", rel(root, &pf)));
+                continue;
+            }
+        };
+        for p in paras {
+            let name = p.get("Package").cloned().unwrap_or_default();
+            let Some(file) = p.get("Filename") else {
+                r.fail(format!("{}: {name}: no Filename", rel(root, &pf)));
+                continue;
+            };
+            if file.starts_with('/') || file.split('/').any(|c| c == "..") {
+                r.fail(format!(
+                    "{}: {name}: unsafe Filename {file:?}",
+                    rel(root, &pf)
+                ));
+                continue;
+            }
+            let deb = apt.join(file);
+            let d = match digests(&deb) {
+                Ok(d) => d,
+                Err(e) => {
+                    r.fail(format!(
+                        "{}: named by {} but {e}",
+                        rel(root, &deb),
+                        rel(root, &pf)
+                    ));
+                    continue;
+                }
+            };
+            r.checked += 1;
+            let checks = [
+                ("Size", d.size.to_string()),
+                ("SHA256", d.sha256),
+                ("SHA512", d.sha512),
+                ("MD5sum", d.md5),
+            ];
+            if !p.contains_key("SHA256") {
+                r.fail(format!("{}: {name}: no SHA256", rel(root, &pf)));
+            }
+            for (f, got) in checks {
+                if let Some(want) = p.get(f) {
+                    if *want != got {
+                        r.fail(format!(
+                            "{}: {f} {got} but {} says {want}",
+                            rel(root, &deb),
+                            rel(root, &pf)
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn verify_by_hash_dirs(dir: &Path, root: &Path, r: &mut Report) -> Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if !e.file_type()?.is_dir() {
+            continue;
+        }
+        let p = e.path();
+        if e.file_name() == "by-hash" {
+            for algo in ["SHA256", "SHA512"] {
+                let Ok(rd) = std::fs::read_dir(p.join(algo)) else {
+                    continue;
+                };
+                for f in rd {
+                    let f = f?.path();
+                    let name = f
+                        .file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned();
+                    let d = digests(&f)?;
+                    let got = if algo == "SHA256" { d.sha256 } else { d.sha512 };
+                    if got != name {
+                        r.fail(format!("{}: content has {algo} {got}", rel(root, &f)));
+                    }
+                }
+            }
+        } else {
+            verify_by_hash_dirs(&p, root, r)?;
+        }
+    }
+    Ok(())
+}
+
+fn verify_dnf(dnf: &Path, root: &Path, keys: &TrustedKeys, r: &mut Report) -> Result<()> {
+    let repomd_path = dnf.join("repodata/repomd.xml");
+    let Ok(repomd) = std::fs::read(&repomd_path) else {
+        r.fail(format!("{}: missing", rel(root, &repomd_path)));
+        return Ok(());
+    };
+    r.checked += 1;
+    let asc = dnf.join("repodata/repomd.xml.asc");
+    match std::fs::read_to_string(&asc) {
+        Err(_) => r.fail(format!("{}: missing", rel(root, &asc))),
+        Ok(text) => match DetachedSignature::from_string(&text) {
+            Err(e) => r.fail(format!(
+                "{}: not a detached signature: {e}",
+                rel(root, &asc)
+            )),
+            Ok((sig, _)) => {
+                r.checked += 1;
+                if let Err(e) = keys.verify_detached(&sig, &repomd) {
+                    r.fail(format!(
+                        "{}: signature over repomd.xml does not verify: {e}",
+                        rel(root, &asc)
+                    ));
+                }
+            }
+        },
+    }
+    let data = match parse_repomd(&repomd) {
+        Ok(d) => d,
+        Err(e) => {
+            r.fail(format!("{}: {e}", rel(root, &repomd_path)));
+            return Ok(());
+        }
+    };
+    let mut primary = None;
+    for d in &data {
+        let p = dnf.join(&d.href);
+        if d.href.starts_with('/') || d.href.split('/').any(|c| c == "..") {
+            r.fail(format!(
+                "{}: unsafe location {:?}",
+                rel(root, &repomd_path),
+                d.href
+            ));
+            continue;
+        }
+        let got = match digests(&p) {
+            Ok(g) => g,
+            Err(e) => {
+                r.fail(format!("{}: named in repomd.xml but {e}", rel(root, &p)));
+                continue;
+            }
+        };
+        r.checked += 1;
+        if got.sha256 != d.checksum {
+            r.fail(format!(
+                "{}: sha256 {} but repomd.xml says {}",
+                rel(root, &p),
+                got.sha256,
+                d.checksum
+            ));
+            continue;
+        }
+        if let Some(s) = d.size {
+            if s != got.size {
+                r.fail(format!(
+                    "{}: size {} but repomd.xml says {s}",
+                    rel(root, &p),
+                    got.size
+                ));
+            }
+        }
+        let open = match decompress(&p) {
+            Ok(b) => b,
+            Err(e) => {
+                r.fail(format!("{}: {e}", rel(root, &p)));
+                continue;
+            }
+        };
+        if let Some(oc) = &d.open_checksum {
+            let h = crate::digest::sha256_hex(&open);
+            if &h != oc {
+                r.fail(format!(
+                    "{}: uncompressed sha256 {h} but repomd.xml says {oc}",
+                    rel(root, &p)
+                ));
+            }
+        }
+        if let Some(os) = d.open_size {
+            if os != open.len() as u64 {
+                r.fail(format!(
+                    "{}: uncompressed size {} but repomd.xml says {os}",
+                    rel(root, &p),
+                    open.len()
+                ));
+            }
+        }
+        if d.kind == "primary" {
+            primary = Some((p.clone(), open));
+        }
+    }
+    let Some((ppath, primary)) = primary else {
+        r.fail(format!("{}: no primary data", rel(root, &repomd_path)));
+        return Ok(());
+    };
+    let pkgs = match parse_primary(&primary) {
+        Ok(p) => p,
+        Err(e) => {
+            r.fail(format!("{}: {e}", rel(root, &ppath)));
+            return Ok(());
+        }
+    };
+    let mut verifier = rpm::signature::pgp::Verifier::new();
+    for a in &keys.armored {
+        verifier
+            .load_from_asc(a)
+            .map_err(|e| anyhow!("loading a trusted key for rpm: {e}"))?;
+    }
+    for pk in pkgs {
+        if pk.href.starts_with('/') || pk.href.split('/').any(|c| c == "..") {
+            r.fail(format!(
+                "{}: unsafe location {:?}",
+                rel(root, &ppath),
+                pk.href
+            ));
+            continue;
+        }
+        let p = dnf.join(&pk.href);
+        let got = match digests(&p) {
+            Ok(g) => g,
+            Err(e) => {
+                r.fail(format!("{}: named in primary but {e}", rel(root, &p)));
+                continue;
+            }
+        };
+        r.checked += 1;
+        if got.sha256 != pk.checksum {
+            r.fail(format!(
+                "{}: sha256 {} but primary says {}",
+                rel(root, &p),
+                got.sha256,
+                pk.checksum
+            ));
+            continue;
+        }
+        if let Some(s) = pk.size {
+            if s != got.size {
+                r.fail(format!(
+                    "{}: size {} but primary says {s}",
+                    rel(root, &p),
+                    got.size
+                ));
+            }
+        }
+        match rpm::Package::open(&p) {
+            Err(e) => r.fail(format!("{}: not a readable rpm: {e}", rel(root, &p))),
+            Ok(pkg) => {
+                if let Err(e) = pkg.verify_digests() {
+                    r.fail(format!("{}: digests: {e}", rel(root, &p)));
+                }
+                if let Err(e) = pkg.verify_signature(&verifier) {
+                    r.fail(format!("{}: header signature: {e}", rel(root, &p)));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn verify_sha256sums(root: &Path, sums: &Path, r: &mut Report) -> Result<()> {
+    let text = std::fs::read_to_string(sums)?;
+    for line in text.lines() {
+        let Some((h, f)) = line.split_once("  ") else {
+            r.fail(format!("{}: malformed line {line:?}", rel(root, sums)));
+            continue;
+        };
+        if f.starts_with('/') || f.split('/').any(|c| c == "..") {
+            r.fail(format!("{}: unsafe path {f:?}", rel(root, sums)));
+            continue;
+        }
+        let p = root.join(f);
+        match digests(&p) {
+            Err(e) => r.fail(format!("{f}: listed in SHA256SUMS but {e}")),
+            Ok(d) if d.sha256 != h => {
+                r.fail(format!("{f}: sha256 {} but SHA256SUMS says {h}", d.sha256))
+            }
+            Ok(_) => r.checked += 1,
+        }
+    }
+    Ok(())
+}
+
+fn decompress(p: &Path) -> Result<Vec<u8>> {
+    let f = std::fs::File::open(p)?;
+    let name = p.to_string_lossy();
+    let mut out = Vec::new();
+    let limit = 1u64 << 31;
+    if name.ends_with(".gz") {
+        flate2::read::GzDecoder::new(f)
+            .take(limit)
+            .read_to_end(&mut out)?;
+    } else if name.ends_with(".zst") {
+        zstd::stream::read::Decoder::new(f)?
+            .take(limit)
+            .read_to_end(&mut out)?;
+    } else if name.ends_with(".xz") {
+        liblzma::read::XzDecoder::new(f)
+            .take(limit)
+            .read_to_end(&mut out)?;
+    } else {
+        std::io::BufReader::new(f)
+            .take(limit)
+            .read_to_end(&mut out)?;
+    }
+    Ok(out)
+}
+
+struct RepomdData {
+    kind: String,
+    href: String,
+    checksum: String,
+    open_checksum: Option<String>,
+    size: Option<u64>,
+    open_size: Option<u64>,
+}
+
+fn attr(e: &quick_xml::events::BytesStart<'_>, name: &[u8]) -> Option<String> {
+    e.attributes()
+        .filter_map(|a| a.ok())
+        .find(|a| a.key.as_ref() == name)
+        .and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
+}
+
+fn parse_repomd(xml: &[u8]) -> Result<Vec<RepomdData>> {
+    use quick_xml::events::Event;
+    let mut rd = quick_xml::Reader::from_reader(xml);
+    let mut out = Vec::new();
+    let mut cur: Option<RepomdData> = None;
+    let mut field = String::new();
+    let mut buf = Vec::new();
+    loop {
+        match rd.read_event_into(&mut buf)? {
+            Event::Start(e) | Event::Empty(e) => {
+                let n = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
+                match n.as_str() {
+                    "data" => {
+                        cur = Some(RepomdData {
+                            kind: attr(&e, b"type").unwrap_or_default(),
+                            href: String::new(),
+                            checksum: String::new(),
+                            open_checksum: None,
+                            size: None,
+                            open_size: None,
+                        })
+                    }
+                    "location" => {
+                        if let Some(c) = cur.as_mut() {
+                            c.href = attr(&e, b"href").unwrap_or_default();
+                        }
+                    }
+                    _ => {}
+                }
+                field = n;
+            }
+            Event::Text(t) => {
+                let v = t.unescape()?.trim().to_string();
+                if let Some(c) = cur.as_mut() {
+                    match field.as_str() {
+                        "checksum" => c.checksum = v,
+                        "open-checksum" => c.open_checksum = Some(v),
+                        "size" => c.size = v.parse().ok(),
+                        "open-size" => c.open_size = v.parse().ok(),
+                        _ => {}
+                    }
+                }
+            }
+            Event::End(e) => {
+                if e.local_name().as_ref() == b"data" {
+                    if let Some(c) = cur.take() {
+                        if c.href.is_empty() || c.checksum.is_empty() {
+                            bail!("data {:?} lacks a location or checksum", c.kind);
+                        }
+                        out.push(c);
+                    }
+                }
+                field.clear();
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+        buf.clear();
+    }
+    Ok(out)
+}
+
+struct PrimaryPkg {
+    href: String,
+    checksum: String,
+    size: Option<u64>,
+}
+
+fn parse_primary(xml: &[u8]) -> Result<Vec<PrimaryPkg>> {
+    use quick_xml::events::Event;
+    let mut rd = quick_xml::Reader::from_reader(xml);
+    let mut out = Vec::new();
+    let mut cur: Option<PrimaryPkg> = None;
+    let mut in_checksum = false;
+    let mut buf = Vec::new();
+    loop {
+        match rd.read_event_into(&mut buf)? {
+            Event::Start(e) | Event::Empty(e) => match e.local_name().as_ref() {
+                b"package" => {
+                    cur = Some(PrimaryPkg {
+                        href: String::new(),
+                        checksum: String::new(),
+                        size: None,
+                    })
+                }
+                b"location" => {
+                    if let Some(c) = cur.as_mut() {
+                        c.href = attr(&e, b"href").unwrap_or_default();
+                    }
+                }
+                b"size" => {
+                    if let Some(c) = cur.as_mut() {
+                        c.size = attr(&e, b"package").and_then(|v| v.parse().ok());
+                    }
+                }
+                b"checksum" => in_checksum = true,
+                _ => {}
+            },
+            Event::Text(t) if in_checksum => {
+                if let Some(c) = cur.as_mut() {
+                    c.checksum = t.unescape()?.trim().to_string();
+                }
+            }
+            Event::End(e) => match e.local_name().as_ref() {
+                b"checksum" => in_checksum = false,
+                b"package" => {
+                    if let Some(c) = cur.take() {
+                        if c.href.is_empty() || c.checksum.is_empty() {
+                            bail!("a package lacks a location or checksum");
+                        }
+                        out.push(c);
+                    }
+                }
+                _ => {}
+            },
+            Event::Eof => break,
+            _ => {}
+        }
+        buf.clear();
+    }
+    Ok(out)
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Parse the RFC 2822 dates apt writes (`Fri, 04 Dec 2026 01:18:27 UTC` / `+0000`).
+pub fn parse_rfc2822(s: &str) -> Option<i64> {
+    let s = s.split_once(", ").map(|x| x.1).unwrap_or(s);
+    let mut it = s.split_whitespace();
+    let day: i64 = it.next()?.parse().ok()?;
+    let months = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let mname = it.next()?;
+    let mon = months.iter().position(|m| *m == mname)? as i64 + 1;
+    let year: i64 = it.next()?.parse().ok()?;
+    let mut hms = it.next()?.split(':').map(|x| x.parse::<i64>().ok());
+    let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
+    let offset = match it.next() {
+        None | Some("UTC") | Some("GMT") | Some("Z") => 0,
+        Some(z) if z.len() == 5 => {
+            let sign = if z.starts_with('-') { -1 } else { 1 };
+            let hh: i64 = z[1..3].parse().ok()?;
+            let mm: i64 = z[3..5].parse().ok()?;
+            sign * (hh * 3600 + mm * 60)
+        }
+        _ => return None,
+    };
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if mon <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mon + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    Some(days * 86400 + h * 3600 + m * 60 + sec - offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc2822_dates() {
+        assert_eq!(parse_rfc2822("Thu, 01 Jan 1970 00:00:00 UTC"), Some(0));
+        assert_eq!(
+            parse_rfc2822("Tue, 14 Nov 2023 22:13:20 UTC"),
+            Some(1_700_000_000)
+        );
+        assert_eq!(
+            parse_rfc2822("Tue, 14 Nov 2023 23:13:20 +0100"),
+            Some(1_700_000_000)
+        );
+        assert_eq!(parse_rfc2822("yesterday"), None);
+    }
+
+    #[test]
+    fn deb822_paragraphs_and_continuations() {
+        let p = parse_deb822("A: 1\nB: x\n y\n\nA: 2\n").unwrap();
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0]["B"], "x\ny");
+        assert_eq!(p[1]["A"], "2");
+        assert!(parse_deb822(" lone\n").is_err());
+        assert!(parse_deb822("no colon\n").is_err());
+    }
+}
