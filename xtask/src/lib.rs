@@ -15,5 +15,6 @@ pub mod publish;
 pub mod render;
 pub mod rpm_writer;
 pub mod signer;
+pub mod signing;
 pub mod unpack;
 pub mod verify;
