@@ -716,7 +716,18 @@ fn garbage_and_public_keys_are_refused_without_echoing_them() {
         passphrase: None,
     };
     let e = load(&public).expect_err("public key refused").to_string();
-    assert!(e.contains("secret key"), "{e}");
+    assert!(e.contains("this is a public key"), "{e}");
+
+    // OBS_SIGNING_KEY set to a path by mistake: told what the variable holds, value not echoed.
+    let env = |n: &str| (n == ENV_KEY).then(|| "/secret/path/key.asc".to_string());
+    let e = SigningKey::resolve_with_env(&KeyRequest::default(), env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("OBS_SIGNING_KEY: ") && e.contains("--signing-key FILE"),
+        "{e}"
+    );
+    assert!(!e.contains("/secret/path"), "{e}");
 }
 
 #[test]

@@ -351,6 +351,21 @@ impl SigningKey {
             origin: origin.clone(),
             problem,
         };
+        if !armored.contains("-----BEGIN PGP PRIVATE KEY BLOCK-----") {
+            let hint = if armored.contains("-----BEGIN PGP PUBLIC KEY BLOCK-----") {
+                "this is a public key; the secret key is exported with `gpg --armor \
+                 --export-secret-keys FINGERPRINT`"
+            } else if origin == ENV_KEY {
+                "OBS_SIGNING_KEY holds the armored key text itself (for a key file, give \
+                 --signing-key FILE)"
+            } else {
+                "export it with `gpg --armor --export-secret-keys FINGERPRINT`"
+            };
+            return Err(invalid(format!(
+                "not an armored OpenPGP secret key (no `-----BEGIN PGP PRIVATE KEY BLOCK-----` \
+                 line): {hint}"
+            )));
+        }
         let (keys, _headers) = SignedSecretKey::from_string_many(&armored).map_err(|e| {
             invalid(format!(
                 "not an armored OpenPGP secret key (export it with `gpg --armor \
