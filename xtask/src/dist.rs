@@ -4,7 +4,6 @@
 //! staging directory beside the output before anything is moved into it: a failure at any
 //! point leaves the output directory exactly as it was.
 
-use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
@@ -373,14 +372,18 @@ pub fn describe(
 
 /// Build every job into `staging/{deb,rpm}`; returns what was built (paths relative to
 /// staging).
-pub fn build_all(
+pub fn build_all<S>(
     templates: &Templates,
     jobs: &[(Component, Arch)],
     artifacts: &[VerifiedArtifact],
     staging: &Path,
     opts: &BuildOptions,
+    rpm_signer: &S,
     progress: &Progress,
-) -> Result<Vec<Built>> {
+) -> Result<Vec<Built>>
+where
+    S: rpm::signature::Signing<Signature = Vec<u8>> + Sync,
+{
     let work = staging.join(".work");
     let results: Vec<Result<Vec<Built>>> = jobs
         .par_iter()
@@ -395,6 +398,7 @@ pub fn build_all(
                 &work.join(format!("{}-{arch}", c.name)),
                 staging,
                 opts,
+                rpm_signer,
             );
             if let Some(sp) = sp {
                 sp.finish_and_clear();
@@ -418,7 +422,8 @@ pub fn build_all(
     Ok(built)
 }
 
-fn build_one(
+#[allow(clippy::too_many_arguments)]
+fn build_one<S>(
     templates: &Templates,
     c: &Component,
     arch: Arch,
@@ -426,7 +431,11 @@ fn build_one(
     work: &Path,
     staging: &Path,
     opts: &BuildOptions,
-) -> Result<Vec<Built>> {
+    rpm_signer: &S,
+) -> Result<Vec<Built>>
+where
+    S: rpm::signature::Signing<Signature = Vec<u8>>,
+{
     let staged = stage(c, art, work)?;
     let sde = source_date_epoch(c, opts.source_date_epoch);
     let mut out = Vec::new();
@@ -447,7 +456,13 @@ fn build_one(
                 std::fs::create_dir_all(&d)?;
                 (
                     "rpm",
-                    crate::rpm_writer::write_rpm(&pkg, templates, &d, opts.rpm_compression)?,
+                    crate::rpm_writer::write_rpm_signed(
+                        &pkg,
+                        templates,
+                        &d,
+                        opts.rpm_compression,
+                        Some(rpm_signer),
+                    )?,
                 )
             }
         };
@@ -465,44 +480,134 @@ fn build_one(
     Ok(out)
 }
 
-/// Move the staged packages into `out` (each file by an atomic rename), then rewrite
-/// `SHA256SUMS` and `manifest.json` over everything in `out/{deb,rpm}`.
-pub fn publish(staging: &Path, out: &Path, built: &[Built]) -> Result<()> {
-    for sub in ["deb", "rpm"] {
-        std::fs::create_dir_all(out.join(sub))
-            .with_context(|| format!("{}", out.join(sub).display()))?;
+/// How the repositories of a generation are made.
+#[derive(Debug, Clone)]
+pub struct RepoOptions {
+    pub apt: crate::apt_repo::AptSettings,
+    pub dnf: crate::dnf_repo::Settings,
+    /// Stem of the client files (`keys/<name>.asc`, `<name>.sources`, `<name>.repo`).
+    pub client_name: String,
+    /// Where hosts reach the generation's root (`…/apt`, `…/dnf`, `…/keys` below it).
+    pub base_url: String,
+}
+
+/// Turn the packages written under `gen/.build/{deb,rpm}` into the generation's signed apt and
+/// dnf repositories, client files, carried-over older index files, `SHA256SUMS` and
+/// `manifest.json`. `built[].file` is rewritten to the package's path in its repository.
+pub fn assemble_repositories(
+    gen: &Path,
+    built: &mut [Built],
+    opts: &RepoOptions,
+    signer: &dyn crate::signer::Signer,
+    previous: &[PathBuf],
+) -> Result<()> {
+    let build = gen.join(BUILD_DIR);
+    let of = |f: Format| -> Vec<PathBuf> {
+        built
+            .iter()
+            .filter(|b| b.format == f)
+            .map(|b| build.join(&b.file))
+            .collect()
+    };
+    let (debs, rpms) = (of(Format::Deb), of(Format::Rpm));
+    let apt = crate::apt_repo::write_apt_repo(&gen.join("apt"), &debs, &opts.apt, signer)
+        .context("writing the apt repository")?;
+    let dnf = crate::dnf_repo::write_repo(&gen.join("dnf"), &rpms, &opts.dnf, signer)
+        .context("writing the dnf repository")?;
+    for b in built.iter_mut() {
+        let name = b.file.rsplit('/').next().unwrap_or_default().to_string();
+        let new = match b.format {
+            Format::Deb => apt
+                .packages
+                .iter()
+                .find(|p| p.filename.ends_with(&format!("/{name}")))
+                .map(|p| format!("apt/{}", p.filename)),
+            Format::Rpm => dnf
+                .packages
+                .iter()
+                .find(|p| p.href.ends_with(&format!("/{name}")))
+                .map(|p| format!("dnf/{}", p.href)),
+        };
+        b.file = new.ok_or_else(|| anyhow!("{name}: not placed in its repository"))?;
     }
-    for b in built {
-        let from = staging.join(&b.file);
-        let to = out.join(&b.file);
-        std::fs::rename(&from, &to)
-            .with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
+    std::fs::remove_dir_all(&build).with_context(|| format!("removing {}", build.display()))?;
+
+    let base = opts.base_url.trim_end_matches('/');
+    crate::apt_repo::client_files(
+        &opts.apt,
+        &crate::apt_repo::ClientSettings {
+            name: opts.client_name.clone(),
+            base_url: format!("{base}/apt"),
+            signed_by: None,
+        },
+        signer,
+    )?
+    .write(gen)?;
+    crate::dnf_repo::write_repo_file(
+        &gen.join(format!("{}.repo", opts.client_name)),
+        &crate::dnf_repo::RepoFile {
+            id: opts.client_name.clone(),
+            name: format!("{} packages", opts.client_name),
+            baseurl: format!("{base}/dnf"),
+            gpgkey: format!("{base}/keys/{}.asc", opts.client_name),
+        },
+    )?;
+
+    // Older indexes stay fetchable: their by-hash files and repodata come along.
+    let mut by_hash = Vec::new();
+    for prev in previous {
+        find_dirs_named(&prev.join("apt/dists"), "by-hash", &mut by_hash)?;
     }
-    let mut sums: BTreeMap<String, String> = BTreeMap::new();
-    let known: BTreeMap<&str, &str> = built
-        .iter()
-        .map(|b| (b.file.as_str(), b.sha256.as_str()))
-        .collect();
-    for sub in ["deb", "rpm"] {
-        let mut names: Vec<_> = std::fs::read_dir(out.join(sub))?
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        for n in names {
-            let rel = format!("{sub}/{n}");
-            let h = match known.get(rel.as_str()) {
-                Some(h) => h.to_string(),
-                None => crate::digest::sha256_file(&out.join(&rel))?.0,
-            };
-            sums.insert(rel, h);
+    for prev in previous {
+        for d in &by_hash {
+            if let Ok(rel) = d.strip_prefix(prev) {
+                for algo in ["SHA256", "SHA512"] {
+                    crate::publish::carry_over(
+                        std::slice::from_ref(prev),
+                        gen,
+                        &rel.join(algo),
+                        |_| true,
+                    )?;
+                }
+            }
         }
     }
-    let text: String = sums.iter().map(|(f, h)| format!("{h}  {f}\n")).collect();
-    write_atomic(&out.join("SHA256SUMS"), text.as_bytes())?;
+    crate::publish::carry_over(previous, gen, Path::new("dnf/repodata"), |n| {
+        !n.starts_with("repomd.xml")
+    })?;
+
+    let sums: String = {
+        let mut v: Vec<(&str, &str)> = built
+            .iter()
+            .map(|b| (b.file.as_str(), b.sha256.as_str()))
+            .collect();
+        v.sort();
+        v.iter().map(|(f, h)| format!("{h}  {f}\n")).collect()
+    };
+    write_atomic(&gen.join("SHA256SUMS"), sums.as_bytes())?;
     let manifest = serde_json::to_string_pretty(&serde_json::json!({ "packages": built }))?;
-    write_atomic(&out.join("manifest.json"), manifest.as_bytes())?;
+    write_atomic(&gen.join("manifest.json"), manifest.as_bytes())?;
+    Ok(())
+}
+
+/// Where `build_all` writes packages inside a generation before they are placed in the
+/// repositories.
+pub const BUILD_DIR: &str = ".build";
+
+fn find_dirs_named(dir: &Path, name: &str, out: &mut Vec<PathBuf>) -> Result<()> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for e in rd {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            if e.file_name() == name {
+                out.push(e.path());
+            } else {
+                find_dirs_named(&e.path(), name, out)?;
+            }
+        }
+    }
     Ok(())
 }
 
@@ -512,25 +617,10 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let mut t = tempfile::NamedTempFile::new_in(dir)?;
     t.write_all(data)?;
     t.as_file().sync_all()?;
+    // Published files are for everyone to read (a temporary file starts out 0600).
+    t.as_file()
+        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
     t.persist(path)
         .map_err(|e| anyhow!("{}: {}", path.display(), e.error))?;
     Ok(())
-}
-
-/// A staging directory beside `out` (same file system, so publishing is a rename). Removed
-/// on drop.
-pub fn staging_dir(out: &Path) -> Result<tempfile::TempDir> {
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&parent).with_context(|| format!("{}", parent.display()))?;
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "dist".into());
-    tempfile::Builder::new()
-        .prefix(&format!(".{name}.staging-"))
-        .tempdir_in(&parent)
-        .with_context(|| format!("creating a staging directory in {}", parent.display()))
 }

@@ -7,11 +7,15 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+use xtask::apt_repo::AptSettings;
 use xtask::component::{self, Component};
 use xtask::dist::{self, BuildOptions, Built, Progress, Selection};
 use xtask::fetch::{self, FetchOptions, Fetcher};
 use xtask::package::{Arch, Compression, Layout};
+use xtask::publish;
 use xtask::render::Templates;
+use xtask::signing::{self, KeyRequest, SigningKey};
+use xtask::verify::{self, TrustedKeys};
 
 /// Verified upstream exporter releases in, hardened .deb and .rpm packages out.
 #[derive(Parser)]
@@ -33,6 +37,8 @@ enum Cmd {
     Fetch(FetchArgs),
     /// Render a component's unit, env, sysusers and firewall files into a directory.
     Render(RenderArgs),
+    /// Check a published tree (or a copy of it) offline: signatures, index and package hashes.
+    Verify(VerifyArgs),
 }
 
 #[derive(Args, Clone)]
@@ -91,6 +97,47 @@ struct DistArgs {
     /// Maintainer / packager field.
     #[arg(long, value_name = "NAME <EMAIL>", default_value = dist::DEFAULT_MAINTAINER)]
     maintainer: String,
+    /// Armored OpenPGP secret key (mode 0600) that signs packages and repositories
+    /// (or the key text in OBS_SIGNING_KEY). Without one: a local development key.
+    #[arg(long, value_name = "FILE")]
+    signing_key: Option<PathBuf>,
+    /// File holding the key's passphrase (mode 0600; or OBS_SIGNING_PASSPHRASE).
+    #[arg(long, value_name = "FILE")]
+    passphrase_file: Option<PathBuf>,
+    /// Refuse to run without a real signing key.
+    #[arg(long)]
+    release: bool,
+    /// URL where hosts reach the published tree (default: file:// of OUT/current).
+    #[arg(long, value_name = "URL")]
+    base_url: Option<String>,
+    /// apt suite (and codename).
+    #[arg(long, default_value = "stable")]
+    suite: String,
+    /// apt Origin and Label.
+    #[arg(long, default_value = "observability-stack")]
+    origin: String,
+    /// Write Valid-Until = Date + DAYS into apt's Release.
+    #[arg(long, value_name = "DAYS")]
+    valid_days: Option<u64>,
+    /// Compression of dnf's primary/filelists/other.
+    #[arg(long, value_enum, default_value_t = DnfMetadata::Gzip)]
+    dnf_metadata: DnfMetadata,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DnfMetadata {
+    Gzip,
+    Zstd,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// An output directory (its `current` generation is checked) or a copy of one generation.
+    dir: PathBuf,
+    /// Trusted public key(s), armored or binary (repeatable). Default: keys/*.asc and
+    /// keys/*.gpg of the workspace, plus the local development key if one exists.
+    #[arg(long, value_name = "FILE")]
+    key: Vec<PathBuf>,
 }
 
 #[derive(Args)]
@@ -165,6 +212,7 @@ fn main() -> ExitCode {
         Cmd::Pin(a) => cmd_pin(a),
         Cmd::Fetch(a) => cmd_fetch(a),
         Cmd::Render(a) => cmd_render(a),
+        Cmd::Verify(a) => cmd_verify(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -248,10 +296,52 @@ fn cmd_dist(a: DistArgs) -> Result<()> {
     if jobs.is_empty() {
         bail!("nothing to build: no selected component has a pinned arch");
     }
+    let key = SigningKey::resolve(&KeyRequest {
+        key_file: a.signing_key.clone(),
+        passphrase_file: a.passphrase_file.clone(),
+        release: a.release,
+        dev_key_dir: None,
+    })?;
+    if key.is_development() {
+        eprintln!("{}", signing::DEV_KEY_WARNING);
+        publish_dev_public_key(&key);
+    }
     let fetcher = Fetcher::new(fetch_options(&a.common))?;
     let progress = Progress::new(!a.common.json);
     let arts = dist::fetch_all(&fetcher, &jobs, &progress)?;
-    let staging = dist::staging_dir(&a.out)?;
+    let date = jobs
+        .iter()
+        .map(|(c, _)| dist::source_date_epoch(c, None))
+        .max()
+        .unwrap_or(0);
+    let lock = publish::lock(&a.out)?;
+    let out = std::fs::canonicalize(&a.out)?;
+    let repo = dist::RepoOptions {
+        apt: AptSettings {
+            origin: a.origin.clone(),
+            label: a.origin.clone(),
+            suite: a.suite.clone(),
+            codename: a.suite.clone(),
+            valid_until: a.valid_days.map(|d| Duration::from_secs(d * 86400)),
+            date,
+            ..AptSettings::default()
+        },
+        dnf: xtask::dnf_repo::Settings {
+            compression: match a.dnf_metadata {
+                DnfMetadata::Gzip => xtask::dnf_repo::MetadataCompression::Gzip,
+                DnfMetadata::Zstd => xtask::dnf_repo::MetadataCompression::Zstd,
+            },
+            ..xtask::dnf_repo::Settings::new(date)
+        },
+        client_name: "observability-stack".into(),
+        base_url: a
+            .base_url
+            .clone()
+            .unwrap_or_else(|| format!("file://{}/current", out.display())),
+    };
+    repo.apt.validate()?;
+    let previous = publish::previous(&out)?;
+    let staging = publish::begin(&lock)?;
     let opts = BuildOptions {
         out_dir: a.out.clone(),
         deb_compression: a.deb_compression,
@@ -259,17 +349,54 @@ fn cmd_dist(a: DistArgs) -> Result<()> {
         maintainer: a.maintainer.clone(),
         source_date_epoch: None,
     };
-    let built = dist::build_all(&templates, &jobs, &arts, staging.path(), &opts, &progress)?;
-    dist::publish(staging.path(), &a.out, &built)?;
-    drop(staging);
+    let rpm_signer = key.rpm_signer()?;
+    let mut built = dist::build_all(
+        &templates,
+        &jobs,
+        &arts,
+        &staging.path().join(dist::BUILD_DIR),
+        &opts,
+        &rpm_signer,
+        &progress,
+    )?;
+    dist::assemble_repositories(staging.path(), &mut built, &repo, &key, &previous)?;
+    // Never publish what does not verify: the whole tree is checked against the key's own
+    // public half before the switch.
+    let trusted = TrustedKeys::from_armored(&key.public_key_armored()?)?;
+    let report = verify::verify_tree(staging.path(), &trusted)?;
+    if !report.ok() {
+        bail!(
+            "the new generation does not verify (nothing was published):\n{}",
+            report.failures.join("\n")
+        );
+    }
+    let gen = publish::commit(&lock, staging)?;
+    drop(lock);
     if a.common.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "out": a.out, "packages": built }))?
+            serde_json::to_string_pretty(&serde_json::json!({
+                "out": a.out,
+                "generation": gen,
+                "signing_key": key.fingerprint(),
+                "development_key": key.is_development(),
+                "packages": built,
+            }))?
         );
     } else {
         print_table(&built);
-        eprintln!("{} package(s) in {}", built.len(), a.out.display());
+        eprintln!(
+            "{} package(s) in {} (generation {}), signed by {}{}",
+            built.len(),
+            out.join("current").display(),
+            gen.file_name().unwrap_or_default().to_string_lossy(),
+            key.fingerprint(),
+            if key.is_development() {
+                " — DEVELOPMENT KEY, NOT FOR PRODUCTION"
+            } else {
+                ""
+            }
+        );
     }
     Ok(())
 }
@@ -473,5 +600,68 @@ fn print_diff(path: &Path, old: &str, new: &str) {
         } else {
             i += 1;
         }
+    }
+}
+
+/// Where the development key's public half is kept for `verify` (beside the secret key,
+/// outside the repository).
+fn dev_public_key_path() -> Option<PathBuf> {
+    signing::default_dev_key_dir().map(|d| d.join("dev-signing-key.pub.asc"))
+}
+
+fn publish_dev_public_key(key: &SigningKey) {
+    if let (Some(p), Ok(text)) = (dev_public_key_path(), key.public_key_armored()) {
+        if std::fs::read_to_string(&p).ok().as_deref() != Some(text.as_str()) {
+            if let Err(e) = dist::write_atomic(&p, text.as_bytes()) {
+                eprintln!("warning: {}: {e:#}", p.display());
+            }
+        }
+    }
+}
+
+fn cmd_verify(a: VerifyArgs) -> Result<()> {
+    let mut files = a.key.clone();
+    if files.is_empty() {
+        let keys = workspace_path("keys");
+        if let Ok(rd) = std::fs::read_dir(&keys) {
+            let mut v: Vec<PathBuf> = rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "asc" || x == "gpg"))
+                .collect();
+            v.sort();
+            files.extend(v);
+        }
+        if let Some(p) = dev_public_key_path().filter(|p| p.is_file()) {
+            eprintln!(
+                "note: also trusting the local DEVELOPMENT key {} (not for production)",
+                p.display()
+            );
+            files.push(p);
+        }
+        if files.is_empty() {
+            bail!("no trusted key: give --key FILE (keys/ has no public key)");
+        }
+    }
+    let keys = TrustedKeys::load(&files)?;
+    let root = verify::resolve_root(&a.dir);
+    let report = verify::verify_tree(&a.dir, &keys)?;
+    for f in &report.failures {
+        println!("FAIL {f}");
+    }
+    if report.ok() {
+        println!(
+            "OK {}: {} files checked against {}",
+            root.display(),
+            report.checked,
+            keys.fingerprints().join(", ")
+        );
+        Ok(())
+    } else {
+        bail!(
+            "{}: {} problem(s) found ({} files checked)",
+            root.display(),
+            report.failures.len(),
+            report.checked
+        )
     }
 }

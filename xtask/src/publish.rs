@@ -152,6 +152,8 @@ pub fn commit(lock: &OutLock, mut staging: Staging) -> Result<PathBuf> {
     let name = format!("{next:04}");
     let dest = gens.join(&name);
     let dir = staging.dir.take().expect("staging").keep();
+    // Served to everyone (a temporary directory starts out 0700).
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     sync_tree(&dir)?;
     std::fs::rename(&dir, &dest)
         .with_context(|| format!("renaming {} to {}", dir.display(), dest.display()))?;

@@ -53,18 +53,21 @@ pub fn file_name(pkg: &Package) -> String {
 
 /// Write the unsigned package into `out_dir`.
 pub fn write_rpm(pkg: &Package, t: &Templates, out_dir: &Path, c: Compression) -> Result<Written> {
-    write_rpm_signed(pkg, t, out_dir, c, None)
+    write_rpm_signed(pkg, t, out_dir, c, None::<&rpm::signature::pgp::Signer>)
 }
 
 /// Write the package into `out_dir`, signed with `signer` when given (header signature, made
 /// at `source_date_epoch`, so a signed package is reproducible too).
-pub fn write_rpm_signed(
+pub fn write_rpm_signed<S>(
     pkg: &Package,
     t: &Templates,
     out_dir: &Path,
     c: Compression,
-    signer: Option<&rpm::signature::pgp::Signer>,
-) -> Result<Written> {
+    signer: Option<&S>,
+) -> Result<Written>
+where
+    S: rpm::signature::Signing<Signature = Vec<u8>>,
+{
     let what = || format!("rpm {} {} {}", pkg.name, pkg.version, pkg.arch);
     let mut b = builder(pkg, t, c).with_context(what)?;
     let built = match signer {

@@ -29,25 +29,17 @@ impl TrustedKeys {
         let mut keys = Vec::new();
         for f in files {
             let bytes = std::fs::read(f).with_context(|| format!("reading key {}", f.display()))?;
-            let parsed: Vec<SignedPublicKey> = if bytes.starts_with(b"-----BEGIN") {
-                let text = std::str::from_utf8(&bytes)
-                    .with_context(|| format!("{}: armored key is not UTF-8", f.display()))?;
-                SignedPublicKey::from_string_many(text)
-                    .map_err(|e| anyhow!("{}: {e}", f.display()))?
-                    .0
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| anyhow!("{}: {e}", f.display()))?
-            } else {
-                SignedPublicKey::from_bytes_many(&bytes[..])
-                    .map_err(|e| anyhow!("{}: {e}", f.display()))?
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| anyhow!("{}: {e}", f.display()))?
-            };
-            if parsed.is_empty() {
-                bail!("{}: holds no OpenPGP public key", f.display());
-            }
-            keys.extend(parsed);
+            keys.extend(parse_keys(&bytes).with_context(|| format!("{}", f.display()))?);
         }
+        Self::from_keys(keys)
+    }
+
+    /// Trust the key(s) in one armored text.
+    pub fn from_armored(text: &str) -> Result<TrustedKeys> {
+        Self::from_keys(parse_keys(text.as_bytes())?)
+    }
+
+    fn from_keys(keys: Vec<SignedPublicKey>) -> Result<TrustedKeys> {
         if keys.is_empty() {
             bail!("no trusted key given");
         }
@@ -95,6 +87,27 @@ impl TrustedKeys {
         }
         bail!("no trusted key made this signature")
     }
+}
+
+/// Public keys in armored or binary form, one or many.
+fn parse_keys(bytes: &[u8]) -> Result<Vec<SignedPublicKey>> {
+    let keys: Vec<SignedPublicKey> = if bytes.starts_with(b"-----BEGIN") {
+        let text = std::str::from_utf8(bytes).context("armored key is not UTF-8")?;
+        SignedPublicKey::from_string_many(text)
+            .map_err(|e| anyhow!("{e}"))?
+            .0
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow!("{e}"))?
+    } else {
+        SignedPublicKey::from_bytes_many(bytes)
+            .map_err(|e| anyhow!("{e}"))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow!("{e}"))?
+    };
+    if keys.is_empty() {
+        bail!("holds no OpenPGP public key");
+    }
+    Ok(keys)
 }
 
 /// What a verification found.
