@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Fetch, verify, build every package: the main job.
-    Dist(DistArgs),
+    Dist(Box<DistArgs>),
     /// Validate component files and templates offline; list arches without pins.
     Check(CheckArgs),
     /// Set a component's version and per-arch pins from the upstream checksum file.
@@ -207,7 +207,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Dist(a) => cmd_dist(a),
+        Cmd::Dist(a) => cmd_dist(*a),
         Cmd::Check(a) => cmd_check(a),
         Cmd::Pin(a) => cmd_pin(a),
         Cmd::Fetch(a) => cmd_fetch(a),
