@@ -688,7 +688,8 @@ fn refuses_values_that_would_break_the_header_or_scripts() {
     let work = tempfile::tempdir().unwrap();
     let st = staged(&work.path().join("stage"));
     let pkg = describe(&load("node_exporter"), &t, &st, work.path());
-    let bad: Vec<(&str, Box<dyn Fn(&mut Package)>)> = vec![
+    type Spoil = Box<dyn Fn(&mut Package)>;
+    let bad: Vec<(&str, Spoil)> = vec![
         ("summary", Box::new(|p| p.summary.push_str("\nX"))),
         ("requires", Box::new(|p| p.depends.push("a b".into()))),
         (
