@@ -5,13 +5,17 @@
 //! files. Every apt run uses its own configuration in a temporary directory (APT_CONFIG), never
 //! the machine's.
 
+#[path = "support/clients.rs"]
+mod clients;
 #[path = "support/gpg.rs"]
 mod gpg;
 
+use clients::{Apt, Http};
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256, Sha512};
@@ -168,93 +172,6 @@ fn make_repo(settings: &AptSettings) -> Repo {
 // ---------------------------------------------------------------------------------------------
 // An isolated apt
 
-struct Apt {
-    dir: tempfile::TempDir,
-}
-
-impl Apt {
-    /// apt with its own config, state and cache, trusting nothing but the `.sources` file's
-    /// Signed-By keyring.
-    fn new(sources: &str) -> Apt {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        for sub in [
-            "etc/apt/apt.conf.d",
-            "etc/apt/preferences.d",
-            "etc/apt/sources.list.d",
-            "empty",
-            "var/lib/apt/lists/partial",
-            "var/cache/apt/archives/partial",
-            "var/log/apt",
-            "download",
-        ] {
-            std::fs::create_dir_all(d.join(sub)).unwrap();
-        }
-        std::fs::write(d.join("status"), "").unwrap();
-        std::fs::write(d.join("etc/apt/sources.list.d/test.sources"), sources).unwrap();
-        let conf = format!(
-            r#"Dir "{d}/";
-Dir::State::status "{d}/status";
-Dir::Etc::SourceList "/dev/null";
-Dir::Etc::SourceParts "{d}/etc/apt/sources.list.d";
-Dir::Etc::Trusted "{d}/empty/none.gpg";
-Dir::Etc::TrustedParts "{d}/empty";
-Dir::Etc::Parts "{d}/etc/apt/apt.conf.d";
-Dir::Etc::PreferencesParts "{d}/etc/apt/preferences.d";
-Debug::NoLocking "1";
-APT::Architecture "amd64";
-APT::Architectures {{ "amd64"; "arm64"; }};
-APT::Sandbox::User "root";
-Acquire::Languages "none";
-Acquire::Retries "0";
-Acquire::http::Proxy "DIRECT";
-Acquire::IndexTargets::deb::Contents-deb::DefaultEnabled "false";
-"#,
-            d = d.display()
-        );
-        std::fs::write(d.join("apt.conf"), conf).unwrap();
-        Apt { dir }
-    }
-
-    fn cmd(&self, tool: &str) -> Command {
-        let mut c = Command::new(tool);
-        c.env("APT_CONFIG", self.dir.path().join("apt.conf"))
-            .env_remove("http_proxy")
-            .env_remove("HTTP_PROXY")
-            .env_remove("https_proxy")
-            .env_remove("all_proxy")
-            .env("LC_ALL", "C")
-            .current_dir(self.dir.path().join("download"))
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn get(&self, args: &[&str]) -> (bool, String) {
-        run(self.cmd("apt-get").args(["-q", "-y"]).args(args))
-    }
-
-    fn update_ok(&self) {
-        let (ok, text) = self.get(&["update"]);
-        assert!(ok, "apt-get update failed:\n{text}");
-        assert!(
-            !text.contains("W:") && !text.contains("E:"),
-            "apt-get update warned:\n{text}"
-        );
-    }
-
-    fn downloaded(&self, name: &str) -> Vec<u8> {
-        std::fs::read(self.dir.path().join("download").join(name)).unwrap()
-    }
-
-    fn archives(&self) -> BTreeSet<String> {
-        std::fs::read_dir(self.dir.path().join("var/cache/apt/archives"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.ends_with(".deb"))
-            .collect()
-    }
-}
-
 fn sources_for(repo: &Repo, url: &str) -> String {
     let files = apt_repo::client_files(
         &settings(),
@@ -267,54 +184,6 @@ fn sources_for(repo: &Repo, url: &str) -> String {
     )
     .unwrap();
     files.sources
-}
-
-/// `python3 -m http.server` on an ephemeral loopback port, stopped on drop.
-struct Http {
-    child: Child,
-    url: String,
-}
-
-impl Http {
-    fn serve(dir: &Path) -> Http {
-        let mut child = Command::new("python3")
-            .args([
-                "-u",
-                "-m",
-                "http.server",
-                "--bind",
-                "127.0.0.1",
-                "--directory",
-            ])
-            .arg(dir)
-            .arg("0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        // "Serving HTTP on 127.0.0.1 port 41234 (http://127.0.0.1:41234/) ..."
-        let port: u16 = line
-            .split_whitespace()
-            .skip_while(|w| *w != "port")
-            .nth(1)
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no port in {line:?}"));
-        Http {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        }
-    }
-}
-
-impl Drop for Http {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn file_url(p: &Path) -> String {

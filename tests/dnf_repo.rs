@@ -6,8 +6,12 @@
 //! reposdir, rpmkeys its own --dbpath; the machine's rpm/dnf configuration is never read or
 //! written.
 
+#[path = "support/clients.rs"]
+mod clients;
 #[path = "support/gpg.rs"]
 mod gpg;
+
+use clients::Dnf;
 
 use std::fs;
 use std::io::Read;
@@ -172,52 +176,6 @@ fn fixture(sign: bool) -> Fixture {
 }
 
 /// A dnf that touches nothing outside `t`.
-struct Dnf {
-    t: tempfile::TempDir,
-}
-
-impl Dnf {
-    fn new() -> Dnf {
-        let t = tempfile::tempdir().unwrap();
-        fs::create_dir_all(t.path().join("root")).unwrap();
-        fs::create_dir_all(t.path().join("repos.d")).unwrap();
-        fs::write(
-            t.path().join("dnf.conf"),
-            "[main]\ngpgcheck=1\nrepo_gpgcheck=1\nskip_if_unavailable=False\nkeepcache=1\nreposdir=\n",
-        )
-        .unwrap();
-        Dnf { t }
-    }
-    fn cmd(&self) -> Command {
-        let t = self.t.path();
-        let mut c = Command::new("dnf");
-        c.arg(format!("--installroot={}", t.join("root").display()))
-            .arg(format!("--config={}", t.join("dnf.conf").display()))
-            .arg(format!("--setopt=reposdir={}", t.join("repos.d").display()))
-            .args([
-                "--releasever=12",
-                "--forcearch=x86_64",
-                "--noplugins",
-                "--assumeyes",
-                "--setopt=install_weak_deps=False",
-            ])
-            .env("LC_ALL", "C.UTF-8");
-        c
-    }
-    /// The repository given on the command line, signature checks forced on.
-    fn with_repo(&self, root: &Path, key: &Path) -> Command {
-        let mut c = self.cmd();
-        c.arg(format!("--repofrompath=obs,file://{}", root.display()))
-            .args([
-                "--repo=obs",
-                "--setopt=obs.gpgcheck=1",
-                "--setopt=obs.repo_gpgcheck=1",
-            ])
-            .arg(format!("--setopt=obs.gpgkey=file://{}", key.display()));
-        c
-    }
-}
-
 fn write(root: &Path, f: &Fixture, compression: MetadataCompression) -> dnf_repo::DnfRepo {
     let mut s = Settings::new(DATE as u64);
     s.compression = compression;
