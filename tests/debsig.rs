@@ -189,10 +189,7 @@ fn debsig_verify_accepts_our_signed_deb_and_refuses_the_rest() {
     assert_eq!(files.key_id, &key.fingerprint()[24..]);
     assert_eq!(
         files.policy,
-        root.join(format!(
-            "policies/{}/observability-stack.pol",
-            files.key_id
-        ))
+        root.join(format!("policies/{}/observability-stack.pol", files.key_id))
     );
     assert_eq!(
         files.keyring,
@@ -201,13 +198,15 @@ fn debsig_verify_accepts_our_signed_deb_and_refuses_the_rest() {
 
     // Signed by our key, with the pipeline's SigningKey: verified.
     let signed = write(&pkg, &work.path().join("signed"), Some(&key));
-    let names: Vec<String> = ar_members(&signed.path)
-        .into_iter()
-        .map(|m| m.0)
-        .collect();
+    let names: Vec<String> = ar_members(&signed.path).into_iter().map(|m| m.0).collect();
     assert_eq!(
         names,
-        ["debian-binary", "control.tar.xz", "data.tar.xz", "_gpgorigin"]
+        [
+            "debian-binary",
+            "control.tar.xz",
+            "data.tar.xz",
+            "_gpgorigin"
+        ]
     );
     let (code, text) = debsig_verify(&root, &signed.path);
     assert_eq!(code, Some(0), "debsig-verify refused our package:\n{text}");
@@ -216,7 +215,11 @@ fn debsig_verify_accepts_our_signed_deb_and_refuses_the_rest() {
     // The same key held by gpg signs through the streaming trait method: verified too.
     let by_gpg = write(&pkg, &work.path().join("by-gpg"), Some(&k.main));
     let (code, text) = debsig_verify(&root, &by_gpg.path);
-    assert_eq!(code, Some(0), "debsig-verify refused the gpg-signed package:\n{text}");
+    assert_eq!(
+        code,
+        Some(0),
+        "debsig-verify refused the gpg-signed package:\n{text}"
+    );
 
     // One byte of data.tar changed: the signature no longer verifies (13).
     let mut bytes = std::fs::read(&signed.path).unwrap();
@@ -311,8 +314,8 @@ fn signed_deb_is_still_a_clean_deb_and_indexes() {
     must(Command::new("dpkg-deb").arg("-c").arg(&signed.path));
     let x = work.path().join("x");
     must(Command::new("dpkg-deb").arg("-x").arg(&signed.path).arg(&x));
-    let overrides = std::fs::read_to_string(x.join("usr/share/lintian/overrides/node-exporter"))
-        .unwrap();
+    let overrides =
+        std::fs::read_to_string(x.join("usr/share/lintian/overrides/node-exporter")).unwrap();
     assert!(
         overrides.contains("misplaced-extra-member-in-deb _gpgorigin"),
         "{overrides}"
@@ -321,7 +324,13 @@ fn signed_deb_is_still_a_clean_deb_and_indexes() {
     let lintian = |extra: &[&str]| {
         output(
             Command::new("lintian")
-                .args(["--fail-on", "error,warning", "--tag-display-limit", "0", "--info"])
+                .args([
+                    "--fail-on",
+                    "error,warning",
+                    "--tag-display-limit",
+                    "0",
+                    "--info",
+                ])
                 .args(extra)
                 .arg(&signed.path),
         )
@@ -340,10 +349,7 @@ fn signed_deb_is_still_a_clean_deb_and_indexes() {
     // The override is what silences the member (lintian does see it), and nothing else is
     // overridden for it. (--show-overrides makes overridden errors count for --fail-on.)
     let (_, text) = lintian(&["--show-overrides"]);
-    let member_tags: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("_gpgorigin"))
-        .collect();
+    let member_tags: Vec<&str> = text.lines().filter(|l| l.contains("_gpgorigin")).collect();
     assert_eq!(
         member_tags,
         ["O: node-exporter: misplaced-extra-member-in-deb _gpgorigin (unexpected _member at position 3)"],
@@ -353,10 +359,18 @@ fn signed_deb_is_still_a_clean_deb_and_indexes() {
     // The unsigned package carries no such override (lintian would call it unused).
     let unsigned = write(&pkg, &work.path().join("unsigned"), None);
     let ux = work.path().join("ux");
-    must(Command::new("dpkg-deb").arg("-x").arg(&unsigned.path).arg(&ux));
+    must(
+        Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(&unsigned.path)
+            .arg(&ux),
+    );
     let u_overrides =
         std::fs::read_to_string(ux.join("usr/share/lintian/overrides/node-exporter")).unwrap();
-    assert!(!u_overrides.contains("misplaced-extra-member"), "{u_overrides}");
+    assert!(
+        !u_overrides.contains("misplaced-extra-member"),
+        "{u_overrides}"
+    );
 
     // The apt index reader takes it, and its digest is of the whole signed file.
     let d = xtask::apt_repo::read_deb(&signed.path).unwrap();
@@ -392,16 +406,30 @@ fn signed_output_is_deterministic_apart_from_the_signature_time() {
     let work = tempfile::tempdir().unwrap();
     let pkg = package(work.path());
     let k = &keys().main;
-    let a = write(&pkg, &work.path().join("a"), Some(&signing_key(k, LATE - 60)));
-    let b = write(&pkg, &work.path().join("b/deeper"), Some(&signing_key(k, LATE - 60)));
-    assert_eq!(a.sha256, b.sha256, "same key, same time: identical packages");
+    let a = write(
+        &pkg,
+        &work.path().join("a"),
+        Some(&signing_key(k, LATE - 60)),
+    );
+    let b = write(
+        &pkg,
+        &work.path().join("b/deeper"),
+        Some(&signing_key(k, LATE - 60)),
+    );
+    assert_eq!(
+        a.sha256, b.sha256,
+        "same key, same time: identical packages"
+    );
     assert_eq!(
         std::fs::read(&a.path).unwrap(),
         std::fs::read(&b.path).unwrap()
     );
     // (Signature times before the key's creation are raised to it: use later ones.)
     let later = write(&pkg, &work.path().join("c"), Some(&signing_key(k, LATE)));
-    assert_ne!(a.sha256, later.sha256, "the signature time is in the signature");
+    assert_ne!(
+        a.sha256, later.sha256,
+        "the signature time is in the signature"
+    );
     let (ab, lb) = (
         std::fs::read(&a.path).unwrap(),
         std::fs::read(&later.path).unwrap(),
@@ -432,10 +460,15 @@ fn policy_and_keyring_are_what_debsig_verify_reads() {
     let files = install_policy(&work.path().join("d"), &key);
     let xml = std::fs::read_to_string(&files.policy).unwrap();
     let id = &key.fingerprint()[24..];
-    assert!(xml.contains(&format!(r#"<Origin Name="observability-stack" id="{id}""#)), "{xml}");
+    assert!(
+        xml.contains(&format!(r#"<Origin Name="observability-stack" id="{id}""#)),
+        "{xml}"
+    );
     assert_eq!(
-        xml.matches(&format!(r#"<Required Type="origin" File="pubring.gpg" id="{id}"/>"#))
-            .count(),
+        xml.matches(&format!(
+            r#"<Required Type="origin" File="pubring.gpg" id="{id}"/>"#
+        ))
+        .count(),
         2,
         "{xml}"
     );
@@ -478,5 +511,85 @@ fn signing_subkey_limitation_is_as_documented() {
     let (code, text) = debsig_verify(&root, &signed.path);
     // Found the policy directory (not 11), but no policy is selected.
     assert_eq!(code, Some(12), "subkey signature:\n{text}");
-    assert!(text.contains(&format!("policies/{}", files.key_id)), "{text}");
+    assert!(
+        text.contains(&format!("policies/{}", files.key_id)),
+        "{text}"
+    );
+}
+
+/// A generation assembled by `dist` carries `keys/debsig/` (policy and keyring of its key),
+/// which, installed as an admin would, makes debsig-verify accept the generation's .deb; the
+/// tree still verifies.
+/// Assemble a generation in `gen` from one .deb of `pkg` signed (origin) by `deb_signer`,
+/// the repositories signed by `key`; returns the .deb's path in the generation.
+fn generation(gen: &Path, pkg: &Package, deb_signer: &dyn Signer, key: &SigningKey) -> PathBuf {
+    let w = write(
+        pkg,
+        &gen.join(xtask::dist::BUILD_DIR).join("deb"),
+        Some(deb_signer),
+    );
+    let mut built = vec![xtask::dist::Built {
+        component: "node_exporter".into(),
+        package: pkg.name.clone(),
+        format: xtask::package::Format::Deb,
+        version: format!("{}-{}", pkg.version, pkg.revision),
+        arch: Arch::Amd64,
+        file: format!("deb/{}", w.file_name),
+        size: w.size,
+        sha256: w.sha256.clone(),
+    }];
+    let opts = xtask::dist::RepoOptions {
+        apt: xtask::apt_repo::AptSettings {
+            date: SDE,
+            ..Default::default()
+        },
+        dnf: xtask::dnf_repo::Settings::new(SDE),
+        client_name: "observability-stack".into(),
+        base_url: format!("file://{}", gen.display()),
+    };
+    xtask::dist::assemble_repositories(gen, &mut built, &opts, key, &[]).unwrap();
+    assert!(built[0].file.starts_with("apt/pool/"), "{}", built[0].file);
+    gen.join(&built[0].file)
+}
+
+/// A generation assembled by `dist` carries `keys/debsig/` (policy and keyring of its key),
+/// which, installed as an admin would, makes debsig-verify accept the generation's .deb; the
+/// tree verifies, and `verify` checks the origin signatures too.
+#[test]
+fn a_generation_ships_the_policy_that_accepts_its_debs() {
+    let work = tempfile::tempdir().unwrap();
+    let pkg = package(work.path());
+    let key = signing_key(&keys().main, SDE);
+    let gen = work.path().join("gen");
+    let deb = generation(&gen, &pkg, &key, &key);
+    let id = &key.fingerprint()[24..];
+    let debsig = gen.join(xtask::dist::DEBSIG_DIR);
+    assert_eq!(debsig, gen.join("keys/debsig"));
+    assert!(debsig
+        .join(format!("policies/{id}/observability-stack.pol"))
+        .is_file());
+    assert!(debsig.join(format!("keyrings/{id}/pubring.gpg")).is_file());
+    let (code, text) = debsig_verify(&debsig, &deb);
+    assert_eq!(code, Some(0), "{text}");
+
+    let trusted =
+        xtask::verify::TrustedKeys::from_armored(&key.public_key_armored().unwrap()).unwrap();
+    let report = xtask::verify::verify_tree(&gen, &trusted).unwrap();
+    assert!(report.ok(), "{:?}", report.failures);
+
+    // A .deb whose origin signature is by a key the verifier does not trust, in an otherwise
+    // correctly signed and indexed tree: exactly that is reported.
+    let gen2 = work.path().join("gen2");
+    let deb2 = generation(&gen2, &pkg, &keys().other, &key);
+    let report = xtask::verify::verify_tree(&gen2, &trusted).unwrap();
+    let rel = deb2.strip_prefix(&gen2).unwrap().display().to_string();
+    assert_eq!(
+        report.failures,
+        [format!(
+            "{rel}: debsigs origin signature: no trusted key made this signature"
+        )],
+    );
+    // The generation's own policy refuses it as well (no policy for the other key).
+    let (code, text) = debsig_verify(&gen2.join(xtask::dist::DEBSIG_DIR), &deb2);
+    assert_eq!(code, Some(11), "{text}");
 }

@@ -29,7 +29,7 @@
 //! still carry a correct origin signature (gpg verifies it) but debsig-verify refuses them.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -64,6 +64,103 @@ pub fn origin_signature(
         bail!("the signer returned no armored signature for {ORIGIN_MEMBER}");
     }
     Ok(sig.into_bytes())
+}
+
+/// Where the signed members and the origin signature of a .deb are (see [`read_origin`]).
+#[derive(Debug, Clone)]
+pub struct OriginSigned {
+    /// The `_gpgorigin` member's text.
+    pub signature: String,
+    /// (offset, size) of `debian-binary`, `control.tar.*` and `data.tar.*` in the file.
+    pub members: [(u64, u64); 3],
+}
+
+impl OriginSigned {
+    /// The signed data, streamed from `path`: the three members' contents, concatenated.
+    pub fn signed_data(&self, path: &Path) -> Result<impl Read> {
+        let part = |(offset, size): (u64, u64)| -> Result<io::Take<BufReader<File>>> {
+            let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+            f.seek(SeekFrom::Start(offset))?;
+            Ok(BufReader::with_capacity(1 << 20, f).take(size))
+        };
+        let [a, b, c] = self.members;
+        Ok(part(a)?.chain(part(b)?).chain(part(c)?))
+    }
+}
+
+/// The layout of a .deb's ar archive as far as debsigs cares: `Ok(None)` when it carries no
+/// `_gpgorigin` member; an error when it is not a well-formed .deb (short ar names only, as
+/// dpkg writes them).
+pub fn read_origin(path: &Path) -> Result<Option<OriginSigned>> {
+    let mut f =
+        BufReader::new(File::open(path).with_context(|| format!("opening {}", path.display()))?);
+    let len = f.get_ref().metadata()?.len();
+    let mut magic = [0u8; 8];
+    f.read_exact(&mut magic)
+        .with_context(|| format!("{}: not an ar archive", path.display()))?;
+    if &magic != b"!<arch>\n" {
+        bail!("{}: not an ar archive", path.display());
+    }
+    let mut pos = 8u64;
+    let mut members: Vec<(String, u64, u64)> = Vec::new();
+    while pos < len {
+        let mut h = [0u8; 60];
+        f.read_exact(&mut h)
+            .with_context(|| format!("{}: truncated ar header at {pos}", path.display()))?;
+        if &h[58..60] != b"`\n" {
+            bail!("{}: bad ar header at {pos}", path.display());
+        }
+        let name = std::str::from_utf8(&h[..16])
+            .ok()
+            .map(|n| n.trim_end_matches(' ').trim_end_matches('/').to_string())
+            .filter(|n| !n.is_empty() && !n.starts_with('#') && !n.contains('/'))
+            .ok_or_else(|| anyhow!("{}: unsupported ar member name at {pos}", path.display()))?;
+        let size: u64 = std::str::from_utf8(&h[48..58])
+            .ok()
+            .and_then(|s| s.trim_end_matches(' ').parse().ok())
+            .ok_or_else(|| anyhow!("{}: bad ar member size at {pos}", path.display()))?;
+        let start = pos + 60;
+        let end = start
+            .checked_add(size)
+            .filter(|e| *e <= len)
+            .ok_or_else(|| anyhow!("{}: member {name} runs past the end", path.display()))?;
+        pos = end + (size % 2);
+        members.push((name, start, size));
+        f.seek(SeekFrom::Start(pos))?;
+    }
+    let Some(i) = members.iter().position(|m| m.0 == ORIGIN_MEMBER) else {
+        return Ok(None);
+    };
+    let names: Vec<&str> = members.iter().map(|m| m.0.as_str()).collect();
+    let ok = members.len() >= 4
+        && i == 3
+        && names[0] == "debian-binary"
+        && names[1].starts_with("control.tar")
+        && names[2].starts_with("data.tar");
+    if !ok {
+        bail!(
+            "{}: {ORIGIN_MEMBER} must follow debian-binary, control.tar.*, data.tar.* (members: {})",
+            path.display(),
+            names.join(", ")
+        );
+    }
+    let (_, off, size) = members[3];
+    if size > 64 << 10 {
+        bail!(
+            "{}: {ORIGIN_MEMBER} is {size} bytes, too large for a signature",
+            path.display()
+        );
+    }
+    f.seek(SeekFrom::Start(off))?;
+    let mut sig = vec![0u8; size as usize];
+    f.read_exact(&mut sig)?;
+    let signature = String::from_utf8(sig)
+        .map_err(|_| anyhow!("{}: {ORIGIN_MEMBER} is not armored text", path.display()))?;
+    let m = |k: usize| (members[k].1, members[k].2);
+    Ok(Some(OriginSigned {
+        signature,
+        members: [m(0), m(1), m(2)],
+    }))
 }
 
 /// The long (16 hex digits, upper case) key ID of a v4 fingerprint (its last 64 bits).
@@ -142,7 +239,10 @@ pub fn write_debsig_policy(dir: &Path, signer: &dyn Signer) -> Result<DebsigFile
     let keyring = keyring_dir.join(KEYRING_FILE);
     let public = signer.public_key_binary()?;
     if public.is_empty() {
-        bail!("the signer has no public key to put into {}", keyring.display());
+        bail!(
+            "the signer has no public key to put into {}",
+            keyring.display()
+        );
     }
     write_atomic(&keyring, &public)?;
     Ok(DebsigFiles {
@@ -179,9 +279,72 @@ mod tests {
             long_key_id("8440 fba8 F01C 2989 D070  4C6E 5903 4C4D 3ACE DA43").unwrap(),
             "59034C4D3ACEDA43"
         );
-        for bad in ["", "59034C4D3ACEDA43", "8440FBA8F01C2989D0704C6E59034C4D3ACEDA4G"] {
+        for bad in [
+            "",
+            "59034C4D3ACEDA43",
+            "8440FBA8F01C2989D0704C6E59034C4D3ACEDA4G",
+        ] {
             assert!(long_key_id(bad).is_err(), "{bad:?}");
         }
+    }
+
+    fn ar(members: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut out = b"!<arch>\n".to_vec();
+        for (name, data) in members {
+            out.extend(
+                format!(
+                    "{name:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
+                    0,
+                    0,
+                    0,
+                    100644,
+                    data.len()
+                )
+                .bytes(),
+            );
+            out.extend_from_slice(data);
+            if data.len() % 2 == 1 {
+                out.push(b'\n');
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn origin_layout_is_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.deb");
+        let read = |bytes: &[u8]| {
+            std::fs::write(&p, bytes).unwrap();
+            read_origin(&p)
+        };
+        let sig: &[u8] = b"-----BEGIN PGP SIGNATURE-----\n";
+        let good = ar(&[
+            ("debian-binary", b"2.0\n"),
+            ("control.tar.xz", b"ctl"),
+            ("data.tar.xz", b"data!"),
+            ("_gpgorigin", sig),
+        ]);
+        let o = read(&good).unwrap().unwrap();
+        assert_eq!(o.signature.as_bytes(), sig);
+        let mut data = Vec::new();
+        o.signed_data(&p).unwrap().read_to_end(&mut data).unwrap();
+        assert_eq!(data, b"2.0\nctldata!");
+        // Unsigned.
+        assert!(read(&good[..good.len() - 60 - sig.len()])
+            .unwrap()
+            .is_none());
+        // Truncated, not ar, misplaced signature.
+        assert!(read(&good[..good.len() - 3]).is_err());
+        assert!(read(b"!<arch>\nshort").is_err());
+        assert!(read(b"PK\x03\x04").is_err());
+        let misplaced = ar(&[
+            ("debian-binary", b"2.0\n"),
+            ("_gpgorigin", sig),
+            ("control.tar.xz", b"ctl"),
+            ("data.tar.xz", b"data!"),
+        ]);
+        assert!(read(&misplaced).is_err());
     }
 
     #[test]
@@ -190,7 +353,10 @@ mod tests {
         assert!(policy_xml("59034C4D3ACEDA43/", "x").is_err());
         assert!(policy_xml("59034C4D3ACEDA43", "a\nb").is_err());
         let x = policy_xml("59034C4D3ACEDA43", r#"a"<b>&'"#).unwrap();
-        assert!(x.contains(r#"Description="a&quot;&lt;b&gt;&amp;&apos;""#), "{x}");
+        assert!(
+            x.contains(r#"Description="a&quot;&lt;b&gt;&amp;&apos;""#),
+            "{x}"
+        );
         assert_eq!(x.matches(r#"id="59034C4D3ACEDA43""#).count(), 3);
     }
 }
