@@ -3,7 +3,7 @@
 //! pipeline's own key handling works. (Include with `#[path = "support/gpg.rs"] mod gpg;`.)
 #![allow(dead_code)]
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -46,6 +46,39 @@ fn run(mut c: Command, input: Option<&[u8]>) -> Vec<u8> {
     out.stdout
 }
 
+/// As `run`, with stdin streamed from `input` (gpg reads all of it before it writes the
+/// signature, so copying first and collecting afterwards cannot dead-lock).
+fn run_streamed(mut c: Command, input: &mut dyn Read) -> Vec<u8> {
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("gpg");
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        std::io::copy(input, &mut stdin).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{c:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn detach_sign_command(home: &Path, fpr: &str) -> Command {
+    let mut c = gpg(home);
+    c.args([
+        "--digest-algo",
+        "SHA256",
+        "--armor",
+        "--detach-sign",
+        "-u",
+        fpr,
+    ]);
+    c
+}
+
 impl GpgKey {
     /// A new RSA-3072 signing key (smaller than production's 4096 only to keep tests fast).
     pub fn generate(uid: &str) -> GpgKey {
@@ -53,16 +86,39 @@ impl GpgKey {
         let mut c = gpg(home.path());
         c.args(["--quick-gen-key", uid, "rsa3072", "sign", "never"]);
         run(c, None);
+        let fpr = Self::primary_fpr(home.path());
+        GpgKey { home, fpr }
+    }
+
+    /// A certify-only RSA-3072 primary key with an RSA-3072 signing subkey.
+    pub fn generate_with_signing_subkey(uid: &str) -> GpgKey {
+        let home = tempfile::tempdir().unwrap();
         let mut c = gpg(home.path());
+        c.args(["--quick-gen-key", uid, "rsa3072", "cert", "never"]);
+        run(c, None);
+        let fpr = Self::primary_fpr(home.path());
+        let mut c = gpg(home.path());
+        c.args(["--quick-add-key", &fpr, "rsa3072", "sign", "never"]);
+        run(c, None);
+        GpgKey { home, fpr }
+    }
+
+    fn primary_fpr(home: &Path) -> String {
+        let mut c = gpg(home);
         c.args(["--with-colons", "--list-secret-keys"]);
         let text = String::from_utf8(run(c, None)).unwrap();
-        let fpr = text
-            .lines()
+        text.lines()
             .find(|l| l.starts_with("fpr:"))
             .and_then(|l| l.split(':').nth(9))
             .expect("fingerprint")
-            .to_string();
-        GpgKey { home, fpr }
+            .to_string()
+    }
+
+    /// The secret key, armored and unprotected (what `--signing-key FILE` takes).
+    pub fn export_secret_armored(&self) -> Vec<u8> {
+        let mut c = gpg(self.home.path());
+        c.args(["--armor", "--export-secret-keys", &self.fpr]);
+        run(c, None)
     }
 
     /// Write the binary public keyring to `path` (for gpgv/sqv/apt Signed-By).
@@ -83,16 +139,12 @@ impl xtask::signer::Signer for GpgKey {
         Ok(String::from_utf8(run(c, Some(text.as_bytes())))?)
     }
     fn detach_sign_armored(&self, data: &[u8]) -> anyhow::Result<String> {
-        let mut c = gpg(self.home.path());
-        c.args([
-            "--digest-algo",
-            "SHA256",
-            "--armor",
-            "--detach-sign",
-            "-u",
-            &self.fpr,
-        ]);
+        let c = detach_sign_command(self.home.path(), &self.fpr);
         Ok(String::from_utf8(run(c, Some(data)))?)
+    }
+    fn detach_sign_armored_reader(&self, data: &mut dyn Read) -> anyhow::Result<String> {
+        let c = detach_sign_command(self.home.path(), &self.fpr);
+        Ok(String::from_utf8(run_streamed(c, data))?)
     }
     fn public_key_armored(&self) -> anyhow::Result<String> {
         let mut c = gpg(self.home.path());

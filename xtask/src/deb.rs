@@ -33,6 +33,8 @@ use crate::digest::HashingWriter;
 use crate::package::{Compression, Content, FileKind, Package, Written};
 use crate::render::Templates;
 
+/// The `debian-binary` member: format 2.0.
+const DEBIAN_BINARY: &[u8] = b"2.0\n";
 /// Maintainer scripts, in the order they are rendered (each from `templates/deb/<name>.hbs`).
 pub const SCRIPTS: [&str; 3] = ["postinst", "prerm", "postrm"];
 
@@ -61,9 +63,22 @@ pub fn file_name(pkg: &Package) -> String {
 
 /// Write `pkg` as a .deb into `out_dir`; returns its path, size and sha256.
 pub fn write_deb(pkg: &Package, t: &Templates, out_dir: &Path, c: Compression) -> Result<Written> {
+    write_deb_signed(pkg, t, out_dir, c, None)
+}
+
+/// As [`write_deb`]; with a `signer`, the package also carries a debsigs origin signature
+/// (`_gpgorigin`, see [`crate::debsig`]) and the lintian override that member needs.
+pub fn write_deb_signed(
+    pkg: &Package,
+    t: &Templates,
+    out_dir: &Path,
+    c: Compression,
+    signer: Option<&dyn crate::signer::Signer>,
+) -> Result<Written> {
     validate(pkg)?;
+    let signed = signer.is_some();
     let ctx = || format!("{} {} ({})", pkg.name, pkg.arch, file_name(pkg));
-    let entries = data_entries(pkg).with_context(ctx)?;
+    let entries = data_entries(pkg, signed).with_context(ctx)?;
     let dirs = data_dirs(pkg, &entries).with_context(ctx)?;
     let overrides = stat_overrides(pkg);
 
@@ -102,6 +117,13 @@ pub fn write_deb(pkg: &Package, t: &Templates, out_dir: &Path, c: Compression) -
     control_files.sort_by(|a, b| a.0.cmp(&b.0));
     let control_path = tmp.path().join(format!("control.tar{ext}"));
     write_control_tar(&control_path, pkg, &control_files, c).with_context(ctx)?;
+    let origin = match signer {
+        Some(s) => Some(
+            crate::debsig::origin_signature(s, DEBIAN_BINARY, &control_path, &data_path)
+                .with_context(ctx)?,
+        ),
+        None => None,
+    };
 
     // The ar archive, hashed as it is written, renamed into place when complete.
     let name = file_name(pkg);
@@ -118,7 +140,10 @@ pub fn write_deb(pkg: &Package, t: &Templates, out_dir: &Path, c: Compression) -
             h.set_mode(0o100644);
             h
         };
-        ar.append(&member("debian-binary", 4), &b"2.0\n"[..])?;
+        ar.append(
+            &member("debian-binary", DEBIAN_BINARY.len() as u64),
+            DEBIAN_BINARY,
+        )?;
         for (id, path) in [
             (format!("control.tar{ext}"), &control_path),
             (format!("data.tar{ext}"), &data_path),
@@ -126,6 +151,11 @@ pub fn write_deb(pkg: &Package, t: &Templates, out_dir: &Path, c: Compression) -
             let f = File::open(path)?;
             let size = f.metadata()?.len();
             ar.append(&member(&id, size), f)
+                .with_context(|| format!("writing {id} into {name}"))?;
+        }
+        if let Some(sig) = &origin {
+            let id = crate::debsig::ORIGIN_MEMBER;
+            ar.append(&member(id, sig.len() as u64), &sig[..])
                 .with_context(|| format!("writing {id} into {name}"))?;
         }
     }
@@ -403,7 +433,8 @@ fn doc_dir(pkg: &Package) -> String {
     format!("/usr/share/doc/{}", pkg.name)
 }
 
-fn data_entries(pkg: &Package) -> Result<Vec<DataEntry<'_>>> {
+/// `signed`: the package carries a debsigs origin signature (one more lintian override).
+fn data_entries(pkg: &Package, signed: bool) -> Result<Vec<DataEntry<'_>>> {
     let mut out: Vec<DataEntry<'_>> = Vec::new();
     for f in &pkg.files {
         let content = match &f.content {
@@ -440,7 +471,7 @@ fn data_entries(pkg: &Package) -> Result<Vec<DataEntry<'_>>> {
     {
         extra.push((
             format!("/usr/share/lintian/overrides/{}", pkg.name),
-            lintian_overrides_text(pkg).into_bytes(),
+            lintian_overrides_text(pkg, signed).into_bytes(),
         ));
     }
     for (path, bytes) in extra {
@@ -1110,7 +1141,7 @@ fn changelog_gz(pkg: &Package) -> Result<Vec<u8>> {
 }
 
 /// Overrides this writer adds for what is true of every package it builds.
-fn writer_overrides(pkg: &Package) -> Vec<(String, String)> {
+fn writer_overrides(pkg: &Package, signed: bool) -> Vec<(String, String)> {
     let mut out = vec![(
         format!(
             "initial-upload-closes-no-bugs [{}/changelog.Debian.gz:1]",
@@ -1118,6 +1149,18 @@ fn writer_overrides(pkg: &Package) -> Vec<(String, String)> {
         ),
         "built outside Debian's archive: there is no ITP bug to close".to_string(),
     )];
+    if signed {
+        // deb(5) allows extra members whose names start with `_` after data.tar; Debian's
+        // archive defines none, so lintian's Debian profile reports every one.
+        out.push((
+            format!(
+                "misplaced-extra-member-in-deb {} (unexpected _member at position 3)",
+                crate::debsig::ORIGIN_MEMBER
+            ),
+            "debsigs origin signature (debsig-verify), appended after data.tar as debsigs does"
+                .to_string(),
+        ));
+    }
     // Entries whose owner is applied by dpkg-statoverride carry modes meant for that owner.
     for o in stat_overrides(pkg) {
         let (tag, standard, suffix) = if o.dir {
@@ -1157,9 +1200,13 @@ fn writer_overrides(pkg: &Package) -> Vec<(String, String)> {
     out
 }
 
-fn lintian_overrides_text(pkg: &Package) -> String {
+fn lintian_overrides_text(pkg: &Package, signed: bool) -> String {
     let mut s = String::new();
-    for (tag, reason) in pkg.lintian_overrides.iter().chain(&writer_overrides(pkg)) {
+    for (tag, reason) in pkg
+        .lintian_overrides
+        .iter()
+        .chain(&writer_overrides(pkg, signed))
+    {
         s.push_str(&format!("# {reason}\n{}: {tag}\n", pkg.name));
     }
     s

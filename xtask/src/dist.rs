@@ -371,7 +371,9 @@ pub fn describe(
 }
 
 /// Build every job into `staging/{deb,rpm}`; returns what was built (paths relative to
-/// staging).
+/// staging). Every .rpm is signed by `rpm_signer`, every .deb carries a debsigs origin
+/// signature by `deb_signer` (the same key).
+#[allow(clippy::too_many_arguments)]
 pub fn build_all<S>(
     templates: &Templates,
     jobs: &[(Component, Arch)],
@@ -379,6 +381,7 @@ pub fn build_all<S>(
     staging: &Path,
     opts: &BuildOptions,
     rpm_signer: &S,
+    deb_signer: &dyn crate::signer::Signer,
     progress: &Progress,
 ) -> Result<Vec<Built>>
 where
@@ -399,6 +402,7 @@ where
                 staging,
                 opts,
                 rpm_signer,
+                deb_signer,
             );
             if let Some(sp) = sp {
                 sp.finish_and_clear();
@@ -432,6 +436,7 @@ fn build_one<S>(
     staging: &Path,
     opts: &BuildOptions,
     rpm_signer: &S,
+    deb_signer: &dyn crate::signer::Signer,
 ) -> Result<Vec<Built>>
 where
     S: rpm::signature::Signing<Signature = Vec<u8>>,
@@ -448,7 +453,13 @@ where
                 std::fs::create_dir_all(&d)?;
                 (
                     "deb",
-                    crate::deb::write_deb(&pkg, templates, &d, opts.deb_compression)?,
+                    crate::deb::write_deb_signed(
+                        &pkg,
+                        templates,
+                        &d,
+                        opts.deb_compression,
+                        Some(deb_signer),
+                    )?,
                 )
             }
             Format::Rpm => {
@@ -543,6 +554,8 @@ pub fn assemble_repositories(
         signer,
     )?
     .write(gen)?;
+    crate::debsig::write_debsig_policy(&gen.join(DEBSIG_DIR), signer)
+        .context("writing the debsig-verify policy")?;
     crate::dnf_repo::write_repo_file(
         &gen.join(format!("{}.repo", opts.client_name)),
         &crate::dnf_repo::RepoFile {
@@ -589,6 +602,10 @@ pub fn assemble_repositories(
     write_atomic(&gen.join("manifest.json"), manifest.as_bytes())?;
     Ok(())
 }
+
+/// Where the debsig-verify policy and keyring go inside a generation (`policies/<KEYID>/`
+/// for /etc/debsig/policies, `keyrings/<KEYID>/` for /usr/share/debsig/keyrings).
+pub const DEBSIG_DIR: &str = "keys/debsig";
 
 /// Where `build_all` writes packages inside a generation before they are placed in the
 /// repositories.

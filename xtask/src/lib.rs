@@ -5,6 +5,7 @@
 pub mod apt_repo;
 pub mod component;
 pub mod deb;
+pub mod debsig;
 pub mod digest;
 pub mod dist;
 pub mod dnf_repo;

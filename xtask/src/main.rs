@@ -357,6 +357,7 @@ fn cmd_dist(a: DistArgs) -> Result<()> {
         &staging.path().join(dist::BUILD_DIR),
         &opts,
         &rpm_signer,
+        &key,
         &progress,
     )?;
     dist::assemble_repositories(staging.path(), &mut built, &repo, &key, &previous)?;

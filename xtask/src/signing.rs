@@ -691,6 +691,9 @@ impl crate::signer::Signer for SigningKey {
     fn detach_sign_armored(&self, data: &[u8]) -> anyhow::Result<String> {
         Ok(SigningKey::detach_sign_armored(self, data)?)
     }
+    fn detach_sign_armored_reader(&self, data: &mut dyn Read) -> anyhow::Result<String> {
+        Ok(SigningKey::detach_sign_armored(self, data)?)
+    }
     fn public_key_armored(&self) -> anyhow::Result<String> {
         Ok(SigningKey::public_key_armored(self)?)
     }
@@ -699,6 +702,9 @@ impl crate::signer::Signer for SigningKey {
     }
     fn fingerprint(&self) -> String {
         SigningKey::fingerprint(self)
+    }
+    fn signing_fingerprint(&self) -> String {
+        SigningKey::signing_fingerprint(self)
     }
 }
 

@@ -5,7 +5,8 @@
 //! listed in Release with its size and SHA256/SHA512, by-hash copies, every package named in a
 //! Packages index with its size and digests, Valid-Until), dnf (repomd.xml.asc, every repodata
 //! file's checksum, open-checksum and sizes, every package named in primary with its checksum and
-//! size, every rpm's header signature and digests) and SHA256SUMS. Each failure is reported with
+//! size, every rpm's header signature and digests), the debsigs origin signature of every .deb
+//! that carries one, and SHA256SUMS. Each failure is reported with
 //! the file and what differs; the run goes on to report all of them.
 
 use std::collections::BTreeMap;
@@ -67,6 +68,25 @@ impl TrustedKeys {
             }
             for sk in &k.public_subkeys {
                 if sig.verify(sk, data).is_ok() {
+                    return Ok(());
+                }
+            }
+        }
+        bail!("no trusted key made this signature")
+    }
+
+    /// As `verify_detached`, over data streamed from `open()` (reopened for each key tried).
+    fn verify_detached_stream<R: Read>(
+        &self,
+        sig: &DetachedSignature,
+        open: impl Fn() -> Result<R>,
+    ) -> Result<()> {
+        for k in &self.keys {
+            if sig.signature.verify(k, open()?).is_ok() {
+                return Ok(());
+            }
+            for sk in &k.public_subkeys {
+                if sig.signature.verify(sk, open()?).is_ok() {
                     return Ok(());
                 }
             }
@@ -496,9 +516,27 @@ fn verify_suite(
                     }
                 }
             }
+            verify_origin(&deb, root, keys, r);
         }
     }
     Ok(())
+}
+
+/// The debsigs origin signature of a .deb, when it carries one (apt itself trusts the
+/// repository signature; a package without `_gpgorigin` is not a failure here).
+fn verify_origin(deb: &Path, root: &Path, keys: &TrustedKeys, r: &mut Report) {
+    let what = || format!("{}: debsigs origin signature", rel(root, deb));
+    match crate::debsig::read_origin(deb) {
+        Ok(None) => {}
+        Err(e) => r.fail(format!("{}: {e:#}", what())),
+        Ok(Some(o)) => match DetachedSignature::from_string(&o.signature) {
+            Err(e) => r.fail(format!("{}: not an armored signature: {e}", what())),
+            Ok((sig, _)) => match keys.verify_detached_stream(&sig, || o.signed_data(deb)) {
+                Ok(()) => r.checked += 1,
+                Err(e) => r.fail(format!("{}: {e:#}", what())),
+            },
+        },
+    }
 }
 
 fn verify_by_hash_dirs(dir: &Path, root: &Path, r: &mut Report) -> Result<()> {
