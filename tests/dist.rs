@@ -1,0 +1,671 @@
+//! `cargo xtask dist` as a whole, driving the real binary against a `file:` mirror of generated
+//! release archives (around /usr/bin/true, amd64 only: no arm64 ELF is available here, so the
+//! arm64 pins are removed from a temporary copy of components/): signing keys on the command
+//! line and in the environment, publishing of generations, kill -9 at arbitrary points,
+//! concurrent runs, and `xtask verify` on good and tampered trees.
+//!
+//! Outputs are judged by the real tools (gpgv, rpmkeys) and by `xtask verify`, whose every
+//! failure line is compared exactly with what the tampering must produce.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use flate2::write::GzEncoder;
+use sha2::{Digest, Sha256};
+
+/// The components of the repository and the versions pinned there.
+const COMPONENTS: [(&str, &str); 2] = [("node_exporter", "1.10.2"), ("mysqld_exporter", "0.18.0")];
+const SDE: &str = "1700000000";
+const PASS: &str = "dist test passphrase";
+
+fn sha256(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+fn sha256_file(p: &Path) -> String {
+    sha256(&std::fs::read(p).unwrap())
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The URL path of a component's upstream asset (the mirror keeps it).
+fn asset_path(comp: &str, version: &str, arch: &str) -> String {
+    format!("prometheus/{comp}/releases/download/v{version}/{comp}-{version}.linux-{arch}.tar.gz")
+}
+
+/// A deterministic release archive in the upstream layout.
+fn release_tar_gz(comp: &str, version: &str, arch: &str) -> Vec<u8> {
+    let top = format!("{comp}-{version}.linux-{arch}");
+    let binary = std::fs::read("/usr/bin/true").expect("/usr/bin/true");
+    let license = format!("Apache License 2.0 (test copy for {comp} {arch})\n");
+    let gz = GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut b = tar::Builder::new(gz);
+    let mut add = |name: &str, kind: tar::EntryType, mode: u32, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_path(name).unwrap();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(data.len() as u64);
+        h.set_mtime(1_700_000_000);
+        h.set_cksum();
+        b.append(&h, data).unwrap();
+    };
+    add(&format!("{top}/"), tar::EntryType::Directory, 0o755, b"");
+    add(
+        &format!("{top}/{comp}"),
+        tar::EntryType::Regular,
+        0o755,
+        &binary,
+    );
+    add(
+        &format!("{top}/LICENSE"),
+        tar::EntryType::Regular,
+        0o644,
+        license.as_bytes(),
+    );
+    b.into_inner().unwrap().finish().unwrap()
+}
+
+// ------------------------------------------------------------------------------------------
+// keys
+
+fn gpg(home: &Path) -> Command {
+    let mut c = Command::new("gpg");
+    c.env("GNUPGHOME", home).args([
+        "--batch",
+        "--no-tty",
+        "--pinentry-mode",
+        "loopback",
+        "--passphrase",
+        PASS,
+    ]);
+    c
+}
+
+fn must(c: &mut Command) -> Vec<u8> {
+    let o = c.stdin(Stdio::null()).output().unwrap();
+    assert!(o.status.success(), "{c:?}: {}", text(&o.stderr));
+    o.stdout
+}
+
+/// A gpg-made signing key: the armored secret export (passphrase-protected), the public key
+/// armored and as a binary keyring, and its fingerprint.
+struct Key {
+    fpr: String,
+    secret: String,
+    public_asc: PathBuf,
+    public_gpg: PathBuf,
+}
+
+fn make_key(dir: &Path, uid: &str) -> Key {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let home = dir.join("gnupg");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+    must(gpg(&home).args(["--quick-gen-key", uid, "rsa3072", "sign", "never"]));
+    let colons = text(&must(gpg(&home).args(["--with-colons", "--list-secret-keys"])));
+    let fpr = colons
+        .lines()
+        .find(|l| l.starts_with("fpr:"))
+        .and_then(|l| l.split(':').nth(9))
+        .unwrap()
+        .to_string();
+    let secret = text(&must(
+        gpg(&home).args(["--armor", "--export-secret-keys", &fpr]),
+    ));
+    assert!(secret.contains("-----BEGIN PGP PRIVATE KEY BLOCK-----"));
+    let public_asc = dir.join("public.asc");
+    std::fs::write(&public_asc, must(gpg(&home).args(["--armor", "--export", &fpr]))).unwrap();
+    let public_gpg = dir.join("public.gpg");
+    std::fs::write(&public_gpg, must(gpg(&home).args(["--export", &fpr]))).unwrap();
+    Key {
+        fpr,
+        secret,
+        public_asc,
+        public_gpg,
+    }
+}
+
+/// Keys shared by the tests of this process (RSA key generation is slow).
+struct Keys {
+    main: Key,
+    other: Key,
+    /// A development key directory made by the pipeline's own generator, copied into each
+    /// fixture's XDG_DATA_HOME so that only one test pays for RSA-4096 generation.
+    dev_dir: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn keys() -> &'static Keys {
+    static K: OnceLock<Keys> = OnceLock::new();
+    K.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("xtask-dist-keys-")
+            .tempdir()
+            .unwrap();
+        let main = make_key(&dir.path().join("main"), "dist test key <main@example.invalid>");
+        let other = make_key(
+            &dir.path().join("other"),
+            "another key <other@example.invalid>",
+        );
+        let dev_dir = dir.path().join("dev/observability-stack");
+        xtask::signing::SigningKey::dev_key(&dev_dir).unwrap();
+        Keys {
+            main,
+            other,
+            dev_dir,
+            _dir: dir,
+        }
+    })
+}
+
+/// Lines of an armored secret key that must never be printed (its base64 body).
+fn secret_lines(armored: &str) -> Vec<String> {
+    armored
+        .lines()
+        .filter(|l| l.len() >= 40 && !l.starts_with("-----"))
+        .map(str::to_string)
+        .collect()
+}
+
+fn assert_no_secret(o: &Output, armored: &str) {
+    let all = format!("{}{}", text(&o.stdout), text(&o.stderr));
+    for l in secret_lines(armored) {
+        assert!(!all.contains(&l), "secret key material printed: {l}");
+    }
+    assert!(!all.contains(PASS), "the passphrase was printed");
+}
+
+// ------------------------------------------------------------------------------------------
+// fixture
+
+struct Fx {
+    dir: tempfile::TempDir,
+    components: PathBuf,
+    mirror: PathBuf,
+    cache: PathBuf,
+    out: PathBuf,
+    xdg_data: PathBuf,
+}
+
+impl Fx {
+    /// A components/ copy pinned (amd64 only) to archives in a `file:` mirror, an empty
+    /// cache, an absent OUT, and XDG_DATA_HOME holding the shared development key (unless
+    /// `fresh_dev_key`: then empty, and the binary generates one).
+    fn new(fresh_dev_key: bool) -> Fx {
+        let dir = tempfile::Builder::new()
+            .prefix("xtask-dist-")
+            .tempdir()
+            .unwrap();
+        let components = dir.path().join("components");
+        let mirror = dir.path().join("mirror");
+        std::fs::create_dir(&components).unwrap();
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../components");
+        for (comp, version) in COMPONENTS {
+            let file = src.join(format!("{comp}.toml"));
+            let orig = xtask::component::load_file(&file).unwrap();
+            assert_eq!(orig.version, version, "{comp}: update COMPONENTS");
+            let bytes = release_tar_gz(comp, version, "amd64");
+            let p = mirror.join(asset_path(comp, version, "amd64"));
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, &bytes).unwrap();
+            let a = xtask::package::Arch::parse("amd64").unwrap();
+            assert_eq!(
+                orig.url(a),
+                format!("https://github.com/{}", asset_path(comp, version, "amd64"))
+            );
+            let old = &orig.source.sha256[&a];
+            let t = std::fs::read_to_string(&file).unwrap();
+            assert!(t.contains(old.as_str()));
+            let t: String = t
+                .replace(old.as_str(), &sha256(&bytes))
+                .lines()
+                .filter(|l| !l.starts_with("arm64 = "))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            std::fs::write(components.join(format!("{comp}.toml")), t).unwrap();
+        }
+        let xdg_data = dir.path().join("xdg-data");
+        if !fresh_dev_key {
+            let to = xdg_data.join("observability-stack");
+            std::fs::create_dir_all(&to).unwrap();
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o700)).unwrap();
+            let from = keys().dev_dir.join(xtask::signing::DEV_KEY_FILE);
+            std::fs::copy(&from, to.join(xtask::signing::DEV_KEY_FILE)).unwrap();
+        }
+        let cache = dir.path().join("cache");
+        std::fs::create_dir(&cache).unwrap();
+        Fx {
+            out: dir.path().join("out"),
+            dir,
+            components,
+            mirror,
+            cache,
+            xdg_data,
+        }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn dev_key_file(&self) -> PathBuf {
+        self.xdg_data
+            .join("observability-stack")
+            .join(xtask::signing::DEV_KEY_FILE)
+    }
+
+    fn dev_public(&self) -> PathBuf {
+        self.xdg_data
+            .join("observability-stack/dev-signing-key.pub.asc")
+    }
+
+    /// Set every component's package revision (so successive runs make different indexes).
+    fn set_revision(&self, n: u32) {
+        for (comp, _) in COMPONENTS {
+            let f = self.components.join(format!("{comp}.toml"));
+            let t: String = std::fs::read_to_string(&f)
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    if l.starts_with("revision = ") {
+                        format!("revision = {n}\n")
+                    } else {
+                        format!("{l}\n")
+                    }
+                })
+                .collect();
+            std::fs::write(&f, t).unwrap();
+        }
+    }
+
+    /// The binary with a controlled environment (no key or passphrase from the caller's).
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        c.args(args)
+            .env("HOME", self.dir.path())
+            .env("XDG_DATA_HOME", &self.xdg_data)
+            .env("XDG_CACHE_HOME", self.path("xdg-cache"))
+            .env("SOURCE_DATE_EPOCH", SDE)
+            .env("XTASK_LOG", "warn")
+            .env_remove(xtask::signing::ENV_KEY)
+            .env_remove(xtask::signing::ENV_PASSPHRASE)
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn dist_args(&self, out: &Path) -> Vec<String> {
+        vec![
+            "dist".into(),
+            "--components".into(),
+            self.components.display().to_string(),
+            "--cache".into(),
+            self.cache.display().to_string(),
+            "--mirror".into(),
+            format!("file://{}", self.mirror.display()),
+            "--out".into(),
+            out.display().to_string(),
+        ]
+    }
+
+    fn dist(&self, extra: &[&str]) -> Command {
+        let mut a = self.dist_args(&self.out);
+        a.extend(extra.iter().map(|s| s.to_string()));
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        self.cmd(&a)
+    }
+
+    /// A dist run that must succeed (development key); returns its output.
+    fn dist_ok(&self) -> Output {
+        let o = self.dist(&[]).output().unwrap();
+        assert!(o.status.success(), "dist failed:\n{}", text(&o.stderr));
+        o
+    }
+
+    /// `xtask verify DIR --key KEY`.
+    fn verify(&self, dir: &Path, key: &Path) -> Output {
+        self.cmd(&[
+            "verify",
+            &dir.display().to_string(),
+            "--key",
+            &key.display().to_string(),
+        ])
+        .output()
+        .unwrap()
+    }
+
+    fn verify_ok(&self, dir: &Path, key: &Path) -> String {
+        let o = self.verify(dir, key);
+        let out = text(&o.stdout);
+        assert!(
+            o.status.success(),
+            "verify {} failed:\n{out}{}",
+            dir.display(),
+            text(&o.stderr)
+        );
+        assert!(out.starts_with("OK "), "{out}");
+        out
+    }
+
+    fn current(&self) -> String {
+        std::fs::read_link(self.out.join("current"))
+            .unwrap()
+            .display()
+            .to_string()
+    }
+
+    fn generations(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.out.join("generations"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn gen(&self, n: u32) -> PathBuf {
+        self.out.join(format!("generations/{n:04}"))
+    }
+}
+
+/// Relative path → sha256 of every file below `root` (symlinks as `-> target`).
+fn listing(root: &Path) -> BTreeMap<String, String> {
+    fn walk(root: &Path, dir: &Path, m: &mut BTreeMap<String, String>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd {
+            let e = e.unwrap();
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let t = e.file_type().unwrap();
+            if t.is_symlink() {
+                m.insert(rel, format!("-> {}", std::fs::read_link(&p).unwrap().display()));
+            } else if t.is_dir() {
+                m.insert(format!("{rel}/"), String::new());
+                walk(root, &p, m);
+            } else {
+                m.insert(rel, sha256_file(&p));
+            }
+        }
+    }
+    let mut m = BTreeMap::new();
+    walk(root, root, &mut m);
+    m
+}
+
+/// Files (relative paths) of every `by-hash/SHA*` directory below `root`.
+fn by_hash_files(root: &Path) -> BTreeSet<String> {
+    listing(&root.join("apt/dists"))
+        .into_keys()
+        .filter(|k| k.contains("/by-hash/") && !k.ends_with('/'))
+        .collect()
+}
+
+/// Files of dnf's repodata, repomd.xml and its signature excluded.
+fn repodata_files(root: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(root.join("dnf/repodata"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with("repomd.xml"))
+        .collect()
+}
+
+/// The by-hash names and repodata files a generation's own indexes reference.
+fn own_index_files(root: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut bh = BTreeSet::new();
+    let suite = root.join("apt/dists/stable");
+    let release = std::fs::read_to_string(suite.join("Release")).unwrap();
+    let mut algo = "";
+    for l in release.lines() {
+        if l == "SHA256:" || l == "SHA512:" {
+            algo = l.trim_end_matches(':');
+        } else if let Some(rest) = l.strip_prefix(' ') {
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let dir = Path::new(f[2]).parent().unwrap();
+            bh.insert(format!("{}/by-hash/{algo}/{}", dir.display(), f[0]));
+        } else {
+            algo = "";
+        }
+    }
+    let repomd = std::fs::read_to_string(root.join("dnf/repodata/repomd.xml")).unwrap();
+    let rd = repomd
+        .split("<location href=\"repodata/")
+        .skip(1)
+        .map(|s| s.split('"').next().unwrap().to_string())
+        .collect();
+    (bh, rd)
+}
+
+fn files_with_ext(root: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = listing(root)
+        .into_keys()
+        .filter(|k| k.ends_with(ext))
+        .map(|k| root.join(k))
+        .collect();
+    v.sort();
+    v
+}
+
+// ------------------------------------------------------------------------------------------
+// 1. keys on the command line
+
+#[test]
+fn signing_keys_on_the_command_line_and_in_the_environment() {
+    let k = keys();
+    let fx = Fx::new(true);
+
+    // The arm64 pins are gone from the copy: `check` lists it, `dist` notes it.
+    let o = fx
+        .cmd(&["check", "--components", &fx.components.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    for (comp, _) in COMPONENTS {
+        let want = format!(
+            "  {comp} arm64: no sha256 pin in {}: not built",
+            fx.components.join(format!("{comp}.toml")).display()
+        );
+        assert!(text(&o.stdout).contains(&want), "{}", text(&o.stdout));
+    }
+
+    // --release without a key: refused before anything is fetched or written.
+    let o = fx.dist(&["--release"]).output().unwrap();
+    let err = text(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("error: --release needs a real signing key"),
+        "{err}"
+    );
+    assert!(!fx.out.exists(), "OUT was created by a refused run");
+    assert!(listing(&fx.cache).is_empty(), "the cache changed: {err}");
+    assert!(!fx.xdg_data.exists(), "a development key was made: {err}");
+
+    // A key file readable by others: refused, naming the file and its mode.
+    let loose = fx.path("loose.asc");
+    std::fs::write(&loose, &k.main.secret).unwrap();
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = fx
+        .dist(&["--signing-key", &loose.display().to_string()])
+        .output()
+        .unwrap();
+    let err = text(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains(&format!(
+            "error: {}: signing key file has mode 0644, which grants access to group or others; \
+             run `chmod 600 {}`",
+            loose.display(),
+            loose.display()
+        )),
+        "{err}"
+    );
+    assert!(!fx.out.exists());
+    assert!(listing(&fx.cache).is_empty());
+    assert_no_secret(&o, &k.main.secret);
+
+    // A good key file with a passphrase file: output signed by that key.
+    let keyfile = fx.path("key.asc");
+    let passfile = fx.path("pass");
+    for (p, t) in [(&keyfile, k.main.secret.as_str()), (&passfile, PASS)] {
+        std::fs::write(p, t).unwrap();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let o = fx
+        .dist(&[
+            "--signing-key",
+            &keyfile.display().to_string(),
+            "--passphrase-file",
+            &passfile.display().to_string(),
+            "--release",
+        ])
+        .output()
+        .unwrap();
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("DEVELOPMENT KEY"), "{err}");
+    assert!(err.contains(&format!("signed by {}", k.main.fpr)), "{err}");
+    for (comp, _) in COMPONENTS {
+        assert!(
+            err.contains(&format!(
+                "note: {comp} arm64: no sha256 pin in {}: not built",
+                fx.components.join(format!("{comp}.toml")).display()
+            )),
+            "{err}"
+        );
+    }
+    assert_no_secret(&o, &k.main.secret);
+    assert!(!fx.xdg_data.exists(), "a development key was made: {err}");
+    assert_signed_by(&fx, &fx.gen(1), &k.main);
+
+    // The key text in OBS_SIGNING_KEY, the passphrase in OBS_SIGNING_PASSPHRASE.
+    let o = fx
+        .dist(&["--json"])
+        .env(xtask::signing::ENV_KEY, &k.main.secret)
+        .env(xtask::signing::ENV_PASSPHRASE, PASS)
+        .output()
+        .unwrap();
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("DEVELOPMENT KEY"), "{err}");
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["signing_key"], k.main.fpr.as_str());
+    assert_eq!(j["development_key"], false);
+    assert_eq!(j["packages"].as_array().unwrap().len(), 4);
+    assert_no_secret(&o, &k.main.secret);
+    assert_signed_by(&fx, &fx.gen(2), &k.main);
+
+    // A wrong passphrase: refused, nothing published.
+    let o = fx
+        .dist(&[])
+        .env(xtask::signing::ENV_KEY, &k.main.secret)
+        .env(xtask::signing::ENV_PASSPHRASE, "not it")
+        .output()
+        .unwrap();
+    let err = text(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains(&format!(
+            "error: {}: key {}: wrong passphrase",
+            xtask::signing::ENV_KEY,
+            k.main.fpr
+        )),
+        "{err}"
+    );
+    assert_no_secret(&o, &k.main.secret);
+    assert_eq!(fx.generations(), ["0001", "0002"]);
+
+    // No key: a development key is generated, every run says so loudly.
+    for _ in 0..2 {
+        let o = fx.dist_ok();
+        let err = text(&o.stderr);
+        assert!(err.contains(xtask::signing::DEV_KEY_WARNING), "{err}");
+        assert!(err.contains("DEVELOPMENT KEY, NOT FOR PRODUCTION"), "{err}");
+        let dev = std::fs::read_to_string(fx.dev_key_file()).unwrap();
+        assert_no_secret(&o, &dev);
+    }
+    let mode = std::fs::metadata(fx.dev_key_file()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(fx.dev_public().is_file());
+    // The development key signed generation 3 and 4; the gpg key does not verify them.
+    fx.verify_ok(&fx.gen(4), &fx.dev_public());
+    assert!(!fx.verify(&fx.gen(4), &k.main.public_asc).status.success());
+    // Verify with no --key trusts the local development key, and says so.
+    let o = fx
+        .cmd(&["verify", &fx.out.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stdout));
+    assert!(
+        text(&o.stderr).contains("also trusting the local DEVELOPMENT key"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+/// gpgv (InRelease, Release.gpg), rpmkeys (every rpm) and `xtask verify` accept `gen` as
+/// signed by `key`.
+fn assert_signed_by(fx: &Fx, gen: &Path, key: &Key) {
+    let suite = gen.join("apt/dists/stable");
+    let o = Command::new("gpgv")
+        .args(["--status-fd", "1", "--keyring"])
+        .arg(&key.public_gpg)
+        .arg(suite.join("InRelease"))
+        .output()
+        .unwrap();
+    let status = text(&o.stdout);
+    assert!(o.status.success(), "gpgv InRelease: {}", text(&o.stderr));
+    let validsig = status
+        .lines()
+        .find(|l| l.starts_with("[GNUPG:] VALIDSIG "))
+        .unwrap_or_else(|| panic!("{status}"));
+    assert!(validsig.ends_with(&format!(" {}", key.fpr)), "{validsig}");
+    let o = Command::new("gpgv")
+        .arg("--keyring")
+        .arg(&key.public_gpg)
+        .arg(suite.join("Release.gpg"))
+        .arg(suite.join("Release"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "gpgv Release.gpg: {}", text(&o.stderr));
+
+    let db = tempfile::tempdir().unwrap();
+    let o = Command::new("rpmkeys")
+        .arg("--dbpath")
+        .arg(db.path())
+        .arg("--import")
+        .arg(&key.public_asc)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "rpmkeys --import: {}", text(&o.stderr));
+    let rpms = files_with_ext(&gen.join("dnf"), ".rpm");
+    assert_eq!(rpms.len(), 2, "{rpms:?}");
+    let keyid = key.fpr[key.fpr.len() - 8..].to_lowercase();
+    for r in rpms {
+        let o = Command::new("rpmkeys")
+            .arg("--dbpath")
+            .arg(db.path())
+            .arg("--checksig")
+            .arg("-v")
+            .arg(&r)
+            .output()
+            .unwrap();
+        let t = text(&o.stdout);
+        assert!(o.status.success(), "rpmkeys --checksig {}: {t}", r.display());
+        assert!(
+            t.contains(&format!("Header V4 RSA/SHA256 Signature, key ID {keyid}: OK")),
+            "{t}"
+        );
+        assert!(!t.contains("NOKEY") && !t.contains("BAD"), "{t}");
+    }
+    let out = fx.verify_ok(gen, &key.public_asc);
+    assert!(out.contains(&format!("against {}", key.fpr)), "{out}");
+}
