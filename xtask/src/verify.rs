@@ -238,7 +238,7 @@ pub fn parse_deb822(text: &str) -> Result<Vec<Paragraph>> {
 }
 
 /// `hash size path` lines of a Release checksum field.
-fn release_sums(field: &str) -> Vec<(String, u64, String)> {
+pub(crate) fn release_sums(field: &str) -> Vec<(String, u64, String)> {
     field
         .lines()
         .filter_map(|l| {
@@ -749,9 +749,9 @@ fn decompress(p: &Path) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-struct RepomdData {
+pub(crate) struct RepomdData {
     kind: String,
-    href: String,
+    pub(crate) href: String,
     checksum: String,
     open_checksum: Option<String>,
     size: Option<u64>,
@@ -765,7 +765,7 @@ fn attr(e: &quick_xml::events::BytesStart<'_>, name: &[u8]) -> Option<String> {
         .and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
 }
 
-fn parse_repomd(xml: &[u8]) -> Result<Vec<RepomdData>> {
+pub(crate) fn parse_repomd(xml: &[u8]) -> Result<Vec<RepomdData>> {
     use quick_xml::events::Event;
     let mut rd = quick_xml::Reader::from_reader(xml);
     let mut out = Vec::new();
