@@ -366,6 +366,7 @@ impl Fx {
         let mut v: Vec<String> = std::fs::read_dir(self.out.join("generations"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.parse::<u32>().is_ok())
             .collect();
         v.sort();
         v
@@ -431,7 +432,7 @@ fn own_index_files(root: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
         } else if let Some(rest) = l.strip_prefix(' ') {
             let f: Vec<&str> = rest.split_whitespace().collect();
             let dir = Path::new(f[2]).parent().unwrap();
-            bh.insert(format!("{}/by-hash/{algo}/{}", dir.display(), f[0]));
+            bh.insert(format!("stable/{}/by-hash/{algo}/{}", dir.display(), f[0]));
         } else {
             algo = "";
         }
@@ -668,4 +669,189 @@ fn assert_signed_by(fx: &Fx, gen: &Path, key: &Key) {
     }
     let out = fx.verify_ok(gen, &key.public_asc);
     assert!(out.contains(&format!("against {}", key.fpr)), "{out}");
+}
+
+// ------------------------------------------------------------------------------------------
+// 2. publishing
+
+#[test]
+fn successive_runs_publish_generations_and_keep_three_previous_indexes() {
+    let fx = Fx::new(false);
+    let dev = fx.dev_public();
+    let mut own: BTreeMap<u32, (BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
+    for n in 1..=5u32 {
+        // A revision bump: every index of the new generation differs from the last one's.
+        fx.set_revision(n);
+        let o = fx.dist_ok();
+        let err = text(&o.stderr);
+        assert!(
+            err.contains(&format!(
+                "4 package(s) in {}/current (generation {n:04}), signed by ",
+                fx.out.canonicalize().unwrap().display()
+            )),
+            "{err}"
+        );
+        assert_eq!(fx.current(), format!("generations/{n:04}"));
+        let expect: Vec<String> = (n.saturating_sub(3).max(1)..=n)
+            .map(|g| format!("{g:04}"))
+            .collect();
+        assert_eq!(fx.generations(), expect, "after run {n}");
+        own.insert(n, own_index_files(&fx.gen(n)));
+        // By-hash files and repodata of this and the previous three generations, no others.
+        let (mut bh, mut rd) = (BTreeSet::new(), BTreeSet::new());
+        for g in n.saturating_sub(3).max(1)..=n {
+            bh.extend(own[&g].0.iter().cloned());
+            rd.extend(own[&g].1.iter().cloned());
+        }
+        assert_eq!(by_hash_files(&fx.gen(n)), bh, "by-hash of generation {n}");
+        assert_eq!(repodata_files(&fx.gen(n)), rd, "repodata of generation {n}");
+        fx.verify_ok(&fx.out, &dev);
+        if n == 2 {
+            let p = "apt/dists/stable/main/binary-amd64/Packages";
+            assert_ne!(
+                sha256_file(&fx.gen(1).join(p)),
+                sha256_file(&fx.gen(2).join(p)),
+                "the revision bump must change Packages"
+            );
+            // Generation 1's by-hash files and repodata are in generation 2, byte for byte.
+            let (l1, l2) = (listing(&fx.gen(1)), listing(&fx.gen(2)));
+            let carried: Vec<&String> = l1
+                .keys()
+                .filter(|k| k.contains("/by-hash/") || k.starts_with("dnf/repodata/"))
+                .filter(|k| !k.ends_with('/') && !k.contains("repomd.xml"))
+                .collect();
+            assert!(carried.len() >= 8 + 3, "{carried:?}");
+            for k in carried {
+                assert_eq!(l2.get(k), Some(&l1[k]), "{k} of generation 1 not in 2");
+            }
+            assert_ne!(own[&1].1, own[&2].1, "repodata must differ between runs");
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// 3. atomicity
+
+fn staging_dirs(out: &Path) -> Vec<String> {
+    std::fs::read_dir(out.join("generations"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect()
+}
+
+#[test]
+fn a_run_killed_at_any_point_leaves_the_previous_generation_published() {
+    let fx = Fx::new(false);
+    let dev = fx.dev_public();
+    fx.dist_ok();
+    // How long a run takes here (kill points are spread over it).
+    fx.set_revision(2);
+    let t0 = Instant::now();
+    fx.dist_ok();
+    let full = t0.elapsed();
+    let mut published = 2u32;
+    let mut killed_with_staging = 0;
+    let mut killed = 0;
+    const POINTS: u32 = 12;
+    for i in 0..POINTS {
+        fx.set_revision(3 + i);
+        let before = fx.current();
+        let mut child = fx
+            .dist(&[])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(full * i / (POINTS - 2));
+        if let Some(st) = child.try_wait().unwrap() {
+            // Finished before the kill point: it published the next generation.
+            assert!(st.success(), "run {i} failed on its own");
+            published = fx.generations().last().unwrap().parse().unwrap();
+            assert_eq!(fx.current(), format!("generations/{published:04}"));
+        } else {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            killed += 1;
+            let now = fx.current();
+            if now != before {
+                // Killed after the switch (pruning): the new generation is complete.
+                published = fx.generations().last().unwrap().parse().unwrap();
+                assert_eq!(now, format!("generations/{published:04}"));
+            } else {
+                assert_eq!(now, format!("generations/{published:04}"), "kill {i}");
+            }
+            if !staging_dirs(&fx.out).is_empty() {
+                killed_with_staging += 1;
+            }
+        }
+        // The published tree, and every numbered generation a later run builds on, verify.
+        fx.verify_ok(&fx.out, &dev);
+        for g in fx.generations() {
+            fx.verify_ok(&fx.out.join("generations").join(g), &dev);
+        }
+    }
+    assert!(killed >= 3, "only {killed} run(s) were killed before finishing");
+    assert!(
+        killed_with_staging >= 1,
+        "no kill left a staging directory behind: the kill points missed the build"
+    );
+    // The next normal run cleans what the killed ones left and publishes.
+    fx.set_revision(100);
+    fx.dist_ok();
+    assert_eq!(staging_dirs(&fx.out), Vec::<String>::new());
+    let last = fx.generations().last().unwrap().clone();
+    assert_eq!(fx.current(), format!("generations/{last}"));
+    assert!(!fx.out.join(".current.new").exists());
+    fx.verify_ok(&fx.out, &dev);
+}
+
+// ------------------------------------------------------------------------------------------
+// 4. concurrency
+
+#[test]
+fn concurrent_runs_wait_for_each_other_and_both_publish() {
+    let k = keys();
+    let fx = Fx::new(false);
+    let keyfile = fx.path("key.asc");
+    std::fs::write(&keyfile, &k.main.secret).unwrap();
+    std::fs::set_permissions(&keyfile, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // The passphrase-protected key makes each run hold the lock for a while (every signature
+    // unlocks it), so the second run reliably finds it taken.
+    let spawn = || {
+        fx.dist(&["--signing-key", &keyfile.display().to_string()])
+            .env(xtask::signing::ENV_PASSPHRASE, PASS)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let waiting = format!(
+        "waiting: another run is writing {} (lock {})",
+        fx.out.display(),
+        fx.out.join(".lock").display()
+    );
+    let mut waited = 0;
+    for o in [&a, &b] {
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        if text(&o.stderr).contains(&waiting) {
+            waited += 1;
+        }
+    }
+    assert_eq!(
+        waited,
+        1,
+        "exactly one run waits:\n{}\n----\n{}",
+        text(&a.stderr),
+        text(&b.stderr)
+    );
+    assert_eq!(fx.generations(), ["0001", "0002"]);
+    assert_eq!(fx.current(), "generations/0002");
+    for g in [1, 2] {
+        fx.verify_ok(&fx.gen(g), &k.main.public_asc);
+    }
+    // The second built on the first (it read the generations after taking the lock).
+    assert!(by_hash_files(&fx.gen(1)).is_subset(&by_hash_files(&fx.gen(2))));
 }
