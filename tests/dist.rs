@@ -111,19 +111,27 @@ fn make_key(dir: &Path, uid: &str) -> Key {
     std::fs::create_dir(&home).unwrap();
     std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
     must(gpg(&home).args(["--quick-gen-key", uid, "rsa3072", "sign", "never"]));
-    let colons = text(&must(gpg(&home).args(["--with-colons", "--list-secret-keys"])));
+    let colons = text(&must(
+        gpg(&home).args(["--with-colons", "--list-secret-keys"]),
+    ));
     let fpr = colons
         .lines()
         .find(|l| l.starts_with("fpr:"))
         .and_then(|l| l.split(':').nth(9))
         .unwrap()
         .to_string();
-    let secret = text(&must(
-        gpg(&home).args(["--armor", "--export-secret-keys", &fpr]),
-    ));
+    let secret = text(&must(gpg(&home).args([
+        "--armor",
+        "--export-secret-keys",
+        &fpr,
+    ])));
     assert!(secret.contains("-----BEGIN PGP PRIVATE KEY BLOCK-----"));
     let public_asc = dir.join("public.asc");
-    std::fs::write(&public_asc, must(gpg(&home).args(["--armor", "--export", &fpr]))).unwrap();
+    std::fs::write(
+        &public_asc,
+        must(gpg(&home).args(["--armor", "--export", &fpr])),
+    )
+    .unwrap();
     let public_gpg = dir.join("public.gpg");
     std::fs::write(&public_gpg, must(gpg(&home).args(["--export", &fpr]))).unwrap();
     Key {
@@ -151,7 +159,10 @@ fn keys() -> &'static Keys {
             .prefix("xtask-dist-keys-")
             .tempdir()
             .unwrap();
-        let main = make_key(&dir.path().join("main"), "dist test key <main@example.invalid>");
+        let main = make_key(
+            &dir.path().join("main"),
+            "dist test key <main@example.invalid>",
+        );
         let other = make_key(
             &dir.path().join("other"),
             "another key <other@example.invalid>",
@@ -389,7 +400,10 @@ fn listing(root: &Path) -> BTreeMap<String, String> {
             let rel = p.strip_prefix(root).unwrap().display().to_string();
             let t = e.file_type().unwrap();
             if t.is_symlink() {
-                m.insert(rel, format!("-> {}", std::fs::read_link(&p).unwrap().display()));
+                m.insert(
+                    rel,
+                    format!("-> {}", std::fs::read_link(&p).unwrap().display()),
+                );
             } else if t.is_dir() {
                 m.insert(format!("{rel}/"), String::new());
                 walk(root, &p, m);
@@ -466,7 +480,11 @@ fn signing_keys_on_the_command_line_and_in_the_environment() {
 
     // The arm64 pins are gone from the copy: `check` lists it, `dist` notes it.
     let o = fx
-        .cmd(&["check", "--components", &fx.components.display().to_string()])
+        .cmd(&[
+            "check",
+            "--components",
+            &fx.components.display().to_string(),
+        ])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o.stderr));
@@ -593,7 +611,10 @@ fn signing_keys_on_the_command_line_and_in_the_environment() {
         let dev = std::fs::read_to_string(fx.dev_key_file()).unwrap();
         assert_no_secret(&o, &dev);
     }
-    let mode = std::fs::metadata(fx.dev_key_file()).unwrap().permissions().mode();
+    let mode = std::fs::metadata(fx.dev_key_file())
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
     assert!(fx.dev_public().is_file());
     // The development key signed generation 3 and 4; the gpg key does not verify them.
@@ -660,9 +681,15 @@ fn assert_signed_by(fx: &Fx, gen: &Path, key: &Key) {
             .output()
             .unwrap();
         let t = text(&o.stdout);
-        assert!(o.status.success(), "rpmkeys --checksig {}: {t}", r.display());
         assert!(
-            t.contains(&format!("Header V4 RSA/SHA256 Signature, key ID {keyid}: OK")),
+            o.status.success(),
+            "rpmkeys --checksig {}: {t}",
+            r.display()
+        );
+        assert!(
+            t.contains(&format!(
+                "Header V4 RSA/SHA256 Signature, key ID {keyid}: OK"
+            )),
             "{t}"
         );
         assert!(!t.contains("NOKEY") && !t.contains("BAD"), "{t}");
@@ -791,7 +818,10 @@ fn a_run_killed_at_any_point_leaves_the_previous_generation_published() {
             fx.verify_ok(&fx.out.join("generations").join(g), &dev);
         }
     }
-    assert!(killed >= 3, "only {killed} run(s) were killed before finishing");
+    assert!(
+        killed >= 3,
+        "only {killed} run(s) were killed before finishing"
+    );
     assert!(
         killed_with_staging >= 1,
         "no kill left a staging directory behind: the kill points missed the build"
@@ -854,4 +884,339 @@ fn concurrent_runs_wait_for_each_other_and_both_publish() {
     }
     // The second built on the first (it read the generations after taking the lock).
     assert!(by_hash_files(&fx.gen(1)).is_subset(&by_hash_files(&fx.gen(2))));
+}
+
+// ------------------------------------------------------------------------------------------
+// 5. verify
+
+/// Flip the lowest bit of the byte in the middle of a file.
+fn flip_middle(p: &Path) {
+    let mut b = std::fs::read(p).unwrap();
+    let i = b.len() / 2;
+    b[i] ^= 1;
+    std::fs::write(p, b).unwrap();
+}
+
+/// Replace the first `from` in a text file by `to`.
+fn edit(p: &Path, from: &str, to: &str) {
+    let t = std::fs::read_to_string(p).unwrap();
+    assert!(t.contains(from), "{}: no {from:?}", p.display());
+    std::fs::write(p, t.replacen(from, to, 1)).unwrap();
+}
+
+fn sha512_file(p: &Path) -> String {
+    hex::encode(sha2::Sha512::digest(std::fs::read(p).unwrap()))
+}
+
+/// `cp -a` (the copy a mirror would receive).
+fn cp_a(from: &Path, to: &Path) {
+    let o = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+}
+
+#[test]
+fn verify_detects_each_tampering_precisely() {
+    let k = keys();
+    let fx = Fx::new(false);
+    let dev = fx.dev_public();
+    fx.dist_ok();
+    let gen = fx.gen(1);
+    let fpr = text(&must(
+        Command::new("gpg")
+            .args(["--with-colons", "--show-keys"])
+            .arg(&dev),
+    ))
+    .lines()
+    .find(|l| l.starts_with("fpr:"))
+    .and_then(|l| l.split(':').nth(9))
+    .unwrap()
+    .to_string();
+
+    // A good tree: the output directory (its current generation) and a copy of it elsewhere.
+    let out = fx.verify_ok(&fx.out, &dev);
+    let root = fx.out.join("generations/0001");
+    assert!(
+        out.starts_with(&format!("OK {}: ", root.display())),
+        "{out}"
+    );
+    assert!(
+        out.ends_with(&format!(" files checked against {fpr}\n")),
+        "{out}"
+    );
+    let elsewhere = fx.path("mirror-copy");
+    cp_a(&gen, &elsewhere);
+    let out = fx.verify_ok(&elsewhere, &dev);
+    assert!(
+        out.starts_with(&format!("OK {}: ", elsewhere.display())),
+        "{out}"
+    );
+
+    let l = listing(&gen);
+    let find = |pred: &dyn Fn(&str) -> bool| -> String {
+        let v: Vec<&String> = l.keys().filter(|k| pred(k)).collect();
+        assert!(!v.is_empty(), "no such file in the generation");
+        v[0].clone()
+    };
+    let deb = find(&|k| k.starts_with("apt/pool/") && k.ends_with(".deb"));
+    let rpm = find(&|k| k.starts_with("dnf/") && k.ends_with(".rpm"));
+    let packages = "apt/dists/stable/main/binary-amd64/Packages".to_string();
+    let primary = find(&|k| k.ends_with("-primary.xml.gz"));
+    let by_hash_packages = format!(
+        "apt/dists/stable/main/binary-amd64/by-hash/SHA256/{}",
+        l[&packages]
+    );
+    assert!(l.contains_key(&by_hash_packages));
+    let sums_line = std::fs::read_to_string(gen.join("SHA256SUMS"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    let (sums_hash, sums_file) = sums_line.split_once("  ").unwrap();
+    let sums_hash = sums_hash.to_string();
+    let sums_file = sums_file.to_string();
+    let bad_sum = format!(
+        "{}{}",
+        if sums_hash.starts_with('0') { '1' } else { '0' },
+        &sums_hash[1..]
+    );
+    let nokey = "no trusted key made this signature";
+
+    type Tamper = Box<dyn Fn(&Path)>;
+    type Expect = Box<dyn Fn(&Path) -> Vec<String>>;
+    let cases: Vec<(&str, Tamper, Expect)> = vec![
+        (
+            "deb",
+            Box::new({
+                let deb = deb.clone();
+                move |r: &Path| flip_middle(&r.join(&deb))
+            }),
+            Box::new({
+                let (deb, packages) = (deb.clone(), packages.clone());
+                let l = l.clone();
+                let gen = gen.clone();
+                move |r: &Path| {
+                    vec![
+                        format!(
+                            "{deb}: SHA256 {} but {packages} says {}",
+                            sha256_file(&r.join(&deb)),
+                            l[&deb]
+                        ),
+                        format!(
+                            "{deb}: SHA512 {} but {packages} says {}",
+                            sha512_file(&r.join(&deb)),
+                            sha512_file(&gen.join(&deb))
+                        ),
+                        format!(
+                            "{deb}: sha256 {} but SHA256SUMS says {}",
+                            sha256_file(&r.join(&deb)),
+                            l[&deb]
+                        ),
+                    ]
+                }
+            }),
+        ),
+        (
+            "Packages",
+            Box::new({
+                let packages = packages.clone();
+                move |r: &Path| edit(&r.join(&packages), "Prometheus", "Prometheuz")
+            }),
+            Box::new({
+                let packages = packages.clone();
+                let gen = gen.clone();
+                move |r: &Path| {
+                    vec![
+                        format!(
+                            "{packages}: SHA256 {} but Release says {}",
+                            sha256_file(&r.join(&packages)),
+                            sha256_file(&gen.join(&packages))
+                        ),
+                        format!(
+                            "{packages}: SHA512 {} but Release says {}",
+                            sha512_file(&r.join(&packages)),
+                            sha512_file(&gen.join(&packages))
+                        ),
+                    ]
+                }
+            }),
+        ),
+        (
+            "Release",
+            Box::new(|r: &Path| {
+                edit(
+                    &r.join("apt/dists/stable/Release"),
+                    "Label: observability-stack",
+                    "Label: observability-stacK",
+                )
+            }),
+            Box::new(move |_: &Path| {
+                vec![
+                    "apt/dists/stable/InRelease: signed text differs from apt/dists/stable/Release"
+                        .to_string(),
+                    format!(
+                        "apt/dists/stable/Release.gpg: signature over Release does not verify: \
+                         {nokey}"
+                    ),
+                ]
+            }),
+        ),
+        (
+            "InRelease",
+            Box::new(|r: &Path| {
+                edit(
+                    &r.join("apt/dists/stable/InRelease"),
+                    "Label: observability-stack",
+                    "Label: observability-stacK",
+                )
+            }),
+            Box::new(move |_: &Path| {
+                vec![
+                    format!("apt/dists/stable/InRelease: signature does not verify: {nokey}"),
+                    "apt/dists/stable/InRelease: signed text differs from apt/dists/stable/Release"
+                        .to_string(),
+                ]
+            }),
+        ),
+        (
+            "by-hash",
+            Box::new({
+                let bh = by_hash_packages.clone();
+                move |r: &Path| edit(&r.join(&bh), "Prometheus", "Prometheuz")
+            }),
+            Box::new({
+                let bh = by_hash_packages.clone();
+                move |r: &Path| {
+                    vec![format!(
+                        "{bh}: content has SHA256 {}",
+                        sha256_file(&r.join(&bh))
+                    )]
+                }
+            }),
+        ),
+        (
+            "repomd.xml",
+            Box::new(|r: &Path| {
+                edit(
+                    &r.join("dnf/repodata/repomd.xml"),
+                    "<revision>1700000000</revision>",
+                    "<revision>1700000001</revision>",
+                )
+            }),
+            Box::new(move |_: &Path| {
+                vec![format!(
+                    "dnf/repodata/repomd.xml.asc: signature over repomd.xml does not verify: \
+                     {nokey}"
+                )]
+            }),
+        ),
+        (
+            "primary.xml.gz",
+            Box::new({
+                let primary = primary.clone();
+                move |r: &Path| flip_middle(&r.join(&primary))
+            }),
+            Box::new({
+                let primary = primary.clone();
+                let l = l.clone();
+                move |r: &Path| {
+                    vec![format!(
+                        "{primary}: sha256 {} but repomd.xml says {}",
+                        sha256_file(&r.join(&primary)),
+                        l[&primary]
+                    )]
+                }
+            }),
+        ),
+        (
+            "rpm",
+            Box::new({
+                let rpm = rpm.clone();
+                move |r: &Path| flip_middle(&r.join(&rpm))
+            }),
+            Box::new({
+                let rpm = rpm.clone();
+                let l = l.clone();
+                let primary = primary.clone();
+                move |r: &Path| {
+                    let got = sha256_file(&r.join(&rpm));
+                    vec![
+                        format!("{rpm}: sha256 {got} but {primary} says {}", l[&rpm]),
+                        format!("{rpm}: sha256 {got} but SHA256SUMS says {}", l[&rpm]),
+                    ]
+                }
+            }),
+        ),
+        (
+            "SHA256SUMS",
+            Box::new({
+                let (h, b) = (sums_hash.clone(), bad_sum.clone());
+                move |r: &Path| edit(&r.join("SHA256SUMS"), &h, &b)
+            }),
+            Box::new({
+                let (h, b, f) = (sums_hash.clone(), bad_sum.clone(), sums_file.clone());
+                move |_: &Path| vec![format!("{f}: sha256 {h} but SHA256SUMS says {b}")]
+            }),
+        ),
+    ];
+    for (name, tamper, expect) in cases {
+        let copy = fx.path(&format!("tampered-{name}"));
+        cp_a(&gen, &copy);
+        tamper(&copy);
+        let o = fx.verify(&copy, &dev);
+        let stdout = text(&o.stdout);
+        assert!(!o.status.success(), "{name}: verify passed:\n{stdout}");
+        let mut got: Vec<String> = stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("FAIL ").map(str::to_string))
+            .collect();
+        let mut want = expect(&copy);
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "{name}: failures\n{stdout}");
+        assert!(
+            text(&o.stderr).contains(&format!(
+                "error: {}: {} problem(s) found (",
+                copy.display(),
+                want.len()
+            )),
+            "{name}: {}",
+            text(&o.stderr)
+        );
+    }
+
+    // Another key: every signature fails, nothing else.
+    let o = fx.verify(&gen, &k.other.public_asc);
+    let stdout = text(&o.stdout);
+    assert!(!o.status.success(), "{stdout}");
+    let got: BTreeSet<&str> = stdout.lines().collect();
+    let mut want: BTreeSet<String> = [
+        format!("FAIL apt/dists/stable/InRelease: signature does not verify: {nokey}"),
+        format!(
+            "FAIL apt/dists/stable/Release.gpg: signature over Release does not verify: {nokey}"
+        ),
+        format!(
+            "FAIL dnf/repodata/repomd.xml.asc: signature over repomd.xml does not verify: {nokey}"
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let rpms: Vec<&String> = l.keys().filter(|k| k.ends_with(".rpm")).collect();
+    assert_eq!(rpms.len(), 2);
+    for line in &got {
+        if let Some(rest) = rpms
+            .iter()
+            .find_map(|r| line.strip_prefix(&format!("FAIL {r}: header signature: ")))
+        {
+            assert!(!rest.is_empty());
+            want.insert(line.to_string());
+        }
+    }
+    assert_eq!(want.len(), 5, "both rpm header signatures fail:\n{stdout}");
+    assert_eq!(got, want.iter().map(String::as_str).collect(), "{stdout}");
 }
