@@ -8,12 +8,11 @@
 //! failure line is compared exactly with what the tampering must produce.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use flate2::write::GzEncoder;
 use sha2::{Digest, Sha256};

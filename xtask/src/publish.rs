@@ -189,7 +189,11 @@ pub fn carry_over(
     for prev in previous {
         for rel in files_of(prev) {
             if rel.is_absolute() || rel.components().any(|c| c.as_os_str() == "..") {
-                bail!("{}: refusing to carry over {}", prev.display(), rel.display());
+                bail!(
+                    "{}: refusing to carry over {}",
+                    prev.display(),
+                    rel.display()
+                );
             }
             let from = prev.join(&rel);
             let to = new_root.join(&rel);
@@ -332,7 +336,7 @@ mod tests {
         std::fs::write(prev.join("r/unnamed"), "x").unwrap();
         std::fs::write(new.join("r/b"), "new b").unwrap();
         let named = |_: &Path| vec![PathBuf::from("r/a"), "r/b".into(), "r/gone".into()];
-        let n = carry_over(&[prev.clone()], &new, named).unwrap();
+        let n = carry_over(std::slice::from_ref(&prev), &new, named).unwrap();
         assert_eq!(n, 1);
         assert_eq!(std::fs::read_to_string(new.join("r/a")).unwrap(), "old a");
         assert_eq!(std::fs::read_to_string(new.join("r/b")).unwrap(), "new b");
