@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use flate2::write::GzEncoder;
 use sha2::{Digest, Sha256};
@@ -953,6 +953,27 @@ fn verify_detects_each_tampering_precisely() {
     assert!(
         out.starts_with(&format!("OK {}: ", elsewhere.display())),
         "{out}"
+    );
+
+    // Same inputs and SOURCE_DATE_EPOCH: the same bytes, signatures included (only the client
+    // files differ, as they name the output directory).
+    let other_out = fx.path("out-again");
+    // (In another second of the wall clock, so that a signature dated "now" would differ.)
+    std::thread::sleep(Duration::from_millis(1100));
+    let a = fx.dist_args(&other_out);
+    let o = fx
+        .cmd(&a.iter().map(String::as_str).collect::<Vec<_>>())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let strip = |m: BTreeMap<String, String>| -> BTreeMap<String, String> {
+        m.into_iter()
+            .filter(|(k, _)| !k.starts_with("observability-stack."))
+            .collect()
+    };
+    assert_eq!(
+        strip(listing(&gen)),
+        strip(listing(&other_out.join("generations/0001")))
     );
 
     let l = listing(&gen);
