@@ -566,28 +566,8 @@ pub fn assemble_repositories(
         },
     )?;
 
-    // Older indexes stay fetchable: their by-hash files and repodata come along.
-    let mut by_hash = Vec::new();
-    for prev in previous {
-        find_dirs_named(&prev.join("apt/dists"), "by-hash", &mut by_hash)?;
-    }
-    for prev in previous {
-        for d in &by_hash {
-            if let Ok(rel) = d.strip_prefix(prev) {
-                for algo in ["SHA256", "SHA512"] {
-                    crate::publish::carry_over(
-                        std::slice::from_ref(prev),
-                        gen,
-                        &rel.join(algo),
-                        |_| true,
-                    )?;
-                }
-            }
-        }
-    }
-    crate::publish::carry_over(previous, gen, Path::new("dnf/repodata"), |n| {
-        !n.starts_with("repomd.xml")
-    })?;
+    // Older indexes stay fetchable: the by-hash files and repodata they name come along.
+    crate::publish::carry_over(previous, gen, own_index_files)?;
 
     let sums: String = {
         let mut v: Vec<(&str, &str)> = built
@@ -611,21 +591,49 @@ pub const DEBSIG_DIR: &str = "keys/debsig";
 /// repositories.
 pub const BUILD_DIR: &str = ".build";
 
-fn find_dirs_named(dir: &Path, name: &str, out: &mut Vec<PathBuf>) -> Result<()> {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return Ok(());
-    };
-    for e in rd {
-        let e = e?;
-        if e.file_type()?.is_dir() {
-            if e.file_name() == name {
-                out.push(e.path());
-            } else {
-                find_dirs_named(&e.path(), name, out)?;
+/// The files a generation's own indexes name, relative to the generation: the by-hash copies
+/// of every index each apt suite's `Release` lists, and the repodata files `repomd.xml` names.
+/// An unreadable index names nothing (previous generations were verified when published).
+pub fn own_index_files(gen: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let dists = Path::new("apt/dists");
+    if let Ok(rd) = std::fs::read_dir(gen.join(dists)) {
+        let mut suites: Vec<_> = rd.filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+        suites.sort();
+        for suite in suites {
+            let Ok(text) = std::fs::read_to_string(gen.join(dists).join(&suite).join("Release"))
+            else {
+                continue;
+            };
+            let Ok(Some(para)) = crate::verify::parse_deb822(&text).map(|p| p.into_iter().next())
+            else {
+                continue;
+            };
+            for algo in ["SHA256", "SHA512"] {
+                for (hash, _, path) in para
+                    .get(algo)
+                    .map(|v| crate::verify::release_sums(v))
+                    .unwrap_or_default()
+                {
+                    let dir = Path::new(&path).parent().unwrap_or(Path::new(""));
+                    out.push(
+                        dists
+                            .join(&suite)
+                            .join(dir)
+                            .join("by-hash")
+                            .join(algo)
+                            .join(hash),
+                    );
+                }
             }
         }
     }
-    Ok(())
+    if let Ok(xml) = std::fs::read(gen.join("dnf/repodata/repomd.xml")) {
+        if let Ok(data) = crate::verify::parse_repomd(&xml) {
+            out.extend(data.into_iter().map(|d| Path::new("dnf").join(d.href)));
+        }
+    }
+    out
 }
 
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {

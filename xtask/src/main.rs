@@ -314,6 +314,9 @@ fn cmd_dist(a: DistArgs) -> Result<()> {
         .map(|(c, _)| dist::source_date_epoch(c, None))
         .max()
         .unwrap_or(0);
+    // Signatures dated like everything else: same inputs, same bytes (raised to the key's
+    // creation time when SOURCE_DATE_EPOCH is older than the key).
+    let key = key.with_signature_time(Some(date));
     let lock = publish::lock(&a.out)?;
     let out = std::fs::canonicalize(&a.out)?;
     let repo = dist::RepoOptions {

@@ -174,37 +174,38 @@ pub fn commit(lock: &OutLock, mut staging: Staging) -> Result<PathBuf> {
     Ok(dest)
 }
 
-/// Hard-link (or copy, across file systems) every file of `prev/rel` that `new/rel` lacks, for
-/// each previous generation. `keep` filters by file name. Used for apt's by-hash directories and
-/// dnf's repodata: older indexes stay fetchable after a switch.
+/// Hard-link (or copy, across file systems) into `new_root` every file that `files_of(prev)`
+/// names (paths relative to the generation) and `new_root` lacks, for each previous generation.
+/// Used for apt's by-hash files and dnf's repodata: `files_of` names only what a generation's
+/// own indexes reference, so older indexes stay fetchable after a switch while files carried
+/// into a previous generation from even older ones are not carried again (a generation holds
+/// the indexes of itself and the previous [`KEEP_PREVIOUS`], no more).
 pub fn carry_over(
     previous: &[PathBuf],
     new_root: &Path,
-    rel: &Path,
-    keep: impl Fn(&str) -> bool,
+    files_of: impl Fn(&Path) -> Vec<PathBuf>,
 ) -> Result<usize> {
     let mut n = 0;
     for prev in previous {
-        let from_dir = prev.join(rel);
-        let Ok(rd) = std::fs::read_dir(&from_dir) else {
-            continue;
-        };
-        let to_dir = new_root.join(rel);
-        for e in rd {
-            let e = e?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            if !e.file_type()?.is_file() || !keep(&name) {
+        for rel in files_of(prev) {
+            if rel.is_absolute() || rel.components().any(|c| c.as_os_str() == "..") {
+                bail!(
+                    "{}: refusing to carry over {}",
+                    prev.display(),
+                    rel.display()
+                );
+            }
+            let from = prev.join(&rel);
+            let to = new_root.join(&rel);
+            if !from.is_file() || to.exists() {
                 continue;
             }
-            let to = to_dir.join(&name);
-            if to.exists() {
-                continue;
+            if let Some(d) = to.parent() {
+                std::fs::create_dir_all(d)?;
             }
-            std::fs::create_dir_all(&to_dir)?;
-            if std::fs::hard_link(e.path(), &to).is_err() {
-                std::fs::copy(e.path(), &to).with_context(|| {
-                    format!("copying {} to {}", e.path().display(), to.display())
-                })?;
+            if std::fs::hard_link(&from, &to).is_err() {
+                std::fs::copy(&from, &to)
+                    .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
             }
             n += 1;
         }
@@ -324,7 +325,7 @@ mod tests {
     }
 
     #[test]
-    fn carry_over_links_missing_files_only() {
+    fn carry_over_links_missing_named_files_only() {
         let t = tempfile::tempdir().unwrap();
         let prev = t.path().join("prev");
         let new = t.path().join("new");
@@ -332,12 +333,14 @@ mod tests {
         std::fs::create_dir_all(new.join("r")).unwrap();
         std::fs::write(prev.join("r/a"), "old a").unwrap();
         std::fs::write(prev.join("r/b"), "old b").unwrap();
-        std::fs::write(prev.join("r/repomd.xml"), "x").unwrap();
+        std::fs::write(prev.join("r/unnamed"), "x").unwrap();
         std::fs::write(new.join("r/b"), "new b").unwrap();
-        let n = carry_over(&[prev], &new, Path::new("r"), |n| n != "repomd.xml").unwrap();
+        let named = |_: &Path| vec![PathBuf::from("r/a"), "r/b".into(), "r/gone".into()];
+        let n = carry_over(std::slice::from_ref(&prev), &new, named).unwrap();
         assert_eq!(n, 1);
         assert_eq!(std::fs::read_to_string(new.join("r/a")).unwrap(), "old a");
         assert_eq!(std::fs::read_to_string(new.join("r/b")).unwrap(), "new b");
-        assert!(!new.join("r/repomd.xml").exists());
+        assert!(!new.join("r/unnamed").exists());
+        assert!(carry_over(&[prev], &new, |_| vec![PathBuf::from("../x")]).is_err());
     }
 }

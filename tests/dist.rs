@@ -1,0 +1,1242 @@
+//! `cargo xtask dist` as a whole, driving the real binary against a `file:` mirror of generated
+//! release archives (around /usr/bin/true, amd64 only: no arm64 ELF is available here, so the
+//! arm64 pins are removed from a temporary copy of components/): signing keys on the command
+//! line and in the environment, publishing of generations, kill -9 at arbitrary points,
+//! concurrent runs, and `xtask verify` on good and tampered trees.
+//!
+//! Outputs are judged by the real tools (gpgv, rpmkeys) and by `xtask verify`, whose every
+//! failure line is compared exactly with what the tampering must produce.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use flate2::write::GzEncoder;
+use sha2::{Digest, Sha256};
+
+/// The components of the repository and the versions pinned there.
+const COMPONENTS: [(&str, &str); 2] = [("node_exporter", "1.10.2"), ("mysqld_exporter", "0.18.0")];
+const SDE: &str = "1700000000";
+const PASS: &str = "dist test passphrase";
+
+fn sha256(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+fn sha256_file(p: &Path) -> String {
+    sha256(&std::fs::read(p).unwrap())
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The URL path of a component's upstream asset (the mirror keeps it).
+fn asset_path(comp: &str, version: &str, arch: &str) -> String {
+    format!("prometheus/{comp}/releases/download/v{version}/{comp}-{version}.linux-{arch}.tar.gz")
+}
+
+/// A deterministic release archive in the upstream layout.
+fn release_tar_gz(comp: &str, version: &str, arch: &str) -> Vec<u8> {
+    let top = format!("{comp}-{version}.linux-{arch}");
+    let binary = std::fs::read("/usr/bin/true").expect("/usr/bin/true");
+    let license = format!("Apache License 2.0 (test copy for {comp} {arch})\n");
+    let gz = GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut b = tar::Builder::new(gz);
+    let mut add = |name: &str, kind: tar::EntryType, mode: u32, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_path(name).unwrap();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(data.len() as u64);
+        h.set_mtime(1_700_000_000);
+        h.set_cksum();
+        b.append(&h, data).unwrap();
+    };
+    add(&format!("{top}/"), tar::EntryType::Directory, 0o755, b"");
+    add(
+        &format!("{top}/{comp}"),
+        tar::EntryType::Regular,
+        0o755,
+        &binary,
+    );
+    add(
+        &format!("{top}/LICENSE"),
+        tar::EntryType::Regular,
+        0o644,
+        license.as_bytes(),
+    );
+    b.into_inner().unwrap().finish().unwrap()
+}
+
+// ------------------------------------------------------------------------------------------
+// keys
+
+fn gpg(home: &Path) -> Command {
+    let mut c = Command::new("gpg");
+    c.env("GNUPGHOME", home).args([
+        "--batch",
+        "--no-tty",
+        "--pinentry-mode",
+        "loopback",
+        "--passphrase",
+        PASS,
+    ]);
+    c
+}
+
+fn must(c: &mut Command) -> Vec<u8> {
+    let o = c.stdin(Stdio::null()).output().unwrap();
+    assert!(o.status.success(), "{c:?}: {}", text(&o.stderr));
+    o.stdout
+}
+
+/// A gpg-made signing key: the armored secret export (passphrase-protected), the public key
+/// armored and as a binary keyring, and its fingerprint.
+struct Key {
+    fpr: String,
+    secret: String,
+    public_asc: PathBuf,
+    public_gpg: PathBuf,
+}
+
+fn make_key(dir: &Path, uid: &str) -> Key {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let home = dir.join("gnupg");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+    must(gpg(&home).args(["--quick-gen-key", uid, "rsa3072", "sign", "never"]));
+    let colons = text(&must(
+        gpg(&home).args(["--with-colons", "--list-secret-keys"]),
+    ));
+    let fpr = colons
+        .lines()
+        .find(|l| l.starts_with("fpr:"))
+        .and_then(|l| l.split(':').nth(9))
+        .unwrap()
+        .to_string();
+    let secret = text(&must(gpg(&home).args([
+        "--armor",
+        "--export-secret-keys",
+        &fpr,
+    ])));
+    assert!(secret.contains("-----BEGIN PGP PRIVATE KEY BLOCK-----"));
+    let public_asc = dir.join("public.asc");
+    std::fs::write(
+        &public_asc,
+        must(gpg(&home).args(["--armor", "--export", &fpr])),
+    )
+    .unwrap();
+    let public_gpg = dir.join("public.gpg");
+    std::fs::write(&public_gpg, must(gpg(&home).args(["--export", &fpr]))).unwrap();
+    Key {
+        fpr,
+        secret,
+        public_asc,
+        public_gpg,
+    }
+}
+
+/// Keys shared by the tests of this process (RSA key generation is slow).
+struct Keys {
+    main: Key,
+    other: Key,
+    /// A development key directory made by the pipeline's own generator, copied into each
+    /// fixture's XDG_DATA_HOME so that only one test pays for RSA-4096 generation.
+    dev_dir: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn keys() -> &'static Keys {
+    static K: OnceLock<Keys> = OnceLock::new();
+    K.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("xtask-dist-keys-")
+            .tempdir()
+            .unwrap();
+        let main = make_key(
+            &dir.path().join("main"),
+            "dist test key <main@example.invalid>",
+        );
+        let other = make_key(
+            &dir.path().join("other"),
+            "another key <other@example.invalid>",
+        );
+        let dev_dir = dir.path().join("dev/observability-stack");
+        xtask::signing::SigningKey::dev_key(&dev_dir).unwrap();
+        Keys {
+            main,
+            other,
+            dev_dir,
+            _dir: dir,
+        }
+    })
+}
+
+/// Lines of an armored secret key that must never be printed (its base64 body).
+fn secret_lines(armored: &str) -> Vec<String> {
+    armored
+        .lines()
+        .filter(|l| l.len() >= 40 && !l.starts_with("-----"))
+        .map(str::to_string)
+        .collect()
+}
+
+fn assert_no_secret(o: &Output, armored: &str) {
+    let all = format!("{}{}", text(&o.stdout), text(&o.stderr));
+    for l in secret_lines(armored) {
+        assert!(!all.contains(&l), "secret key material printed: {l}");
+    }
+    assert!(!all.contains(PASS), "the passphrase was printed");
+}
+
+// ------------------------------------------------------------------------------------------
+// fixture
+
+struct Fx {
+    dir: tempfile::TempDir,
+    components: PathBuf,
+    mirror: PathBuf,
+    cache: PathBuf,
+    out: PathBuf,
+    xdg_data: PathBuf,
+}
+
+impl Fx {
+    /// A components/ copy pinned (amd64 only) to archives in a `file:` mirror, an empty
+    /// cache, an absent OUT, and XDG_DATA_HOME holding the shared development key (unless
+    /// `fresh_dev_key`: then empty, and the binary generates one).
+    fn new(fresh_dev_key: bool) -> Fx {
+        let dir = tempfile::Builder::new()
+            .prefix("xtask-dist-")
+            .tempdir()
+            .unwrap();
+        let components = dir.path().join("components");
+        let mirror = dir.path().join("mirror");
+        std::fs::create_dir(&components).unwrap();
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../components");
+        for (comp, version) in COMPONENTS {
+            let file = src.join(format!("{comp}.toml"));
+            let orig = xtask::component::load_file(&file).unwrap();
+            assert_eq!(orig.version, version, "{comp}: update COMPONENTS");
+            let bytes = release_tar_gz(comp, version, "amd64");
+            let p = mirror.join(asset_path(comp, version, "amd64"));
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, &bytes).unwrap();
+            let a = xtask::package::Arch::parse("amd64").unwrap();
+            assert_eq!(
+                orig.url(a),
+                format!("https://github.com/{}", asset_path(comp, version, "amd64"))
+            );
+            let old = &orig.source.sha256[&a];
+            let t = std::fs::read_to_string(&file).unwrap();
+            assert!(t.contains(old.as_str()));
+            let t: String = t
+                .replace(old.as_str(), &sha256(&bytes))
+                .lines()
+                .filter(|l| !l.starts_with("arm64 = "))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            std::fs::write(components.join(format!("{comp}.toml")), t).unwrap();
+        }
+        let xdg_data = dir.path().join("xdg-data");
+        if !fresh_dev_key {
+            let to = xdg_data.join("observability-stack");
+            std::fs::create_dir_all(&to).unwrap();
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o700)).unwrap();
+            let from = keys().dev_dir.join(xtask::signing::DEV_KEY_FILE);
+            std::fs::copy(&from, to.join(xtask::signing::DEV_KEY_FILE)).unwrap();
+        }
+        let cache = dir.path().join("cache");
+        std::fs::create_dir(&cache).unwrap();
+        Fx {
+            out: dir.path().join("out"),
+            dir,
+            components,
+            mirror,
+            cache,
+            xdg_data,
+        }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn dev_key_file(&self) -> PathBuf {
+        self.xdg_data
+            .join("observability-stack")
+            .join(xtask::signing::DEV_KEY_FILE)
+    }
+
+    fn dev_public(&self) -> PathBuf {
+        self.xdg_data
+            .join("observability-stack/dev-signing-key.pub.asc")
+    }
+
+    /// Set every component's package revision (so successive runs make different indexes).
+    fn set_revision(&self, n: u32) {
+        for (comp, _) in COMPONENTS {
+            let f = self.components.join(format!("{comp}.toml"));
+            let t: String = std::fs::read_to_string(&f)
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    if l.starts_with("revision = ") {
+                        format!("revision = {n}\n")
+                    } else {
+                        format!("{l}\n")
+                    }
+                })
+                .collect();
+            std::fs::write(&f, t).unwrap();
+        }
+    }
+
+    /// The binary with a controlled environment (no key or passphrase from the caller's).
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        c.args(args)
+            .env("HOME", self.dir.path())
+            .env("XDG_DATA_HOME", &self.xdg_data)
+            .env("XDG_CACHE_HOME", self.path("xdg-cache"))
+            .env("SOURCE_DATE_EPOCH", SDE)
+            .env("XTASK_LOG", "warn")
+            .env_remove(xtask::signing::ENV_KEY)
+            .env_remove(xtask::signing::ENV_PASSPHRASE)
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn dist_args(&self, out: &Path) -> Vec<String> {
+        vec![
+            "dist".into(),
+            "--components".into(),
+            self.components.display().to_string(),
+            "--cache".into(),
+            self.cache.display().to_string(),
+            "--mirror".into(),
+            format!("file://{}", self.mirror.display()),
+            "--out".into(),
+            out.display().to_string(),
+        ]
+    }
+
+    fn dist(&self, extra: &[&str]) -> Command {
+        let mut a = self.dist_args(&self.out);
+        a.extend(extra.iter().map(|s| s.to_string()));
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        self.cmd(&a)
+    }
+
+    /// A dist run that must succeed (development key); returns its output.
+    fn dist_ok(&self) -> Output {
+        let o = self.dist(&[]).output().unwrap();
+        assert!(o.status.success(), "dist failed:\n{}", text(&o.stderr));
+        o
+    }
+
+    /// `xtask verify DIR --key KEY`.
+    fn verify(&self, dir: &Path, key: &Path) -> Output {
+        self.cmd(&[
+            "verify",
+            &dir.display().to_string(),
+            "--key",
+            &key.display().to_string(),
+        ])
+        .output()
+        .unwrap()
+    }
+
+    fn verify_ok(&self, dir: &Path, key: &Path) -> String {
+        let o = self.verify(dir, key);
+        let out = text(&o.stdout);
+        assert!(
+            o.status.success(),
+            "verify {} failed:\n{out}{}",
+            dir.display(),
+            text(&o.stderr)
+        );
+        assert!(out.starts_with("OK "), "{out}");
+        out
+    }
+
+    fn current(&self) -> String {
+        std::fs::read_link(self.out.join("current"))
+            .unwrap()
+            .display()
+            .to_string()
+    }
+
+    fn generations(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.out.join("generations"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.parse::<u32>().is_ok())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn gen(&self, n: u32) -> PathBuf {
+        self.out.join(format!("generations/{n:04}"))
+    }
+}
+
+/// Relative path → sha256 of every file below `root` (symlinks as `-> target`).
+fn listing(root: &Path) -> BTreeMap<String, String> {
+    fn walk(root: &Path, dir: &Path, m: &mut BTreeMap<String, String>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd {
+            let e = e.unwrap();
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let t = e.file_type().unwrap();
+            if t.is_symlink() {
+                m.insert(
+                    rel,
+                    format!("-> {}", std::fs::read_link(&p).unwrap().display()),
+                );
+            } else if t.is_dir() {
+                m.insert(format!("{rel}/"), String::new());
+                walk(root, &p, m);
+            } else {
+                m.insert(rel, sha256_file(&p));
+            }
+        }
+    }
+    let mut m = BTreeMap::new();
+    walk(root, root, &mut m);
+    m
+}
+
+/// Files (relative paths) of every `by-hash/SHA*` directory below `root`.
+fn by_hash_files(root: &Path) -> BTreeSet<String> {
+    listing(&root.join("apt/dists"))
+        .into_keys()
+        .filter(|k| k.contains("/by-hash/") && !k.ends_with('/'))
+        .collect()
+}
+
+/// Files of dnf's repodata, repomd.xml and its signature excluded.
+fn repodata_files(root: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(root.join("dnf/repodata"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with("repomd.xml"))
+        .collect()
+}
+
+/// The by-hash names and repodata files a generation's own indexes reference.
+fn own_index_files(root: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut bh = BTreeSet::new();
+    let suite = root.join("apt/dists/stable");
+    let release = std::fs::read_to_string(suite.join("Release")).unwrap();
+    let mut algo = "";
+    for l in release.lines() {
+        if l == "SHA256:" || l == "SHA512:" {
+            algo = l.trim_end_matches(':');
+        } else if let Some(rest) = l.strip_prefix(' ') {
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let dir = Path::new(f[2]).parent().unwrap();
+            bh.insert(format!("stable/{}/by-hash/{algo}/{}", dir.display(), f[0]));
+        } else {
+            algo = "";
+        }
+    }
+    let repomd = std::fs::read_to_string(root.join("dnf/repodata/repomd.xml")).unwrap();
+    let rd = repomd
+        .split("<location href=\"repodata/")
+        .skip(1)
+        .map(|s| s.split('"').next().unwrap().to_string())
+        .collect();
+    (bh, rd)
+}
+
+fn files_with_ext(root: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = listing(root)
+        .into_keys()
+        .filter(|k| k.ends_with(ext))
+        .map(|k| root.join(k))
+        .collect();
+    v.sort();
+    v
+}
+
+// ------------------------------------------------------------------------------------------
+// 1. keys on the command line
+
+#[test]
+fn signing_keys_on_the_command_line_and_in_the_environment() {
+    let k = keys();
+    let fx = Fx::new(true);
+
+    // The arm64 pins are gone from the copy: `check` lists it, `dist` notes it.
+    let o = fx
+        .cmd(&[
+            "check",
+            "--components",
+            &fx.components.display().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    for (comp, _) in COMPONENTS {
+        let want = format!(
+            "  {comp} arm64: no sha256 pin in {}: not built",
+            fx.components.join(format!("{comp}.toml")).display()
+        );
+        assert!(text(&o.stdout).contains(&want), "{}", text(&o.stdout));
+    }
+
+    // --release without a key: refused before anything is fetched or written.
+    let o = fx.dist(&["--release"]).output().unwrap();
+    let err = text(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("error: --release needs a real signing key"),
+        "{err}"
+    );
+    assert!(!fx.out.exists(), "OUT was created by a refused run");
+    assert!(listing(&fx.cache).is_empty(), "the cache changed: {err}");
+    assert!(!fx.xdg_data.exists(), "a development key was made: {err}");
+
+    // A key file readable by others: refused, naming the file and its mode.
+    let loose = fx.path("loose.asc");
+    std::fs::write(&loose, &k.main.secret).unwrap();
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = fx
+        .dist(&["--signing-key", &loose.display().to_string()])
+        .output()
+        .unwrap();
+    let err = text(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains(&format!(
+            "error: {}: signing key file has mode 0644, which grants access to group or others; \
+             run `chmod 600 {}`",
+            loose.display(),
+            loose.display()
+        )),
+        "{err}"
+    );
+    assert!(!fx.out.exists());
+    assert!(listing(&fx.cache).is_empty());
+    assert_no_secret(&o, &k.main.secret);
+
+    // A good key file with a passphrase file: output signed by that key.
+    let keyfile = fx.path("key.asc");
+    let passfile = fx.path("pass");
+    for (p, t) in [(&keyfile, k.main.secret.as_str()), (&passfile, PASS)] {
+        std::fs::write(p, t).unwrap();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let o = fx
+        .dist(&[
+            "--signing-key",
+            &keyfile.display().to_string(),
+            "--passphrase-file",
+            &passfile.display().to_string(),
+            "--release",
+        ])
+        .output()
+        .unwrap();
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("DEVELOPMENT KEY"), "{err}");
+    assert!(err.contains(&format!("signed by {}", k.main.fpr)), "{err}");
+    for (comp, _) in COMPONENTS {
+        assert!(
+            err.contains(&format!(
+                "note: {comp} arm64: no sha256 pin in {}: not built",
+                fx.components.join(format!("{comp}.toml")).display()
+            )),
+            "{err}"
+        );
+    }
+    assert_no_secret(&o, &k.main.secret);
+    assert!(!fx.xdg_data.exists(), "a development key was made: {err}");
+    assert_signed_by(&fx, &fx.gen(1), &k.main);
+
+    // The key text in OBS_SIGNING_KEY, the passphrase in OBS_SIGNING_PASSPHRASE.
+    let o = fx
+        .dist(&["--json"])
+        .env(xtask::signing::ENV_KEY, &k.main.secret)
+        .env(xtask::signing::ENV_PASSPHRASE, PASS)
+        .output()
+        .unwrap();
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("DEVELOPMENT KEY"), "{err}");
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["signing_key"], k.main.fpr.as_str());
+    assert_eq!(j["development_key"], false);
+    assert_eq!(j["packages"].as_array().unwrap().len(), 4);
+    assert_no_secret(&o, &k.main.secret);
+    assert_signed_by(&fx, &fx.gen(2), &k.main);
+
+    // A wrong passphrase: refused, nothing published.
+    let o = fx
+        .dist(&[])
+        .env(xtask::signing::ENV_KEY, &k.main.secret)
+        .env(xtask::signing::ENV_PASSPHRASE, "not it")
+        .output()
+        .unwrap();
+    let err = text(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains(&format!(
+            "error: {}: key {}: wrong passphrase",
+            xtask::signing::ENV_KEY,
+            k.main.fpr
+        )),
+        "{err}"
+    );
+    assert_no_secret(&o, &k.main.secret);
+    assert_eq!(fx.generations(), ["0001", "0002"]);
+
+    // No key: a development key is generated, every run says so loudly.
+    for _ in 0..2 {
+        let o = fx.dist_ok();
+        let err = text(&o.stderr);
+        assert!(err.contains(xtask::signing::DEV_KEY_WARNING), "{err}");
+        assert!(err.contains("DEVELOPMENT KEY, NOT FOR PRODUCTION"), "{err}");
+        let dev = std::fs::read_to_string(fx.dev_key_file()).unwrap();
+        assert_no_secret(&o, &dev);
+    }
+    let mode = std::fs::metadata(fx.dev_key_file())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(fx.dev_public().is_file());
+    // The development key signed generation 3 and 4; the gpg key does not verify them.
+    fx.verify_ok(&fx.gen(4), &fx.dev_public());
+    assert!(!fx.verify(&fx.gen(4), &k.main.public_asc).status.success());
+    // Verify with no --key trusts the local development key, and says so.
+    let o = fx
+        .cmd(&["verify", &fx.out.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stdout));
+    assert!(
+        text(&o.stderr).contains("also trusting the local DEVELOPMENT key"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+/// gpgv (InRelease, Release.gpg), rpmkeys (every rpm) and `xtask verify` accept `gen` as
+/// signed by `key`.
+fn assert_signed_by(fx: &Fx, gen: &Path, key: &Key) {
+    let suite = gen.join("apt/dists/stable");
+    let o = Command::new("gpgv")
+        .args(["--status-fd", "1", "--keyring"])
+        .arg(&key.public_gpg)
+        .arg(suite.join("InRelease"))
+        .output()
+        .unwrap();
+    let status = text(&o.stdout);
+    assert!(o.status.success(), "gpgv InRelease: {}", text(&o.stderr));
+    let validsig = status
+        .lines()
+        .find(|l| l.starts_with("[GNUPG:] VALIDSIG "))
+        .unwrap_or_else(|| panic!("{status}"));
+    assert!(validsig.ends_with(&format!(" {}", key.fpr)), "{validsig}");
+    let o = Command::new("gpgv")
+        .arg("--keyring")
+        .arg(&key.public_gpg)
+        .arg(suite.join("Release.gpg"))
+        .arg(suite.join("Release"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "gpgv Release.gpg: {}", text(&o.stderr));
+
+    let db = tempfile::tempdir().unwrap();
+    let o = Command::new("rpmkeys")
+        .arg("--dbpath")
+        .arg(db.path())
+        .arg("--import")
+        .arg(&key.public_asc)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "rpmkeys --import: {}", text(&o.stderr));
+    let rpms = files_with_ext(&gen.join("dnf"), ".rpm");
+    assert_eq!(rpms.len(), 2, "{rpms:?}");
+    let keyid = key.fpr[key.fpr.len() - 8..].to_lowercase();
+    for r in rpms {
+        let o = Command::new("rpmkeys")
+            .arg("--dbpath")
+            .arg(db.path())
+            .arg("--checksig")
+            .arg("-v")
+            .arg(&r)
+            .output()
+            .unwrap();
+        let t = text(&o.stdout);
+        assert!(
+            o.status.success(),
+            "rpmkeys --checksig {}: {t}",
+            r.display()
+        );
+        assert!(
+            t.contains(&format!(
+                "Header V4 RSA/SHA256 Signature, key ID {keyid}: OK"
+            )),
+            "{t}"
+        );
+        assert!(!t.contains("NOKEY") && !t.contains("BAD"), "{t}");
+    }
+    let out = fx.verify_ok(gen, &key.public_asc);
+    assert!(out.contains(&format!("against {}", key.fpr)), "{out}");
+}
+
+// ------------------------------------------------------------------------------------------
+// 2. publishing
+
+#[test]
+fn successive_runs_publish_generations_and_keep_three_previous_indexes() {
+    let fx = Fx::new(false);
+    let dev = fx.dev_public();
+    let mut own: BTreeMap<u32, (BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
+    for n in 1..=5u32 {
+        // A revision bump: every index of the new generation differs from the last one's.
+        fx.set_revision(n);
+        let o = fx.dist_ok();
+        let err = text(&o.stderr);
+        assert!(
+            err.contains(&format!(
+                "4 package(s) in {}/current (generation {n:04}), signed by ",
+                fx.out.canonicalize().unwrap().display()
+            )),
+            "{err}"
+        );
+        assert_eq!(fx.current(), format!("generations/{n:04}"));
+        let expect: Vec<String> = (n.saturating_sub(3).max(1)..=n)
+            .map(|g| format!("{g:04}"))
+            .collect();
+        assert_eq!(fx.generations(), expect, "after run {n}");
+        own.insert(n, own_index_files(&fx.gen(n)));
+        // By-hash files and repodata of this and the previous three generations, no others.
+        let (mut bh, mut rd) = (BTreeSet::new(), BTreeSet::new());
+        for g in n.saturating_sub(3).max(1)..=n {
+            bh.extend(own[&g].0.iter().cloned());
+            rd.extend(own[&g].1.iter().cloned());
+        }
+        assert_eq!(by_hash_files(&fx.gen(n)), bh, "by-hash of generation {n}");
+        assert_eq!(repodata_files(&fx.gen(n)), rd, "repodata of generation {n}");
+        fx.verify_ok(&fx.out, &dev);
+        if n == 2 {
+            let p = "apt/dists/stable/main/binary-amd64/Packages";
+            assert_ne!(
+                sha256_file(&fx.gen(1).join(p)),
+                sha256_file(&fx.gen(2).join(p)),
+                "the revision bump must change Packages"
+            );
+            // Generation 1's by-hash files and repodata are in generation 2, byte for byte.
+            let (l1, l2) = (listing(&fx.gen(1)), listing(&fx.gen(2)));
+            let carried: Vec<&String> = l1
+                .keys()
+                .filter(|k| k.contains("/by-hash/") || k.starts_with("dnf/repodata/"))
+                .filter(|k| !k.ends_with('/') && !k.contains("repomd.xml"))
+                .collect();
+            assert!(carried.len() >= 8 + 3, "{carried:?}");
+            for k in carried {
+                assert_eq!(l2.get(k), Some(&l1[k]), "{k} of generation 1 not in 2");
+            }
+            assert_ne!(own[&1].1, own[&2].1, "repodata must differ between runs");
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// 3. atomicity
+
+fn staging_dirs(out: &Path) -> Vec<String> {
+    std::fs::read_dir(out.join("generations"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect()
+}
+
+#[test]
+fn a_run_killed_at_any_point_leaves_the_previous_generation_published() {
+    let fx = Fx::new(false);
+    let dev = fx.dev_public();
+    fx.dist_ok();
+    // How long a run takes here (kill points are spread over it).
+    fx.set_revision(2);
+    let t0 = Instant::now();
+    fx.dist_ok();
+    let full = t0.elapsed();
+    let mut published = 2u32;
+    let mut killed_with_staging = 0;
+    let mut killed = 0;
+    const POINTS: u32 = 12;
+    for i in 0..POINTS {
+        fx.set_revision(3 + i);
+        let before = fx.current();
+        let mut child = fx
+            .dist(&[])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(full * i / (POINTS - 2));
+        if let Some(st) = child.try_wait().unwrap() {
+            // Finished before the kill point: it published the next generation.
+            assert!(st.success(), "run {i} failed on its own");
+            published = fx.generations().last().unwrap().parse().unwrap();
+            assert_eq!(fx.current(), format!("generations/{published:04}"));
+        } else {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            killed += 1;
+            let now = fx.current();
+            if now != before {
+                // Killed after the switch (pruning): the new generation is complete.
+                published = fx.generations().last().unwrap().parse().unwrap();
+                assert_eq!(now, format!("generations/{published:04}"));
+            } else {
+                assert_eq!(now, format!("generations/{published:04}"), "kill {i}");
+            }
+            if !staging_dirs(&fx.out).is_empty() {
+                killed_with_staging += 1;
+            }
+        }
+        // The published tree, and every numbered generation a later run builds on, verify.
+        fx.verify_ok(&fx.out, &dev);
+        for g in fx.generations() {
+            fx.verify_ok(&fx.out.join("generations").join(g), &dev);
+        }
+    }
+    assert!(
+        killed >= 3,
+        "only {killed} run(s) were killed before finishing"
+    );
+    assert!(
+        killed_with_staging >= 1,
+        "no kill left a staging directory behind: the kill points missed the build"
+    );
+    // The next normal run cleans what the killed ones left and publishes.
+    fx.set_revision(100);
+    fx.dist_ok();
+    assert_eq!(staging_dirs(&fx.out), Vec::<String>::new());
+    let last = fx.generations().last().unwrap().clone();
+    assert_eq!(fx.current(), format!("generations/{last}"));
+    assert!(!fx.out.join(".current.new").exists());
+    fx.verify_ok(&fx.out, &dev);
+}
+
+// ------------------------------------------------------------------------------------------
+// 4. concurrency
+
+#[test]
+fn concurrent_runs_wait_for_each_other_and_both_publish() {
+    let k = keys();
+    let fx = Fx::new(false);
+    let keyfile = fx.path("key.asc");
+    std::fs::write(&keyfile, &k.main.secret).unwrap();
+    std::fs::set_permissions(&keyfile, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // The passphrase-protected key makes each run hold the lock for a while (every signature
+    // unlocks it), so the second run reliably finds it taken.
+    let spawn = || {
+        fx.dist(&["--signing-key", &keyfile.display().to_string()])
+            .env(xtask::signing::ENV_PASSPHRASE, PASS)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let waiting = format!(
+        "waiting: another run is writing {} (lock {})",
+        fx.out.display(),
+        fx.out.join(".lock").display()
+    );
+    let mut waited = 0;
+    for o in [&a, &b] {
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        if text(&o.stderr).contains(&waiting) {
+            waited += 1;
+        }
+    }
+    assert_eq!(
+        waited,
+        1,
+        "exactly one run waits:\n{}\n----\n{}",
+        text(&a.stderr),
+        text(&b.stderr)
+    );
+    assert_eq!(fx.generations(), ["0001", "0002"]);
+    assert_eq!(fx.current(), "generations/0002");
+    for g in [1, 2] {
+        fx.verify_ok(&fx.gen(g), &k.main.public_asc);
+    }
+    // The second built on the first (it read the generations after taking the lock).
+    assert!(by_hash_files(&fx.gen(1)).is_subset(&by_hash_files(&fx.gen(2))));
+}
+
+// ------------------------------------------------------------------------------------------
+// 5. verify
+
+/// Flip the lowest bit of the byte in the middle of a file.
+fn flip_middle(p: &Path) {
+    let mut b = std::fs::read(p).unwrap();
+    let i = b.len() / 2;
+    b[i] ^= 1;
+    std::fs::write(p, b).unwrap();
+}
+
+/// Replace the first `from` in a text file by `to`.
+fn edit(p: &Path, from: &str, to: &str) {
+    let t = std::fs::read_to_string(p).unwrap();
+    assert!(t.contains(from), "{}: no {from:?}", p.display());
+    std::fs::write(p, t.replacen(from, to, 1)).unwrap();
+}
+
+fn sha512_file(p: &Path) -> String {
+    hex::encode(sha2::Sha512::digest(std::fs::read(p).unwrap()))
+}
+
+/// `cp -a` (the copy a mirror would receive).
+fn cp_a(from: &Path, to: &Path) {
+    let o = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+}
+
+#[test]
+fn verify_detects_each_tampering_precisely() {
+    let k = keys();
+    let fx = Fx::new(false);
+    let dev = fx.dev_public();
+    fx.dist_ok();
+    let gen = fx.gen(1);
+    let fpr = text(&must(
+        Command::new("gpg")
+            .args(["--with-colons", "--show-keys"])
+            .arg(&dev),
+    ))
+    .lines()
+    .find(|l| l.starts_with("fpr:"))
+    .and_then(|l| l.split(':').nth(9))
+    .unwrap()
+    .to_string();
+
+    // A good tree: the output directory (its current generation) and a copy of it elsewhere.
+    let out = fx.verify_ok(&fx.out, &dev);
+    let root = fx.out.join("generations/0001");
+    assert!(
+        out.starts_with(&format!("OK {}: ", root.display())),
+        "{out}"
+    );
+    assert!(
+        out.ends_with(&format!(" files checked against {fpr}\n")),
+        "{out}"
+    );
+    let elsewhere = fx.path("mirror-copy");
+    cp_a(&gen, &elsewhere);
+    let out = fx.verify_ok(&elsewhere, &dev);
+    assert!(
+        out.starts_with(&format!("OK {}: ", elsewhere.display())),
+        "{out}"
+    );
+
+    // Same inputs and SOURCE_DATE_EPOCH: the same bytes, signatures included (only the client
+    // files differ, as they name the output directory).
+    let other_out = fx.path("out-again");
+    // (In another second of the wall clock, so that a signature dated "now" would differ.)
+    std::thread::sleep(Duration::from_millis(1100));
+    let a = fx.dist_args(&other_out);
+    let o = fx
+        .cmd(&a.iter().map(String::as_str).collect::<Vec<_>>())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let strip = |m: BTreeMap<String, String>| -> BTreeMap<String, String> {
+        m.into_iter()
+            .filter(|(k, _)| !k.starts_with("observability-stack."))
+            .collect()
+    };
+    assert_eq!(
+        strip(listing(&gen)),
+        strip(listing(&other_out.join("generations/0001")))
+    );
+
+    let l = listing(&gen);
+    let find = |pred: &dyn Fn(&str) -> bool| -> String {
+        let v: Vec<&String> = l.keys().filter(|k| pred(k)).collect();
+        assert!(!v.is_empty(), "no such file in the generation");
+        v[0].clone()
+    };
+    let deb = find(&|k| k.starts_with("apt/pool/") && k.ends_with(".deb"));
+    let rpm = find(&|k| k.starts_with("dnf/") && k.ends_with(".rpm"));
+    let packages = "apt/dists/stable/main/binary-amd64/Packages".to_string();
+    let primary = find(&|k| k.ends_with("-primary.xml.gz"));
+    let by_hash_packages = format!(
+        "apt/dists/stable/main/binary-amd64/by-hash/SHA256/{}",
+        l[&packages]
+    );
+    assert!(l.contains_key(&by_hash_packages));
+    let sums_line = std::fs::read_to_string(gen.join("SHA256SUMS"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    let (sums_hash, sums_file) = sums_line.split_once("  ").unwrap();
+    let sums_hash = sums_hash.to_string();
+    let sums_file = sums_file.to_string();
+    let bad_sum = format!(
+        "{}{}",
+        if sums_hash.starts_with('0') { '1' } else { '0' },
+        &sums_hash[1..]
+    );
+    let nokey = "no trusted key made this signature";
+
+    type Tamper = Box<dyn Fn(&Path)>;
+    type Expect = Box<dyn Fn(&Path) -> Vec<String>>;
+    let cases: Vec<(&str, Tamper, Expect)> = vec![
+        (
+            "deb",
+            Box::new({
+                let deb = deb.clone();
+                move |r: &Path| flip_middle(&r.join(&deb))
+            }),
+            Box::new({
+                let (deb, packages) = (deb.clone(), packages.clone());
+                let l = l.clone();
+                let gen = gen.clone();
+                move |r: &Path| {
+                    vec![
+                        format!(
+                            "{deb}: SHA256 {} but {packages} says {}",
+                            sha256_file(&r.join(&deb)),
+                            l[&deb]
+                        ),
+                        format!(
+                            "{deb}: SHA512 {} but {packages} says {}",
+                            sha512_file(&r.join(&deb)),
+                            sha512_file(&gen.join(&deb))
+                        ),
+                        format!(
+                            "{deb}: sha256 {} but SHA256SUMS says {}",
+                            sha256_file(&r.join(&deb)),
+                            l[&deb]
+                        ),
+                    ]
+                }
+            }),
+        ),
+        (
+            "Packages",
+            Box::new({
+                let packages = packages.clone();
+                move |r: &Path| edit(&r.join(&packages), "Prometheus", "Prometheuz")
+            }),
+            Box::new({
+                let packages = packages.clone();
+                let gen = gen.clone();
+                move |r: &Path| {
+                    vec![
+                        format!(
+                            "{packages}: SHA256 {} but Release says {}",
+                            sha256_file(&r.join(&packages)),
+                            sha256_file(&gen.join(&packages))
+                        ),
+                        format!(
+                            "{packages}: SHA512 {} but Release says {}",
+                            sha512_file(&r.join(&packages)),
+                            sha512_file(&gen.join(&packages))
+                        ),
+                    ]
+                }
+            }),
+        ),
+        (
+            "Release",
+            Box::new(|r: &Path| {
+                edit(
+                    &r.join("apt/dists/stable/Release"),
+                    "Label: observability-stack",
+                    "Label: observability-stacK",
+                )
+            }),
+            Box::new(move |_: &Path| {
+                vec![
+                    "apt/dists/stable/InRelease: signed text differs from apt/dists/stable/Release"
+                        .to_string(),
+                    format!(
+                        "apt/dists/stable/Release.gpg: signature over Release does not verify: \
+                         {nokey}"
+                    ),
+                ]
+            }),
+        ),
+        (
+            "InRelease",
+            Box::new(|r: &Path| {
+                edit(
+                    &r.join("apt/dists/stable/InRelease"),
+                    "Label: observability-stack",
+                    "Label: observability-stacK",
+                )
+            }),
+            Box::new(move |_: &Path| {
+                vec![
+                    format!("apt/dists/stable/InRelease: signature does not verify: {nokey}"),
+                    "apt/dists/stable/InRelease: signed text differs from apt/dists/stable/Release"
+                        .to_string(),
+                ]
+            }),
+        ),
+        (
+            "by-hash",
+            Box::new({
+                let bh = by_hash_packages.clone();
+                move |r: &Path| edit(&r.join(&bh), "Prometheus", "Prometheuz")
+            }),
+            Box::new({
+                let bh = by_hash_packages.clone();
+                move |r: &Path| {
+                    vec![format!(
+                        "{bh}: content has SHA256 {}",
+                        sha256_file(&r.join(&bh))
+                    )]
+                }
+            }),
+        ),
+        (
+            "repomd.xml",
+            Box::new(|r: &Path| {
+                edit(
+                    &r.join("dnf/repodata/repomd.xml"),
+                    "<revision>1700000000</revision>",
+                    "<revision>1700000001</revision>",
+                )
+            }),
+            Box::new(move |_: &Path| {
+                vec![format!(
+                    "dnf/repodata/repomd.xml.asc: signature over repomd.xml does not verify: \
+                     {nokey}"
+                )]
+            }),
+        ),
+        (
+            "primary.xml.gz",
+            Box::new({
+                let primary = primary.clone();
+                move |r: &Path| flip_middle(&r.join(&primary))
+            }),
+            Box::new({
+                let primary = primary.clone();
+                let l = l.clone();
+                move |r: &Path| {
+                    vec![format!(
+                        "{primary}: sha256 {} but repomd.xml says {}",
+                        sha256_file(&r.join(&primary)),
+                        l[&primary]
+                    )]
+                }
+            }),
+        ),
+        (
+            "rpm",
+            Box::new({
+                let rpm = rpm.clone();
+                move |r: &Path| flip_middle(&r.join(&rpm))
+            }),
+            Box::new({
+                let rpm = rpm.clone();
+                let l = l.clone();
+                let primary = primary.clone();
+                move |r: &Path| {
+                    let got = sha256_file(&r.join(&rpm));
+                    vec![
+                        format!("{rpm}: sha256 {got} but {primary} says {}", l[&rpm]),
+                        format!("{rpm}: sha256 {got} but SHA256SUMS says {}", l[&rpm]),
+                    ]
+                }
+            }),
+        ),
+        (
+            "SHA256SUMS",
+            Box::new({
+                let (h, b) = (sums_hash.clone(), bad_sum.clone());
+                move |r: &Path| edit(&r.join("SHA256SUMS"), &h, &b)
+            }),
+            Box::new({
+                let (h, b, f) = (sums_hash.clone(), bad_sum.clone(), sums_file.clone());
+                move |_: &Path| vec![format!("{f}: sha256 {h} but SHA256SUMS says {b}")]
+            }),
+        ),
+    ];
+    for (name, tamper, expect) in cases {
+        let copy = fx.path(&format!("tampered-{name}"));
+        cp_a(&gen, &copy);
+        tamper(&copy);
+        let o = fx.verify(&copy, &dev);
+        let stdout = text(&o.stdout);
+        assert!(!o.status.success(), "{name}: verify passed:\n{stdout}");
+        let mut got: Vec<String> = stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("FAIL ").map(str::to_string))
+            .collect();
+        let mut want = expect(&copy);
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "{name}: failures\n{stdout}");
+        assert!(
+            text(&o.stderr).contains(&format!(
+                "error: {}: {} problem(s) found (",
+                copy.display(),
+                want.len()
+            )),
+            "{name}: {}",
+            text(&o.stderr)
+        );
+    }
+
+    // Another key: every signature fails, nothing else.
+    let o = fx.verify(&gen, &k.other.public_asc);
+    let stdout = text(&o.stdout);
+    assert!(!o.status.success(), "{stdout}");
+    let got: BTreeSet<&str> = stdout.lines().collect();
+    let mut want: BTreeSet<String> = [
+        format!("FAIL apt/dists/stable/InRelease: signature does not verify: {nokey}"),
+        format!(
+            "FAIL apt/dists/stable/Release.gpg: signature over Release does not verify: {nokey}"
+        ),
+        format!(
+            "FAIL dnf/repodata/repomd.xml.asc: signature over repomd.xml does not verify: {nokey}"
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let rpms: Vec<&String> = l.keys().filter(|k| k.ends_with(".rpm")).collect();
+    assert_eq!(rpms.len(), 2);
+    for line in &got {
+        if let Some(rest) = rpms
+            .iter()
+            .find_map(|r| line.strip_prefix(&format!("FAIL {r}: header signature: ")))
+        {
+            assert!(!rest.is_empty());
+            want.insert(line.to_string());
+        }
+    }
+    assert_eq!(want.len(), 5, "both rpm header signatures fail:\n{stdout}");
+    assert_eq!(got, want.iter().map(String::as_str).collect(), "{stdout}");
+}
