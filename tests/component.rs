@@ -837,8 +837,7 @@ fn config_files_live_in_the_components_own_etc_directory() {
     let extra = "\n[[config]]\npath = \"/etc/mysqld_exporter/my.cnf/x\"\ncontent = \"x\"\n";
     let text = repo_component("mysqld_exporter") + extra;
     let e = component::parse_str(Path::new("mysqld_exporter.toml"), &text, String::new())
-        .err()
-        .expect("a config file below another one was accepted");
+        .expect_err("a config file below another one was accepted");
     assert_eq!(e.0.len(), 1, "{e}");
     assert_eq!(e.0[0].field, "config[1].path", "{e}");
     assert!(
