@@ -784,3 +784,157 @@ fn errors_of_several_files_are_reported_together() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains(&e));
 }
+
+/// The hostile-input audit: a component may only claim what is its own. Each of these was
+/// accepted before and built a package that `rm -rf`s or overwrites another program's files,
+/// or runs the exporter with another account's privileges.
+#[test]
+fn state_directory_is_the_components_own() {
+    for v in ["dpkg", "mysql", "apt/lists", "node_exporterx"] {
+        let new = format!("args = []\nstate_directory = \"{v}\"\n");
+        refused(&Case {
+            base: "node_exporter",
+            stem: None,
+            edits: &[("args = []\n", &new)],
+            at: &format!("\"{v}\""),
+            field: "service.state_directory",
+            value: Some(v),
+            message: "must be the component's own directory \"node_exporter\"",
+        });
+    }
+    for v in ["node_exporter", "node_exporter/textfile"] {
+        let new = format!("args = []\nstate_directory = \"{v}\"\n");
+        let text = edit(repo_component("node_exporter"), &[("args = []\n", &new)]);
+        let c = component::parse_str(Path::new("node_exporter.toml"), &text, String::new())
+            .unwrap_or_else(|e| panic!("{v}: {e}"));
+        assert_eq!(c.service.state_directory.as_deref(), Some(v));
+    }
+}
+
+#[test]
+fn config_files_live_in_the_components_own_etc_directory() {
+    for v in [
+        "/etc/passwd",
+        "/etc/sudoers.d/mysqld_exporter",
+        "/etc/ld.so.preload",
+        "/etc/cron.d/mysqld_exporter",
+        "/etc/default/mysqld-exporter",
+        "/etc/mysqld_exporterx/my.cnf",
+        "/etc/mysqld_exporter",
+    ] {
+        let new = format!("path = \"{v}\"");
+        refused(&Case {
+            base: "mysqld_exporter",
+            stem: None,
+            edits: &[("path = \"/etc/mysqld_exporter/my.cnf\"", &new)],
+            at: &format!("\"{v}\""),
+            field: "config[0].path",
+            value: Some(v),
+            message: "configuration lives in the component's own directory /etc/mysqld_exporter/",
+        });
+    }
+    // A config file below another one: no package can hold both.
+    let extra = "\n[[config]]\npath = \"/etc/mysqld_exporter/my.cnf/x\"\ncontent = \"x\"\n";
+    let text = repo_component("mysqld_exporter") + extra;
+    let e = component::parse_str(Path::new("mysqld_exporter.toml"), &text, String::new())
+        .expect_err("a config file below another one was accepted");
+    assert_eq!(e.0.len(), 1, "{e}");
+    assert_eq!(e.0[0].field, "config[1].path", "{e}");
+    assert!(
+        e.0[0].message.contains("cannot be a directory of another"),
+        "{e}"
+    );
+}
+
+#[test]
+fn config_file_owner_and_mode() {
+    for (key, v, msg) in [
+        (
+            "owner",
+            "nobody",
+            "must be root or the service user \"mysqld_exporter\"",
+        ),
+        ("owner", "daemon", "must be root or the service user"),
+        (
+            "group",
+            "shadow",
+            "must be root or the service group \"mysqld_exporter\"",
+        ),
+    ] {
+        let new = format!("owner = \"root\"\n{key} = \"{v}\"");
+        let new = if key == "owner" {
+            format!("owner = \"{v}\"")
+        } else {
+            new
+        };
+        refused(&Case {
+            base: "mysqld_exporter",
+            stem: None,
+            edits: &[("owner = \"root\"", &new)],
+            at: &format!("\"{v}\""),
+            field: &format!("config[0].{key}"),
+            value: Some(v),
+            message: msg,
+        });
+    }
+    for mode in ["+640", "-640", " 640"] {
+        let new = format!("mode = \"{mode}\"");
+        refused(&Case {
+            base: "mysqld_exporter",
+            stem: None,
+            edits: &[("mode = \"0640\"", &new)],
+            at: &format!("\"{mode}\""),
+            field: "config[0].mode",
+            value: Some(mode),
+            message: "must be an octal mode",
+        });
+    }
+}
+
+#[test]
+fn shared_and_privileged_accounts_are_refused() {
+    for v in ["nobody", "daemon", "www-data", "shadow"] {
+        let new = format!("user = \"{v}\"");
+        refused(&Case {
+            base: "node_exporter",
+            stem: None,
+            edits: &[("user = \"node_exporter\"", &new)],
+            at: &format!("\"{v}\""),
+            field: "service.user",
+            value: Some(v),
+            message: "is a system account or group shared with other programs",
+        });
+    }
+    for v in ["shadow", "disk", "adm", "systemd-journal", "docker", "sudo"] {
+        let new = format!("user = \"node_exporter\"\ngroup = \"{v}\"");
+        refused(&Case {
+            base: "node_exporter",
+            stem: None,
+            edits: &[("user = \"node_exporter\"", &new)],
+            at: &format!("\"{v}\""),
+            field: "service.group",
+            value: Some(v),
+            message: "is a system account or group shared with other programs",
+        });
+    }
+}
+
+#[test]
+fn component_names_that_break_nftables_or_ufw() {
+    // `9x_tcp` is an nftables syntax error; ufw refuses `all` and names starting with a digit.
+    for (stem, msg) in [
+        ("9node", "must start with a-z"),
+        ("all", "`all` is reserved"),
+    ] {
+        let new = format!("name = \"{stem}\"");
+        refused(&Case {
+            base: "node_exporter",
+            stem: Some(stem),
+            edits: &[("name = \"node_exporter\"", &new)],
+            at: &format!("\"{stem}\""),
+            field: "name",
+            value: Some(stem),
+            message: msg,
+        });
+    }
+}

@@ -477,8 +477,13 @@ pub fn valid_component_name(v: &str) -> Result<(), String> {
         |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-',
         "a component name (a-z, 0-9, _ and -)",
     )?;
-    if !v.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit()) || v.len() < 2 {
-        return Err("must start with a-z or 0-9 and be at least 2 characters".into());
+    // A leading digit makes the nftables set name (`9x_tcp`) a syntax error, and ufw refuses
+    // profile names that do not start with a letter or are `all`.
+    if !v.starts_with(|c: char| c.is_ascii_lowercase()) || v.len() < 2 {
+        return Err("must start with a-z and be at least 2 characters".into());
+    }
+    if v == "all" {
+        return Err("`all` is reserved (ufw uses it for every profile)".into());
     }
     if v.len() > 64 {
         return Err("longer than 64 characters".into());
@@ -661,6 +666,81 @@ fn valid_user(v: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Accounts and groups that exist on Debian/Fedora systems for other purposes. Running an
+/// exporter as one of them shares its files (`nobody`, `daemon`, `mysql`-style accounts are
+/// caught only by this list where well known) or grants privileges no hardening setting
+/// names: `shadow` reads /etc/shadow, `disk` raw block devices, `adm`/`systemd-journal` every
+/// log, `docker`/`lxd` root-equivalent sockets.
+const SHARED_ACCOUNTS: &[&str] = &[
+    "_apt",
+    "adm",
+    "audio",
+    "backup",
+    "bin",
+    "cdrom",
+    "daemon",
+    "dialout",
+    "dip",
+    "disk",
+    "docker",
+    "floppy",
+    "games",
+    "gnats",
+    "input",
+    "irc",
+    "kmem",
+    "kvm",
+    "libvirt",
+    "list",
+    "lp",
+    "lxd",
+    "mail",
+    "man",
+    "messagebus",
+    "netdev",
+    "news",
+    "nobody",
+    "nogroup",
+    "operator",
+    "plugdev",
+    "polkitd",
+    "proxy",
+    "render",
+    "sasl",
+    "sgx",
+    "shadow",
+    "src",
+    "staff",
+    "sudo",
+    "sync",
+    "sys",
+    "systemd-journal",
+    "systemd-network",
+    "systemd-resolve",
+    "systemd-timesync",
+    "tape",
+    "tty",
+    "users",
+    "utmp",
+    "uucp",
+    "video",
+    "voice",
+    "wheel",
+    "www-data",
+];
+
+/// The service user or group: a valid name that is not a shared or privileged system account.
+fn valid_service_account(v: &str) -> Result<(), String> {
+    valid_user(v)?;
+    if SHARED_ACCOUNTS.contains(&v) {
+        return Err(format!(
+            "{v:?} is a system account or group shared with other programs (or one that \
+             grants privileges); give the service its own"
+        ));
+    }
+    Ok(())
+}
+
 fn valid_owner(v: &str) -> Result<(), String> {
     if v == "root" {
         return Ok(());
@@ -753,6 +833,10 @@ pub fn valid_abs_path(v: &str) -> Result<(), String> {
 }
 
 fn valid_mode(v: &str) -> Result<u32, String> {
+    // from_str_radix accepts a sign ("+640"): only octal digits are a mode.
+    if !v.chars().all(|c| ('0'..='7').contains(&c)) {
+        return Err("must be an octal mode like \"0640\"".into());
+    }
     let m =
         u32::from_str_radix(v, 8).map_err(|_| "must be an octal mode like \"0640\"".to_string())?;
     if v.len() != 4 || m > 0o777 {
@@ -910,11 +994,11 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
 
     // service
     let s = &raw.service;
-    let user = cx.check(&s.user, "service.user", valid_user);
+    let user = cx.check(&s.user, "service.user", valid_service_account);
     let group = s
         .group
         .as_ref()
-        .map(|g| cx.check(g, "service.group", valid_user))
+        .map(|g| cx.check(g, "service.group", valid_service_account))
         .unwrap_or_else(|| user.clone());
     let listen = cx.check(&s.listen, "service.listen", valid_listen);
     let listen_flag = s
@@ -1023,6 +1107,14 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
             if x.contains(['{', '}']) {
                 return Err("a directory name below /var/lib".into());
             }
+            // systemd chowns StateDirectory= to the service user, and purge removes it: it
+            // must be the component's own directory, never another program's (/var/lib/dpkg).
+            if x != name && !x.starts_with(&format!("{name}/")) {
+                return Err(format!(
+                    "must be the component's own directory {name:?} (or below it): systemd \
+                     hands it to the service user and purge removes /var/lib/<it>"
+                ));
+            }
             Ok(())
         })
     });
@@ -1051,10 +1143,18 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
     let mut config = Vec::new();
     for (i, c) in raw.config.iter().enumerate() {
         let f = |n: &str| format!("config[{i}].{n}");
+        let own_etc = format!("/etc/{name}/");
         let path = cx.check(&c.path, &f("path"), |p| {
             valid_abs_path(p)?;
             if !p.starts_with("/etc/") {
                 return Err("configuration lives under /etc".into());
+            }
+            // Anywhere else under /etc a component could ship (and dpkg purge delete)
+            // another program's file: /etc/passwd, /etc/sudoers.d/x, /etc/ld.so.preload.
+            if !p.starts_with(&own_etc) {
+                return Err(format!(
+                    "configuration lives in the component's own directory {own_etc}"
+                ));
             }
             Ok(())
         });
@@ -1068,15 +1168,32 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
             },
             None => 0o640,
         };
+        // Owned by root or the service's own account: any other account could rewrite it.
         let owner = c
             .owner
             .as_ref()
-            .map(|o| cx.check(o, &f("owner"), valid_owner))
+            .map(|o| {
+                cx.check(o, &f("owner"), |v| {
+                    valid_owner(v)?;
+                    if v != "root" && v != user {
+                        return Err(format!("must be root or the service user {user:?}"));
+                    }
+                    Ok(())
+                })
+            })
             .unwrap_or_else(|| "root".into());
         let cgroup = c
             .group
             .as_ref()
-            .map(|g| cx.check(g, &f("group"), valid_owner))
+            .map(|g| {
+                cx.check(g, &f("group"), |v| {
+                    valid_owner(v)?;
+                    if v != "root" && v != group {
+                        return Err(format!("must be root or the service group {group:?}"));
+                    }
+                    Ok(())
+                })
+            })
             .unwrap_or_else(|| group.clone());
         let content = cx.check(&c.content, &f("content"), |t| {
             if let Some(ch) = bad_char(t, &['\n', '\t']) {
@@ -1111,6 +1228,18 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
         let flag = c.flag.as_ref().map(|x| cx.check(x, &f("flag"), valid_flag));
         if config.iter().any(|x: &ConfigFile| x.path == path) {
             cx.err(c.path.span(), &f("path"), &path, "declared twice");
+        } else if let Some(x) = config.iter().find(|x: &&ConfigFile| {
+            path.starts_with(&format!("{}/", x.path)) || x.path.starts_with(&format!("{path}/"))
+        }) {
+            cx.err(
+                c.path.span(),
+                &f("path"),
+                &path,
+                format!(
+                    "one config file cannot be a directory of another ({})",
+                    x.path
+                ),
+            );
         }
         config.push(ConfigFile {
             path,

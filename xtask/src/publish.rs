@@ -116,10 +116,14 @@ pub fn generations(out: &Path) -> Result<Vec<(u32, PathBuf)>> {
     for e in rd {
         let e = e?;
         let name = e.file_name().to_string_lossy().into_owned();
-        if let Ok(n) = name.parse::<u32>() {
-            if e.file_type()?.is_dir() {
-                v.push((n, e.path()));
-            }
+        // Only names this module writes (`{n:04}`): `42`, `+7` or `00042` are someone else's
+        // directories, and pruning must never remove them.
+        let Ok(n) = name.parse::<u32>() else { continue };
+        if name != format!("{n:04}") || !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if e.file_type()?.is_dir() {
+            v.push((n, e.path()));
         }
     }
     v.sort();
@@ -148,7 +152,12 @@ pub fn previous(out: &Path) -> Result<Vec<PathBuf>> {
 pub fn commit(lock: &OutLock, mut staging: Staging) -> Result<PathBuf> {
     let out = &lock.out;
     let gens = out.join(GENERATIONS);
-    let next = generations(out)?.last().map(|x| x.0 + 1).unwrap_or(1);
+    let next = match generations(out)?.last() {
+        None => 1,
+        Some((n, p)) => n
+            .checked_add(1)
+            .ok_or_else(|| anyhow!("{}: no generation number after it", p.display()))?,
+    };
     let name = format!("{next:04}");
     let dest = gens.join(&name);
     let dir = staging.dir.take().expect("staging").keep();
@@ -314,6 +323,38 @@ mod tests {
         rx.recv_timeout(std::time::Duration::from_secs(10))
             .expect("the second lock is taken once the first is released");
         h.join().unwrap();
+    }
+
+    #[test]
+    fn directories_it_did_not_write_are_never_pruned() {
+        let t = tempfile::tempdir().unwrap();
+        let gens = t.path().join(GENERATIONS);
+        for d in ["42", "+7", "00042", "precious"] {
+            std::fs::create_dir_all(gens.join(d)).unwrap();
+            std::fs::write(gens.join(d).join("photo"), d).unwrap();
+        }
+        for i in 1..=6 {
+            publish(t.path(), &format!("gen {i}"));
+        }
+        for d in ["42", "+7", "00042", "precious"] {
+            assert_eq!(
+                std::fs::read_to_string(gens.join(d).join("photo")).unwrap(),
+                d,
+                "{d} was removed"
+            );
+        }
+        let kept: Vec<u32> = generations(t.path()).unwrap().iter().map(|g| g.0).collect();
+        assert_eq!(kept, vec![3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn the_last_generation_number_is_an_error_not_a_wrap() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join(GENERATIONS).join(u32::MAX.to_string())).unwrap();
+        let l = lock(t.path()).unwrap();
+        let s = begin(&l).unwrap();
+        let e = commit(&l, s).err().unwrap().to_string();
+        assert!(e.contains("no generation number after it"), "{e}");
     }
 
     #[test]

@@ -181,7 +181,7 @@ pub fn verify_tree(dir: &Path, keys: &TrustedKeys) -> Result<Report> {
         verify_dnf(dnf, &root, keys, &mut r)?;
     }
     let sums = root.join("SHA256SUMS");
-    if sums.is_file() {
+    if std::fs::symlink_metadata(&sums).is_ok() {
         verify_sha256sums(&root, &sums, &mut r)?;
     }
     Ok(r)
@@ -189,6 +189,48 @@ pub fn verify_tree(dir: &Path, keys: &TrustedKeys) -> Result<Report> {
 
 fn rel(root: &Path, p: &Path) -> String {
     p.strip_prefix(root).unwrap_or(p).display().to_string()
+}
+
+/// Open `p`, a file inside the tree `root`, refusing what a published tree never holds: a
+/// symlink anywhere below `root` (it can point outside the tree, at /dev/zero, or at a FIFO
+/// whose open blocks) and anything that is not a regular file. A verified tree is
+/// self-contained: every byte checked is a byte that a copy of it (rsync, a web server that
+/// does not follow links) would serve.
+fn open_in_tree(root: &Path, p: &Path) -> std::io::Result<std::fs::File> {
+    let refuse = |why: String| std::io::Error::other(why);
+    let rel = p
+        .strip_prefix(root)
+        .map_err(|_| refuse("is outside the tree".into()))?;
+    let mut at = root.to_path_buf();
+    for c in rel.components() {
+        at.push(c);
+        let m = std::fs::symlink_metadata(&at)?;
+        if m.file_type().is_symlink() {
+            return Err(refuse(format!(
+                "{} is a symlink (a published tree holds none)",
+                at.strip_prefix(root).unwrap_or(&at).display()
+            )));
+        }
+    }
+    if !std::fs::symlink_metadata(p)?.is_file() {
+        return Err(refuse("is not a regular file".into()));
+    }
+    let f = std::fs::File::open(p)?;
+    if !f.metadata()?.is_file() {
+        return Err(refuse("is not a regular file".into()));
+    }
+    Ok(f)
+}
+
+fn read_in_tree(root: &Path, p: &Path) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    open_in_tree(root, p)?.read_to_end(&mut out)?;
+    Ok(out)
+}
+
+fn read_text_in_tree(root: &Path, p: &Path) -> std::io::Result<String> {
+    String::from_utf8(read_in_tree(root, p)?)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"))
 }
 
 /// Streaming digests of a file.
@@ -199,8 +241,8 @@ struct Digests {
     sha512: String,
 }
 
-fn digests(p: &Path) -> std::io::Result<Digests> {
-    let mut f = std::fs::File::open(p)?;
+fn digests(root: &Path, p: &Path) -> std::io::Result<Digests> {
+    let mut f = open_in_tree(root, p)?;
     let mut buf = vec![0u8; 1 << 16];
     let (mut a, mut b, mut c) = (md5::Md5::new(), sha2::Sha256::new(), sha2::Sha512::new());
     let mut size = 0u64;
@@ -304,18 +346,21 @@ fn verify_suite(
     r: &mut Report,
 ) -> Result<()> {
     let release_path = suite.join("Release");
-    let Ok(release) = std::fs::read_to_string(&release_path) else {
-        r.fail(format!(
-            "{}: missing or unreadable",
-            rel(root, &release_path)
-        ));
-        return Ok(());
+    let release = match read_text_in_tree(root, &release_path) {
+        Ok(t) => t,
+        Err(e) => {
+            r.fail(format!(
+                "{}: missing or unreadable: {e}",
+                rel(root, &release_path)
+            ));
+            return Ok(());
+        }
     };
     r.checked += 1;
     // InRelease: a valid clear signature over exactly the Release text.
     let inrel = suite.join("InRelease");
-    match std::fs::read_to_string(&inrel) {
-        Err(_) => r.fail(format!("{}: missing", rel(root, &inrel))),
+    match read_text_in_tree(root, &inrel) {
+        Err(e) => r.fail(format!("{}: missing or unreadable: {e}", rel(root, &inrel))),
         Ok(text) => match CleartextSignedMessage::from_string(&text) {
             Err(e) => r.fail(format!(
                 "{}: not a cleartext signature: {e}",
@@ -340,8 +385,8 @@ fn verify_suite(
         },
     }
     let gpg = suite.join("Release.gpg");
-    match std::fs::read_to_string(&gpg) {
-        Err(_) => r.fail(format!("{}: missing", rel(root, &gpg))),
+    match read_text_in_tree(root, &gpg) {
+        Err(e) => r.fail(format!("{}: missing or unreadable: {e}", rel(root, &gpg))),
         Ok(text) => match DetachedSignature::from_string(&text) {
             Err(e) => r.fail(format!(
                 "{}: not a detached signature: {e}",
@@ -404,7 +449,7 @@ fn verify_suite(
                 continue;
             }
             listed += 1;
-            let d = match digests(&p) {
+            let d = match digests(root, &p) {
                 Ok(d) => d,
                 Err(e) => {
                     r.fail(format!("{}: listed in Release but {e}", rel(root, &p)));
@@ -453,7 +498,13 @@ fn verify_suite(
     // its own digest.
     verify_by_hash_dirs(suite, root, r)?;
     for pf in packages_files {
-        let text = std::fs::read_to_string(&pf)?;
+        let text = match read_text_in_tree(root, &pf) {
+            Ok(t) => t,
+            Err(e) => {
+                r.fail(format!("{}: {e}", rel(root, &pf)));
+                continue;
+            }
+        };
         let paras = match parse_deb822(&text) {
             Ok(p) => p,
             Err(e) => {
@@ -475,7 +526,7 @@ fn verify_suite(
                 continue;
             }
             let deb = apt.join(file);
-            let d = match digests(&deb) {
+            let d = match digests(root, &deb) {
                 Ok(d) => d,
                 Err(e) => {
                     r.fail(format!(
@@ -549,7 +600,13 @@ fn verify_by_hash_dirs(dir: &Path, root: &Path, r: &mut Report) -> Result<()> {
                         .unwrap_or_default()
                         .to_string_lossy()
                         .into_owned();
-                    let d = digests(&f)?;
+                    let d = match digests(root, &f) {
+                        Ok(d) => d,
+                        Err(e) => {
+                            r.fail(format!("{}: {e}", rel(root, &f)));
+                            continue;
+                        }
+                    };
                     let got = if algo == "SHA256" { d.sha256 } else { d.sha512 };
                     if got != name {
                         r.fail(format!("{}: content has {algo} {got}", rel(root, &f)));
@@ -565,14 +622,20 @@ fn verify_by_hash_dirs(dir: &Path, root: &Path, r: &mut Report) -> Result<()> {
 
 fn verify_dnf(dnf: &Path, root: &Path, keys: &TrustedKeys, r: &mut Report) -> Result<()> {
     let repomd_path = dnf.join("repodata/repomd.xml");
-    let Ok(repomd) = std::fs::read(&repomd_path) else {
-        r.fail(format!("{}: missing", rel(root, &repomd_path)));
-        return Ok(());
+    let repomd = match read_in_tree(root, &repomd_path) {
+        Ok(b) => b,
+        Err(e) => {
+            r.fail(format!(
+                "{}: missing or unreadable: {e}",
+                rel(root, &repomd_path)
+            ));
+            return Ok(());
+        }
     };
     r.checked += 1;
     let asc = dnf.join("repodata/repomd.xml.asc");
-    match std::fs::read_to_string(&asc) {
-        Err(_) => r.fail(format!("{}: missing", rel(root, &asc))),
+    match read_text_in_tree(root, &asc) {
+        Err(e) => r.fail(format!("{}: missing or unreadable: {e}", rel(root, &asc))),
         Ok(text) => match DetachedSignature::from_string(&text) {
             Err(e) => r.fail(format!(
                 "{}: not a detached signature: {e}",
@@ -607,7 +670,7 @@ fn verify_dnf(dnf: &Path, root: &Path, keys: &TrustedKeys, r: &mut Report) -> Re
             ));
             continue;
         }
-        let got = match digests(&p) {
+        let got = match digests(root, &p) {
             Ok(g) => g,
             Err(e) => {
                 r.fail(format!("{}: named in repomd.xml but {e}", rel(root, &p)));
@@ -633,7 +696,7 @@ fn verify_dnf(dnf: &Path, root: &Path, keys: &TrustedKeys, r: &mut Report) -> Re
                 ));
             }
         }
-        let open = match decompress(&p) {
+        let open = match decompress(root, &p) {
             Ok(b) => b,
             Err(e) => {
                 r.fail(format!("{}: {e}", rel(root, &p)));
@@ -692,7 +755,7 @@ fn verify_dnf(dnf: &Path, root: &Path, keys: &TrustedKeys, r: &mut Report) -> Re
             continue;
         }
         let p = dnf.join(&pk.href);
-        let got = match digests(&p) {
+        let got = match digests(root, &p) {
             Ok(g) => g,
             Err(e) => {
                 r.fail(format!("{}: named in primary but {e}", rel(root, &p)));
@@ -736,7 +799,13 @@ fn verify_dnf(dnf: &Path, root: &Path, keys: &TrustedKeys, r: &mut Report) -> Re
 }
 
 fn verify_sha256sums(root: &Path, sums: &Path, r: &mut Report) -> Result<()> {
-    let text = std::fs::read_to_string(sums)?;
+    let text = match read_text_in_tree(root, sums) {
+        Ok(t) => t,
+        Err(e) => {
+            r.fail(format!("{}: {e}", rel(root, sums)));
+            return Ok(());
+        }
+    };
     for line in text.lines() {
         let Some((h, f)) = line.split_once("  ") else {
             r.fail(format!("{}: malformed line {line:?}", rel(root, sums)));
@@ -747,7 +816,7 @@ fn verify_sha256sums(root: &Path, sums: &Path, r: &mut Report) -> Result<()> {
             continue;
         }
         let p = root.join(f);
-        match digests(&p) {
+        match digests(root, &p) {
             Err(e) => r.fail(format!("{f}: listed in SHA256SUMS but {e}")),
             Ok(d) if d.sha256 != h => {
                 r.fail(format!("{f}: sha256 {} but SHA256SUMS says {h}", d.sha256))
@@ -758,8 +827,8 @@ fn verify_sha256sums(root: &Path, sums: &Path, r: &mut Report) -> Result<()> {
     Ok(())
 }
 
-fn decompress(p: &Path) -> Result<Vec<u8>> {
-    let f = std::fs::File::open(p)?;
+fn decompress(root: &Path, p: &Path) -> Result<Vec<u8>> {
+    let f = open_in_tree(root, p)?;
     let name = p.to_string_lossy();
     let mut out = Vec::new();
     let limit = 1u64 << 31;
@@ -966,6 +1035,66 @@ pub fn parse_rfc2822(s: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A tree whose indexes are symlinks to /dev/zero (or out of the tree) and whose SHA256SUMS
+    /// is a FIFO: verify reported OK for links to outside files with the right bytes, and read
+    /// /dev/zero or blocked on the FIFO forever. Now each is a failure, promptly.
+    #[test]
+    fn symlinks_and_special_files_in_the_tree_are_failures_not_hangs() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().to_path_buf();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("Release"), "Suite: stable\n").unwrap();
+        std::fs::create_dir_all(root.join("apt/dists/stable")).unwrap();
+        std::os::unix::fs::symlink(
+            outside.path().join("Release"),
+            root.join("apt/dists/stable/Release"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("/dev/zero", root.join("apt/dists/stable/InRelease")).unwrap();
+        std::fs::create_dir_all(outside.path().join("repodata")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", outside.path().join("repodata/repomd.xml"))
+            .unwrap();
+        std::fs::create_dir_all(root.join("dnf")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("repodata"), root.join("dnf/repodata"))
+            .unwrap();
+        let fifo = root.join("SHA256SUMS");
+        let st = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let keys = TrustedKeys {
+                keys: vec![],
+                armored: vec![],
+            };
+            tx.send(verify_tree(&root, &keys).map_err(|e| e.to_string()))
+                .unwrap();
+        });
+        let r = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("verify hung on a symlink to /dev/zero or a FIFO")
+            .unwrap();
+        let all = r.failures.join("\n");
+        for want in [
+            "apt/dists/stable/Release: missing or unreadable: apt/dists/stable/Release is a symlink",
+            "dnf/repodata/repomd.xml: missing or unreadable: dnf/repodata is a symlink",
+            "SHA256SUMS: is not a regular file",
+        ] {
+            assert!(all.contains(want), "wanted {want:?} in:\n{all}");
+        }
+        let rel = |p: &str| t.path().join(p);
+        let e = open_in_tree(t.path(), &rel("apt/dists/stable/InRelease"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("is a symlink"), "{e}");
+        std::fs::write(rel("apt/dists/stable/plain"), "x").unwrap();
+        open_in_tree(t.path(), &rel("apt/dists/stable/plain")).unwrap();
+        assert!(open_in_tree(t.path(), Path::new("/etc/hostname")).is_err());
+    }
 
     #[test]
     fn rfc2822_dates() {
