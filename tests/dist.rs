@@ -323,6 +323,10 @@ impl Fx {
             format!("file://{}", self.mirror.display()),
             "--out".into(),
             out.display().to_string(),
+            // The same URL for every output directory, so that runs into different
+            // directories can be compared byte for byte (client files included).
+            "--base-url".into(),
+            "https://repo.example.org/obs".into(),
         ]
     }
 
@@ -955,8 +959,7 @@ fn verify_detects_each_tampering_precisely() {
         "{out}"
     );
 
-    // Same inputs and SOURCE_DATE_EPOCH: the same bytes, signatures included (only the client
-    // files differ, as they name the output directory).
+    // Same inputs and SOURCE_DATE_EPOCH: the same bytes, signatures and client files included.
     let other_out = fx.path("out-again");
     // (In another second of the wall clock, so that a signature dated "now" would differ.)
     std::thread::sleep(Duration::from_millis(1100));
@@ -966,15 +969,7 @@ fn verify_detects_each_tampering_precisely() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o.stderr));
-    let strip = |m: BTreeMap<String, String>| -> BTreeMap<String, String> {
-        m.into_iter()
-            .filter(|(k, _)| !k.starts_with("observability-stack."))
-            .collect()
-    };
-    assert_eq!(
-        strip(listing(&gen)),
-        strip(listing(&other_out.join("generations/0001")))
-    );
+    assert_eq!(listing(&gen), listing(&other_out.join("generations/0001")));
 
     let l = listing(&gen);
     let find = |pred: &dyn Fn(&str) -> bool| -> String {
@@ -1037,6 +1032,8 @@ fn verify_detects_each_tampering_precisely() {
                             sha256_file(&r.join(&deb)),
                             l[&deb]
                         ),
+                        // The origin signature covers the changed member too.
+                        format!("{deb}: debsigs origin signature: {nokey}"),
                     ]
                 }
             }),
@@ -1183,6 +1180,22 @@ fn verify_detects_each_tampering_precisely() {
                 move |_: &Path| vec![format!("{f}: sha256 {h} but SHA256SUMS says {b}")]
             }),
         ),
+        (
+            ".repo",
+            Box::new(|r: &Path| {
+                edit(
+                    &r.join("observability-stack.repo"),
+                    "repo_gpgcheck=1",
+                    "repo_gpgcheck=0",
+                )
+            }),
+            Box::new(|_: &Path| Vec::new()),
+        ),
+        (
+            "extra",
+            Box::new(|r: &Path| std::fs::write(r.join("keys/another.asc"), "planted").unwrap()),
+            Box::new(|_: &Path| vec!["keys/another.asc: not listed in SHA256SUMS".to_string()]),
+        ),
     ];
     for (name, tamper, expect) in cases {
         let copy = fx.path(&format!("tampered-{name}"));
@@ -1196,6 +1209,33 @@ fn verify_detects_each_tampering_precisely() {
             .filter_map(|l| l.strip_prefix("FAIL ").map(str::to_string))
             .collect();
         let mut want = expect(&copy);
+        // SHA256SUMS names every file: the tampered one is reported against it too.
+        if name == "SHA256SUMS" {
+            want.push(format!(
+                "SHA256SUMS.asc: signature over SHA256SUMS does not verify: {nokey}"
+            ));
+        } else if name != "extra" {
+            let f = match name {
+                "deb" => deb.clone(),
+                "rpm" => rpm.clone(),
+                "Packages" => packages.clone(),
+                "Release" => "apt/dists/stable/Release".into(),
+                "InRelease" => "apt/dists/stable/InRelease".into(),
+                "by-hash" => by_hash_packages.clone(),
+                "repomd.xml" => "dnf/repodata/repomd.xml".into(),
+                "primary.xml.gz" => primary.clone(),
+                ".repo" => "observability-stack.repo".into(),
+                other => panic!("no file for case {other}"),
+            };
+            let line = format!(
+                "{f}: sha256 {} but SHA256SUMS says {}",
+                sha256_file(&copy.join(&f)),
+                l[&f]
+            );
+            if !want.contains(&line) {
+                want.push(line);
+            }
+        }
         got.sort();
         want.sort();
         assert_eq!(got, want, "{name}: failures\n{stdout}");
@@ -1223,9 +1263,20 @@ fn verify_detects_each_tampering_precisely() {
         format!(
             "FAIL dnf/repodata/repomd.xml.asc: signature over repomd.xml does not verify: {nokey}"
         ),
+        format!("FAIL SHA256SUMS.asc: signature over SHA256SUMS does not verify: {nokey}"),
     ]
     .into_iter()
     .collect();
+    let debs: Vec<&String> = l.keys().filter(|k| k.ends_with(".deb")).collect();
+    assert_eq!(debs.len(), 2);
+    for line in &got {
+        if debs
+            .iter()
+            .any(|d| line.starts_with(&format!("FAIL {d}: debsigs origin signature")))
+        {
+            want.insert(line.to_string());
+        }
+    }
     let rpms: Vec<&String> = l.keys().filter(|k| k.ends_with(".rpm")).collect();
     assert_eq!(rpms.len(), 2);
     for line in &got {
@@ -1237,6 +1288,10 @@ fn verify_detects_each_tampering_precisely() {
             want.insert(line.to_string());
         }
     }
-    assert_eq!(want.len(), 5, "both rpm header signatures fail:\n{stdout}");
+    assert_eq!(
+        want.len(),
+        8,
+        "both rpm header and both deb origin signatures fail:\n{stdout}"
+    );
     assert_eq!(got, want.iter().map(String::as_str).collect(), "{stdout}");
 }

@@ -569,18 +569,63 @@ pub fn assemble_repositories(
     // Older indexes stay fetchable: the by-hash files and repodata they name come along.
     crate::publish::carry_over(previous, gen, own_index_files)?;
 
-    let sums: String = {
-        let mut v: Vec<(&str, &str)> = built
-            .iter()
-            .map(|b| (b.file.as_str(), b.sha256.as_str()))
-            .collect();
-        v.sort();
-        v.iter().map(|(f, h)| format!("{h}  {f}\n")).collect()
-    };
-    write_atomic(&gen.join("SHA256SUMS"), sums.as_bytes())?;
     let manifest = serde_json::to_string_pretty(&serde_json::json!({ "packages": built }))?;
     write_atomic(&gen.join("manifest.json"), manifest.as_bytes())?;
+    // SHA256SUMS names every file of the generation (client files and keys included), and its
+    // detached signature makes the whole tree checkable offline, byte for byte.
+    let known: std::collections::BTreeMap<&str, &str> = built
+        .iter()
+        .map(|b| (b.file.as_str(), b.sha256.as_str()))
+        .collect();
+    let mut sums = String::new();
+    for f in tree_files(gen)? {
+        if f == SUMS_FILE || f == SUMS_SIGNATURE {
+            continue;
+        }
+        let h = match known.get(f.as_str()) {
+            Some(h) => h.to_string(),
+            None => {
+                crate::digest::sha256_file(&gen.join(&f))
+                    .with_context(|| format!("hashing {f}"))?
+                    .0
+            }
+        };
+        sums.push_str(&format!("{h}  {f}\n"));
+    }
+    write_atomic(&gen.join(SUMS_FILE), sums.as_bytes())?;
+    write_atomic(
+        &gen.join(SUMS_SIGNATURE),
+        signer.detach_sign_armored(sums.as_bytes())?.as_bytes(),
+    )?;
     Ok(())
+}
+
+/// The list of every file of a generation with its sha256, and its detached signature.
+pub const SUMS_FILE: &str = "SHA256SUMS";
+pub const SUMS_SIGNATURE: &str = "SHA256SUMS.asc";
+
+/// Every regular file below `root`, as sorted `/`-separated relative paths. Anything else
+/// (a symlink, a device) is an error: a generation holds files and directories only.
+pub fn tree_files(root: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
+            let e = e?;
+            let t = e.file_type()?;
+            let p = e.path();
+            if t.is_dir() {
+                stack.push(p);
+            } else if t.is_file() {
+                let rel = p.strip_prefix(root).unwrap_or(&p);
+                out.push(rel.to_string_lossy().into_owned());
+            } else {
+                bail!("{}: neither a file nor a directory", p.display());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// Where the debsig-verify policy and keyring go inside a generation (`policies/<KEYID>/`

@@ -180,10 +180,7 @@ pub fn verify_tree(dir: &Path, keys: &TrustedKeys) -> Result<Report> {
     if let Some(dnf) = &dnf {
         verify_dnf(dnf, &root, keys, &mut r)?;
     }
-    let sums = root.join("SHA256SUMS");
-    if std::fs::symlink_metadata(&sums).is_ok() {
-        verify_sha256sums(&root, &sums, &mut r)?;
-    }
+    verify_sha256sums(&root, keys, &mut r)?;
     Ok(r)
 }
 
@@ -798,30 +795,61 @@ fn verify_dnf(dnf: &Path, root: &Path, keys: &TrustedKeys, r: &mut Report) -> Re
     Ok(())
 }
 
-fn verify_sha256sums(root: &Path, sums: &Path, r: &mut Report) -> Result<()> {
-    let text = match read_text_in_tree(root, sums) {
+/// SHA256SUMS: signed by a trusted key, and naming exactly the files of the tree (so client
+/// files, keys and manifest are covered too, and nothing can be added unnoticed).
+fn verify_sha256sums(root: &Path, keys: &TrustedKeys, r: &mut Report) -> Result<()> {
+    use crate::dist::{SUMS_FILE, SUMS_SIGNATURE};
+    let sums = root.join(SUMS_FILE);
+    let text = match read_text_in_tree(root, &sums) {
         Ok(t) => t,
         Err(e) => {
-            r.fail(format!("{}: {e}", rel(root, sums)));
+            r.fail(format!("{SUMS_FILE}: {e}"));
             return Ok(());
         }
     };
+    r.checked += 1;
+    match read_text_in_tree(root, &root.join(SUMS_SIGNATURE)) {
+        Err(e) => r.fail(format!("{SUMS_SIGNATURE}: {e}")),
+        Ok(asc) => match DetachedSignature::from_string(&asc) {
+            Err(e) => r.fail(format!("{SUMS_SIGNATURE}: not a detached signature: {e}")),
+            Ok((sig, _)) => {
+                r.checked += 1;
+                if let Err(e) = keys.verify_detached(&sig, text.as_bytes()) {
+                    r.fail(format!(
+                        "{SUMS_SIGNATURE}: signature over {SUMS_FILE} does not verify: {e}"
+                    ));
+                }
+            }
+        },
+    }
+    let mut listed = std::collections::BTreeSet::new();
     for line in text.lines() {
         let Some((h, f)) = line.split_once("  ") else {
-            r.fail(format!("{}: malformed line {line:?}", rel(root, sums)));
+            r.fail(format!("{SUMS_FILE}: malformed line {line:?}"));
             continue;
         };
-        if f.starts_with('/') || f.split('/').any(|c| c == "..") {
-            r.fail(format!("{}: unsafe path {f:?}", rel(root, sums)));
+        if f.starts_with('/') || f.split('/').any(|c| c == ".." || c.is_empty()) {
+            r.fail(format!("{SUMS_FILE}: unsafe path {f:?}"));
             continue;
         }
+        listed.insert(f.to_string());
         let p = root.join(f);
         match digests(root, &p) {
-            Err(e) => r.fail(format!("{f}: listed in SHA256SUMS but {e}")),
+            Err(e) => r.fail(format!("{f}: listed in {SUMS_FILE} but {e}")),
             Ok(d) if d.sha256 != h => {
-                r.fail(format!("{f}: sha256 {} but SHA256SUMS says {h}", d.sha256))
+                r.fail(format!("{f}: sha256 {} but {SUMS_FILE} says {h}", d.sha256))
             }
             Ok(_) => r.checked += 1,
+        }
+    }
+    match crate::dist::tree_files(root) {
+        Err(e) => r.fail(format!("{e:#}")),
+        Ok(files) => {
+            for f in files {
+                if f != SUMS_FILE && f != SUMS_SIGNATURE && !listed.contains(&f) {
+                    r.fail(format!("{f}: not listed in {SUMS_FILE}"));
+                }
+            }
         }
     }
     Ok(())
