@@ -531,6 +531,30 @@ fn public_keys_are_the_certificate_gpg_reads() {
 }
 
 #[test]
+fn the_dev_key_passed_as_a_file_is_still_the_dev_key_and_release_refuses_it() {
+    let file = dev_dir().join(DEV_KEY_FILE);
+    dev_key();
+    let req = |release: bool| xtask::signing::KeyRequest {
+        key_file: Some(file.clone()),
+        passphrase_file: None,
+        release,
+        dev_key_dir: None,
+    };
+    let k = SigningKey::resolve_with_env(&req(false), |_| None).unwrap();
+    assert!(k.is_development(), "the dev key loaded from its file");
+    let e = SigningKey::resolve_with_env(&req(true), |_| None)
+        .err()
+        .expect("--release takes the dev key")
+        .to_string();
+    assert!(
+        e.contains("--release") && e.contains("is the development key"),
+        "{e}"
+    );
+    // A real key is not mistaken for it.
+    assert!(!main_key().is_development());
+}
+
+#[test]
 fn dev_key_is_rsa4096_v4_sha256_private_and_reused() {
     let key = dev_key();
     assert!(key.is_development());

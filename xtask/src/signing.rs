@@ -138,6 +138,11 @@ pub enum KeyError {
     )]
     ReleaseNeedsKey,
     #[error(
+        "--release: {origin} is the development key (user ID {DEV_KEY_USER_ID:?}); a release \
+         needs the real signing key"
+    )]
+    ReleaseGotDevKey { origin: String },
+    #[error(
         "no directory for the development key: neither XDG_DATA_HOME nor HOME is set \
          (give --signing-key FILE or set {ENV_KEY})"
     )]
@@ -319,7 +324,14 @@ impl SigningKey {
         match KeySource::from_cli_or(req.key_file.as_deref(), &env) {
             Some(source) => {
                 let pass = PassphraseSource::from_cli_or(req.passphrase_file.as_deref(), &env);
-                SigningKey::load(&source, &pass)
+                let key = SigningKey::load(&source, &pass)?;
+                // The development key stays one when it is passed as a file.
+                if req.release && key.is_development() {
+                    return Err(KeyError::ReleaseGotDevKey {
+                        origin: key.origin.clone(),
+                    });
+                }
+                Ok(key)
             }
             None if req.release => Err(KeyError::ReleaseNeedsKey),
             None => match &req.dev_key_dir {
@@ -398,6 +410,12 @@ impl SigningKey {
             problem,
         };
         let which = check_certificate(&key, now_secs()).map_err(unusable)?;
+        // The development key is recognised by its user ID, however it is passed in.
+        let development = key
+            .details
+            .users
+            .iter()
+            .any(|u| u.id.id() == DEV_KEY_USER_ID.as_bytes());
 
         let signing = SigningKey {
             key,
@@ -405,7 +423,7 @@ impl SigningKey {
             passphrase,
             which,
             origin: origin.clone(),
-            development: false,
+            development,
             signature_time: None,
         };
         signing.check_unlock()?;
