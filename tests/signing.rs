@@ -543,8 +543,7 @@ fn the_dev_key_passed_as_a_file_is_still_the_dev_key_and_release_refuses_it() {
     let k = SigningKey::resolve_with_env(&req(false), |_| None).unwrap();
     assert!(k.is_development(), "the dev key loaded from its file");
     let e = SigningKey::resolve_with_env(&req(true), |_| None)
-        .err()
-        .expect("--release takes the dev key")
+        .expect_err("--release takes the dev key")
         .to_string();
     assert!(
         e.contains("--release") && e.contains("is the development key"),
