@@ -7,6 +7,8 @@
 
 #[path = "support/clients.rs"]
 mod clients;
+#[path = "support/cmd.rs"]
+mod cmd;
 #[path = "support/gpg.rs"]
 mod gpg;
 
@@ -18,28 +20,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use cmd::{must, run};
 use sha2::{Digest, Sha256, Sha512};
 use xtask::apt_repo::{self, AptSettings, ClientSettings, PoolLink};
 
 const EPOCH: u64 = 1_700_000_000;
-
-fn run(cmd: &mut Command) -> (bool, String) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-fn must(cmd: &mut Command) -> String {
-    let (ok, text) = run(cmd);
-    assert!(ok, "{cmd:?} failed:\n{text}");
-    text
-}
 
 // ---------------------------------------------------------------------------------------------
 // Input packages, built by dpkg-deb

@@ -4,15 +4,18 @@
 //! The packages are built from the real components with a small real ELF (/usr/bin/true) as
 //! the exporter binary. Nothing is installed on this machine.
 
+#[path = "support/cmd.rs"]
+mod cmd;
+#[path = "support/fixture.rs"]
+mod fixture;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use xtask::component::{self, Component};
-use xtask::dist::{describe, BuildOptions, Staged, DEFAULT_MAINTAINER};
-use xtask::package::{Arch, Compression, Content, FileKind, Layout, Package};
-use xtask::render::{render_component, Templates};
-use xtask::unpack::Extracted;
+use cmd::{must, run};
+use xtask::dist::DEFAULT_MAINTAINER;
+use xtask::package::{Compression, Content, FileKind, Layout, Package};
+use xtask::render::Templates;
 
 const SDE: u64 = 1_700_000_000;
 const ALL: [Compression; 4] = [
@@ -22,72 +25,9 @@ const ALL: [Compression; 4] = [
     Compression::None,
 ];
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn run(cmd: &mut Command) -> (bool, String) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-fn must(cmd: &mut Command) -> String {
-    let (ok, text) = run(cmd);
-    assert!(ok, "{cmd:?} failed:\n{text}");
-    text
-}
-
-fn load(name: &str) -> Component {
-    component::load_file(&workspace().join(format!("components/{name}.toml")))
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
-}
-
 /// A package of component `name` with /usr/bin/true as its binary.
 fn package(name: &str, work: &Path) -> Package {
-    let c = load(name);
-    let bin = work.join(name);
-    std::fs::copy("/usr/bin/true", &bin).unwrap();
-    let (sha256, size) = xtask::digest::sha256_file(&bin).unwrap();
-    let license = work.join("LICENSE");
-    std::fs::write(&license, "Apache License\nVersion 2.0, January 2004\n").unwrap();
-    let (lsha, lsize) = xtask::digest::sha256_file(&license).unwrap();
-    let staged = Staged {
-        binary: Extracted {
-            member: format!("{name}-1/{name}"),
-            path: bin.clone(),
-            mode: 0o755,
-            size,
-            sha256,
-        },
-        license: Some(Extracted {
-            member: format!("{name}-1/LICENSE"),
-            path: license,
-            mode: 0o644,
-            size: lsize,
-            sha256: lsha,
-        }),
-        elf: xtask::elf::inspect(&bin, Arch::Amd64).unwrap(),
-    };
-    let t = Templates::load(None).unwrap();
-    let rendered = render_component(&t, &c, &Layout::DEB).unwrap();
-    let opts = BuildOptions {
-        out_dir: work.join("out"),
-        deb_compression: Compression::Xz,
-        rpm_compression: Compression::Xz,
-        maintainer: DEFAULT_MAINTAINER.into(),
-        source_date_epoch: Some(SDE),
-    };
-    describe(&c, Arch::Amd64, &Layout::DEB, &staged, rendered, &opts, SDE).unwrap()
+    fixture::package(name, work, &Layout::DEB, SDE)
 }
 
 fn write(pkg: &Package, out: &Path, c: Compression) -> anyhow::Result<xtask::package::Written> {

@@ -5,6 +5,10 @@
 //! debsig-verify exit codes (debsig-verify(1)): 0 verified, 10 no origin signature, 11 no
 //! policy directory for the signature's key, 12 no policy selected, 13 verification failed.
 
+#[path = "support/cmd.rs"]
+mod cmd;
+#[path = "support/fixture.rs"]
+mod fixture;
 #[path = "support/gpg.rs"]
 mod gpg;
 
@@ -13,25 +17,15 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use gpg::GpgKey;
-use xtask::component;
-use xtask::dist::{describe, BuildOptions, Staged, DEFAULT_MAINTAINER};
 use xtask::package::{Arch, Compression, Layout, Package, Written};
-use xtask::render::{render_component, Templates};
+use xtask::render::Templates;
 use xtask::signer::Signer;
 use xtask::signing::{KeySource, PassphraseSource, SigningKey};
-use xtask::unpack::Extracted;
 use zeroize::Zeroizing;
 
 const SDE: u64 = 1_700_000_000;
 /// A signature time later than any test key's creation (2033).
 const LATE: u64 = 2_000_000_000;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 fn output(cmd: &mut Command) -> (Option<i32>, String) {
     let out = cmd
@@ -53,41 +47,7 @@ fn must(cmd: &mut Command) -> String {
 
 /// A node_exporter package with /usr/bin/true as its binary.
 fn package(work: &Path) -> Package {
-    let name = "node_exporter";
-    let c = component::load_file(&workspace().join(format!("components/{name}.toml"))).unwrap();
-    let bin = work.join(name);
-    std::fs::copy("/usr/bin/true", &bin).unwrap();
-    let (sha256, size) = xtask::digest::sha256_file(&bin).unwrap();
-    let license = work.join("LICENSE");
-    std::fs::write(&license, "Apache License\nVersion 2.0, January 2004\n").unwrap();
-    let (lsha, lsize) = xtask::digest::sha256_file(&license).unwrap();
-    let staged = Staged {
-        binary: Extracted {
-            member: format!("{name}-1/{name}"),
-            path: bin.clone(),
-            mode: 0o755,
-            size,
-            sha256,
-        },
-        license: Some(Extracted {
-            member: format!("{name}-1/LICENSE"),
-            path: license,
-            mode: 0o644,
-            size: lsize,
-            sha256: lsha,
-        }),
-        elf: xtask::elf::inspect(&bin, Arch::Amd64).unwrap(),
-    };
-    let t = Templates::load(None).unwrap();
-    let rendered = render_component(&t, &c, &Layout::DEB).unwrap();
-    let opts = BuildOptions {
-        out_dir: work.join("out"),
-        deb_compression: Compression::Xz,
-        rpm_compression: Compression::Xz,
-        maintainer: DEFAULT_MAINTAINER.into(),
-        source_date_epoch: Some(SDE),
-    };
-    describe(&c, Arch::Amd64, &Layout::DEB, &staged, rendered, &opts, SDE).unwrap()
+    fixture::package("node_exporter", work, &Layout::DEB, SDE)
 }
 
 fn write(pkg: &Package, out: &Path, signer: Option<&dyn Signer>) -> Written {

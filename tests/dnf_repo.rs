@@ -8,6 +8,8 @@
 
 #[path = "support/clients.rs"]
 mod clients;
+#[path = "support/cmd.rs"]
+mod cmd;
 #[path = "support/gpg.rs"]
 mod gpg;
 

@@ -4,43 +4,20 @@
 
 #[path = "support/clients.rs"]
 mod clients;
+#[path = "support/cmd.rs"]
+mod cmd;
 #[path = "support/gpg.rs"]
 mod gpg;
 
+use cmd::{must, run, workspace};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 fn shared() -> PathBuf {
     std::env::var_os("OBS_SHARED_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join("../shared"))
-}
-
-fn run(cmd: &mut Command) -> (bool, String) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-fn must(cmd: &mut Command) -> String {
-    let desc = format!("{cmd:?}");
-    let (ok, text) = run(cmd);
-    assert!(ok, "{desc} failed:\n{text}");
-    text
 }
 
 /// The mirror's directory, built once (cached in target/ between runs).

@@ -1,33 +1,17 @@
 //! Every component in components/ renders, for both layouts, into files that the real tools
 //! accept: systemd-analyze (exposure score), nft, firewalld's and ufw's own parsers.
 
-use std::path::{Path, PathBuf};
+#[path = "support/cmd.rs"]
+mod cmd;
+use std::path::Path;
 use std::process::Command;
 
+use cmd::{run, workspace};
 use xtask::component;
 use xtask::package::Layout;
 use xtask::render::{render_component, Templates};
 
 const MAX_EXPOSURE: f64 = 2.0;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn run(cmd: &mut Command) -> (bool, String) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
 
 /// Render every component into `root` for a layout; returns the component names.
 fn render_all(root: &Path, layout: &Layout) -> Vec<component::Component> {

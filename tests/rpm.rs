@@ -5,9 +5,12 @@
 //! The packages are built from the real components (components/*.toml) with a small real
 //! dynamic ELF (/usr/bin/true) as the exporter binary.
 
-use std::path::{Path, PathBuf};
+#[path = "support/cmd.rs"]
+mod cmd;
+use std::path::Path;
 use std::process::Command;
 
+use cmd::{must, run, workspace};
 use xtask::component::{self, Component};
 use xtask::dist::{self, BuildOptions, Staged};
 use xtask::package::{Arch, Compression, Content, FileKind, Layout, Package};
@@ -17,32 +20,6 @@ use xtask::unpack::Extracted;
 
 const SDE: u64 = 1_700_000_000;
 const LICENSE_TEXT: &str = "Apache License\nVersion 2.0, January 2004\n(test copy)\n";
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn run(cmd: &mut Command) -> (bool, String) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-fn must(cmd: &mut Command) -> String {
-    let desc = format!("{cmd:?}");
-    let (ok, text) = run(cmd);
-    assert!(ok, "{desc} failed:\n{text}");
-    text
-}
 
 fn qp(rpm: &Path, args: &[&str]) -> String {
     must(Command::new("rpm").arg("-qp").args(args).arg(rpm))

@@ -5,11 +5,14 @@
 //!
 //! Keys are generated once per test process (RSA-4096 is slow), under CARGO_TARGET_TMPDIR.
 
+#[path = "support/cmd.rs"]
+mod cmd;
+use cmd::run;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 
 use xtask::signing::{
@@ -18,19 +21,6 @@ use xtask::signing::{
 };
 
 const PASS: &str = "correct horse battery staple";
-
-fn run(cmd: &mut Command) -> (bool, String) {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
 
 fn scratch(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);

@@ -1,6 +1,7 @@
 //! Real package clients with configuration of their own in temporary directories, for tests:
 //! apt (APT_CONFIG), dnf (--installroot/--config/reposdir) and a loopback HTTP server.
-//! (Include with `#[path = "support/clients.rs"] mod clients;`.)
+//! (Include with `#[path = "support/clients.rs"] mod clients;`, beside `support/cmd.rs` as
+//! `mod cmd`.)
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
@@ -9,17 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-fn run(cmd: &mut Command) -> (bool, String) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
+use crate::cmd::run;
 
 pub struct Apt {
     pub dir: tempfile::TempDir,

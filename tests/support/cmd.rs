@@ -1,0 +1,35 @@
+//! Running the real tools from tests, and where the workspace is.
+//! (Include with `#[path = "support/cmd.rs"] mod cmd;`.)
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The workspace root (the directory above `xtask/`).
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Run a command; whether it succeeded, and its stdout followed by its stderr.
+pub fn run(cmd: &mut Command) -> (bool, String) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Run a command that must succeed; its stdout followed by its stderr.
+pub fn must(cmd: &mut Command) -> String {
+    let desc = format!("{cmd:?}");
+    let (ok, text) = run(cmd);
+    assert!(ok, "{desc} failed:\n{text}");
+    text
+}

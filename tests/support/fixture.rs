@@ -1,0 +1,58 @@
+//! A package description built the way `dist` builds one, from a real component file and a
+//! small real ELF (/usr/bin/true) standing in for the exporter binary.
+//! (Include with `#[path = "support/fixture.rs"] mod fixture;`.)
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use xtask::dist::{describe, BuildOptions, Staged, DEFAULT_MAINTAINER};
+use xtask::package::{Arch, Compression, Layout, Package};
+use xtask::render::{render_component, Templates};
+use xtask::unpack::Extracted;
+
+/// The staged inputs of component `name`: /usr/bin/true as its binary and a short license.
+pub fn staged(name: &str, work: &Path) -> Staged {
+    std::fs::create_dir_all(work).unwrap();
+    let bin = work.join(name);
+    std::fs::copy("/usr/bin/true", &bin).unwrap();
+    let (sha256, size) = xtask::digest::sha256_file(&bin).unwrap();
+    let license = work.join("LICENSE");
+    std::fs::write(&license, "Apache License\nVersion 2.0, January 2004\n").unwrap();
+    let (lsha, lsize) = xtask::digest::sha256_file(&license).unwrap();
+    Staged {
+        binary: Extracted {
+            member: format!("{name}-1/{name}"),
+            path: bin.clone(),
+            mode: 0o755,
+            size,
+            sha256,
+        },
+        license: Some(Extracted {
+            member: format!("{name}-1/LICENSE"),
+            path: license,
+            mode: 0o644,
+            size: lsize,
+            sha256: lsha,
+        }),
+        elf: xtask::elf::inspect(&bin, Arch::Amd64).unwrap(),
+    }
+}
+
+/// The amd64 package of the workspace's `components/<name>.toml` for `layout`.
+pub fn package(name: &str, work: &Path, layout: &Layout, sde: u64) -> Package {
+    let c = xtask::component::load_file(
+        &crate::cmd::workspace().join(format!("components/{name}.toml")),
+    )
+    .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let staged = staged(name, work);
+    let t = Templates::load(None).unwrap();
+    let rendered = render_component(&t, &c, layout).unwrap();
+    let opts = BuildOptions {
+        out_dir: work.join("out"),
+        deb_compression: Compression::Xz,
+        rpm_compression: Compression::Xz,
+        maintainer: DEFAULT_MAINTAINER.into(),
+        source_date_epoch: Some(sde),
+    };
+    describe(&c, Arch::Amd64, layout, &staged, rendered, &opts, sde).unwrap()
+}
