@@ -306,6 +306,14 @@ fn cmd_dist(a: DistArgs) -> Result<()> {
         eprintln!("{}", signing::DEV_KEY_WARNING);
         publish_dev_public_key(&key);
     }
+    if key.signing_fingerprint() != key.fingerprint() {
+        eprintln!(
+            "note: {} signs with its subkey {}: apt, dnf, rpm and `verify` accept that, but \
+             debsig-verify (0.28) checks .deb origin signatures against primary keys only",
+            key.fingerprint(),
+            key.signing_fingerprint()
+        );
+    }
     let fetcher = Fetcher::new(fetch_options(&a.common))?;
     let progress = Progress::new(!a.common.json);
     let arts = dist::fetch_all(&fetcher, &jobs, &progress)?;

@@ -37,7 +37,14 @@ pub struct OutLock {
 /// Take the output directory's lock; when another run holds it, say so and wait for it.
 pub fn lock(out: &Path) -> Result<OutLock> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    refuse_foreign(out)?;
     let path = out.join(".lock");
+    if std::fs::symlink_metadata(&path).is_ok_and(|m| !m.file_type().is_file()) {
+        bail!(
+            "{}: exists and is not a regular file (a planted symlink?); remove it",
+            path.display()
+        );
+    }
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -72,6 +79,31 @@ pub fn lock(out: &Path) -> Result<OutLock> {
         _file: file,
         out: out.to_path_buf(),
     })
+}
+
+/// What `dist` itself keeps in an output directory.
+const OWN_ENTRIES: &[&str] = &[".lock", GENERATIONS, CURRENT, ".current.new"];
+
+/// Refuse an output directory that holds anything `dist` did not put there (a home directory,
+/// `/`, an older layout): publishing into it would mix our tree with someone else's files.
+fn refuse_foreign(out: &Path) -> Result<()> {
+    let mut foreign: Vec<String> = std::fs::read_dir(out)
+        .with_context(|| format!("reading {}", out.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !OWN_ENTRIES.contains(&n.as_str()))
+        .collect();
+    if !foreign.is_empty() {
+        foreign.sort();
+        foreign.truncate(5);
+        bail!(
+            "{}: not an output directory of `dist` (it holds {}); give --out an empty or new \
+             directory, or one that `dist` wrote",
+            out.display(),
+            foreign.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// A generation being built; removed on drop unless committed.
@@ -355,6 +387,32 @@ mod tests {
         let s = begin(&l).unwrap();
         let e = commit(&l, s).err().unwrap().to_string();
         assert!(e.contains("no generation number after it"), "{e}");
+    }
+
+    #[test]
+    fn a_directory_holding_other_files_is_refused_and_left_alone() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("notes.txt"), "mine").unwrap();
+        let e = lock(t.path()).err().unwrap().to_string();
+        assert!(e.contains("not an output directory of `dist`"), "{e}");
+        assert!(e.contains("notes.txt"), "{e}");
+        let names: Vec<_> = std::fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["notes.txt"], "nothing was added");
+    }
+
+    #[test]
+    fn a_symlinked_lock_file_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let out = t.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        let target = t.path().join("elsewhere");
+        std::os::unix::fs::symlink(&target, out.join(".lock")).unwrap();
+        let e = lock(&out).err().unwrap().to_string();
+        assert!(e.contains("is not a regular file"), "{e}");
+        assert!(!target.exists(), "nothing created through the link");
     }
 
     #[test]
