@@ -213,36 +213,6 @@ impl AptSettings {
     }
 }
 
-/// Dates as apt writes and reads them: RFC 2822 in UTC, e.g. `Thu, 01 Jan 1970 00:00:00 UTC`.
-pub fn rfc2822_utc(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil-from-days (proleptic Gregorian), after H. Hinnant's published algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    const WD: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MON: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    format!(
-        "{}, {:02} {} {:04} {:02}:{:02}:{:02} UTC",
-        WD[(days % 7) as usize],
-        d,
-        MON[(m - 1) as usize],
-        y,
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
 // ---------------------------------------------------------------------------------------------
 // dpkg version ordering
 
@@ -916,12 +886,12 @@ fn release_text(settings: &AptSettings, arches: &[String], files: &[IndexFile]) 
     let _ = writeln!(s, "Label: {}", settings.label);
     let _ = writeln!(s, "Suite: {}", settings.suite);
     let _ = writeln!(s, "Codename: {}", settings.codename);
-    let _ = writeln!(s, "Date: {}", rfc2822_utc(settings.date));
+    let _ = writeln!(s, "Date: {}", crate::date::rfc2822(settings.date, "UTC"));
     if let Some(d) = settings.valid_until {
         let _ = writeln!(
             s,
             "Valid-Until: {}",
-            rfc2822_utc(settings.date + d.as_secs())
+            crate::date::rfc2822(settings.date + d.as_secs(), "UTC")
         );
     }
     let _ = writeln!(s, "Architectures: {}", arches.join(" "));
@@ -1056,14 +1026,6 @@ impl ClientFiles {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates() {
-        assert_eq!(rfc2822_utc(0), "Thu, 01 Jan 1970 00:00:00 UTC");
-        assert_eq!(rfc2822_utc(1_700_000_000), "Tue, 14 Nov 2023 22:13:20 UTC");
-        assert_eq!(rfc2822_utc(951_782_400), "Tue, 29 Feb 2000 00:00:00 UTC");
-        assert_eq!(rfc2822_utc(4_107_542_399), "Sun, 28 Feb 2100 23:59:59 UTC");
-    }
 
     #[test]
     fn versions() {

@@ -1076,40 +1076,6 @@ fn copyright_text(pkg: &Package) -> Result<String> {
     ))
 }
 
-/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    // Shift to an era-based calendar starting on March 1st, year 0.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
-/// RFC 2822 date of a Unix time, in UTC: `Thu, 01 Jan 1970 00:00:00 +0000`.
-pub fn rfc2822(epoch: u64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let days = (epoch / 86_400) as i64;
-    let secs = epoch % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{}, {d:02} {} {y} {:02}:{:02}:{:02} +0000",
-        DAYS[(days % 7) as usize],
-        MONTHS[(m - 1) as usize],
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
-}
-
 /// The Debian changelog (one entry), uncompressed.
 pub fn changelog_text(pkg: &Package) -> String {
     let mut s = format!(
@@ -1131,7 +1097,7 @@ pub fn changelog_text(pkg: &Package) -> String {
     s.push_str(&format!(
         "\n -- {}  {}\n",
         pkg.maintainer,
-        rfc2822(pkg.source_date_epoch)
+        crate::date::rfc2822(pkg.source_date_epoch, "+0000")
     ));
     s
 }
@@ -1268,14 +1234,6 @@ fn render_scripts(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates() {
-        assert_eq!(rfc2822(0), "Thu, 01 Jan 1970 00:00:00 +0000");
-        assert_eq!(rfc2822(951_782_400), "Tue, 29 Feb 2000 00:00:00 +0000");
-        assert_eq!(rfc2822(1_735_689_599), "Tue, 31 Dec 2024 23:59:59 +0000");
-        assert_eq!(rfc2822(1_767_225_600), "Thu, 01 Jan 2026 00:00:00 +0000");
-    }
 
     #[test]
     fn description_lines_never_start_a_field() {

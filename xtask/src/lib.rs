@@ -4,6 +4,7 @@
 
 pub mod apt_repo;
 pub mod component;
+pub mod date;
 pub mod deb;
 pub mod debsig;
 pub mod digest;

@@ -922,7 +922,7 @@ fn check_alive(sig: &Signature, created: u64, now: u64, what: &str) -> Result<()
         if d > 0 && created + d <= now {
             return Err(format!(
                 "{what} expired on {} (extend it with `gpg --quick-set-expire FINGERPRINT 2y`)",
-                utc_date(created + d)
+                crate::date::utc_date(created + d)
             ));
         }
     }
@@ -932,7 +932,7 @@ fn check_alive(sig: &Signature, created: u64, now: u64, what: &str) -> Result<()
         if d > 0 && made + d <= now {
             return Err(format!(
                 "the self-signature of {what} expired on {}",
-                utc_date(made + d)
+                crate::date::utc_date(made + d)
             ));
         }
     }
@@ -1069,31 +1069,9 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// `YYYY-MM-DD` (UTC) of a Unix time.
-fn utc_date(secs: u64) -> String {
-    // Civil-from-days, proleptic Gregorian calendar.
-    let days = (secs / 86_400) as i64 + 719_468;
-    let era = days.div_euclid(146_097);
-    let doe = days.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn utc_dates() {
-        assert_eq!(utc_date(0), "1970-01-01");
-        assert_eq!(utc_date(951_782_400), "2000-02-29");
-        assert_eq!(utc_date(1_700_000_000), "2023-11-14");
-    }
 
     #[test]
     fn redacts_words_of_the_secret() {

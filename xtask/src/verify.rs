@@ -412,7 +412,7 @@ fn verify_suite(
         }
     };
     if let Some(v) = para.get("Valid-Until") {
-        match parse_rfc2822(v) {
+        match crate::date::parse_rfc2822(v) {
             Some(t) if t < now() => r.fail(format!(
                 "{}: expired (Valid-Until: {v})",
                 rel(root, &release_path)
@@ -1026,40 +1026,6 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Parse the RFC 2822 dates apt writes (`Fri, 04 Dec 2026 01:18:27 UTC` / `+0000`).
-pub fn parse_rfc2822(s: &str) -> Option<i64> {
-    let s = s.split_once(", ").map(|x| x.1).unwrap_or(s);
-    let mut it = s.split_whitespace();
-    let day: i64 = it.next()?.parse().ok()?;
-    let months = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let mname = it.next()?;
-    let mon = months.iter().position(|m| *m == mname)? as i64 + 1;
-    let year: i64 = it.next()?.parse().ok()?;
-    let mut hms = it.next()?.split(':').map(|x| x.parse::<i64>().ok());
-    let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
-    let offset = match it.next() {
-        None | Some("UTC") | Some("GMT") | Some("Z") => 0,
-        Some(z) if z.len() == 5 => {
-            let sign = if z.starts_with('-') { -1 } else { 1 };
-            let hh: i64 = z[1..3].parse().ok()?;
-            let mm: i64 = z[3..5].parse().ok()?;
-            sign * (hh * 3600 + mm * 60)
-        }
-        _ => return None,
-    };
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if mon <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (mon + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146097 + doe - 719468;
-    Some(days * 86400 + h * 3600 + m * 60 + sec - offset)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1122,20 +1088,6 @@ mod tests {
         std::fs::write(rel("apt/dists/stable/plain"), "x").unwrap();
         open_in_tree(t.path(), &rel("apt/dists/stable/plain")).unwrap();
         assert!(open_in_tree(t.path(), Path::new("/etc/hostname")).is_err());
-    }
-
-    #[test]
-    fn rfc2822_dates() {
-        assert_eq!(parse_rfc2822("Thu, 01 Jan 1970 00:00:00 UTC"), Some(0));
-        assert_eq!(
-            parse_rfc2822("Tue, 14 Nov 2023 22:13:20 UTC"),
-            Some(1_700_000_000)
-        );
-        assert_eq!(
-            parse_rfc2822("Tue, 14 Nov 2023 23:13:20 +0100"),
-            Some(1_700_000_000)
-        );
-        assert_eq!(parse_rfc2822("yesterday"), None);
     }
 
     #[test]
