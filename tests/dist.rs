@@ -7,6 +7,10 @@
 //! Outputs are judged by the real tools (gpgv, rpmkeys) and by `xtask verify`, whose every
 //! failure line is compared exactly with what the tampering must produce.
 
+#[path = "support/cmd.rs"]
+mod cmd;
+#[path = "support/fixture.rs"]
+mod fixture;
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -14,7 +18,6 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use flate2::write::GzEncoder;
 use sha2::{Digest, Sha256};
 
 /// The components of the repository and the versions pinned there.
@@ -37,39 +40,6 @@ fn text(b: &[u8]) -> String {
 /// The URL path of a component's upstream asset (the mirror keeps it).
 fn asset_path(comp: &str, version: &str, arch: &str) -> String {
     format!("prometheus/{comp}/releases/download/v{version}/{comp}-{version}.linux-{arch}.tar.gz")
-}
-
-/// A deterministic release archive in the upstream layout.
-fn release_tar_gz(comp: &str, version: &str, arch: &str) -> Vec<u8> {
-    let top = format!("{comp}-{version}.linux-{arch}");
-    let binary = std::fs::read("/usr/bin/true").expect("/usr/bin/true");
-    let license = format!("Apache License 2.0 (test copy for {comp} {arch})\n");
-    let gz = GzEncoder::new(Vec::new(), flate2::Compression::default());
-    let mut b = tar::Builder::new(gz);
-    let mut add = |name: &str, kind: tar::EntryType, mode: u32, data: &[u8]| {
-        let mut h = tar::Header::new_gnu();
-        h.set_path(name).unwrap();
-        h.set_entry_type(kind);
-        h.set_mode(mode);
-        h.set_size(data.len() as u64);
-        h.set_mtime(1_700_000_000);
-        h.set_cksum();
-        b.append(&h, data).unwrap();
-    };
-    add(&format!("{top}/"), tar::EntryType::Directory, 0o755, b"");
-    add(
-        &format!("{top}/{comp}"),
-        tar::EntryType::Regular,
-        0o755,
-        &binary,
-    );
-    add(
-        &format!("{top}/LICENSE"),
-        tar::EntryType::Regular,
-        0o644,
-        license.as_bytes(),
-    );
-    b.into_inner().unwrap().finish().unwrap()
 }
 
 // ------------------------------------------------------------------------------------------
@@ -223,7 +193,7 @@ impl Fx {
             let file = src.join(format!("{comp}.toml"));
             let orig = xtask::component::load_file(&file).unwrap();
             assert_eq!(orig.version, version, "{comp}: update COMPONENTS");
-            let bytes = release_tar_gz(comp, version, "amd64");
+            let bytes = fixture::release_tar_gz(comp, version, "amd64", "");
             let p = mirror.join(asset_path(comp, version, "amd64"));
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(&p, &bytes).unwrap();

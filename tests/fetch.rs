@@ -8,6 +8,10 @@
 //! listing (temporary files included) is unchanged; `--out` is unchanged and no staging
 //! directory is left beside it.
 
+#[path = "support/cmd.rs"]
+mod cmd;
+#[path = "support/fixture.rs"]
+mod fixture;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -17,7 +21,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flate2::write::GzEncoder;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose,
@@ -39,40 +42,6 @@ fn sha256(b: &[u8]) -> String {
 /// The URL path of a component's upstream asset (the mirror keeps it).
 fn asset_path(comp: &str, version: &str, arch: &str) -> String {
     format!("/prometheus/{comp}/releases/download/v{version}/{comp}-{version}.linux-{arch}.tar.gz")
-}
-
-/// A deterministic release archive in the upstream layout; `salt` changes the LICENSE so a
-/// tampered archive is still a valid one.
-fn release_tar_gz(comp: &str, version: &str, arch: &str, salt: &str) -> Vec<u8> {
-    let top = format!("{comp}-{version}.linux-{arch}");
-    let binary = std::fs::read("/usr/bin/true").expect("/usr/bin/true");
-    let license = format!("Apache License 2.0 (test copy for {comp} {arch}){salt}\n");
-    let gz = GzEncoder::new(Vec::new(), flate2::Compression::default());
-    let mut b = tar::Builder::new(gz);
-    let mut add = |name: &str, kind: tar::EntryType, mode: u32, data: &[u8]| {
-        let mut h = tar::Header::new_gnu();
-        h.set_path(name).unwrap();
-        h.set_entry_type(kind);
-        h.set_mode(mode);
-        h.set_size(data.len() as u64);
-        h.set_mtime(1_700_000_000);
-        h.set_cksum();
-        b.append(&h, data).unwrap();
-    };
-    add(&format!("{top}/"), tar::EntryType::Directory, 0o755, b"");
-    add(
-        &format!("{top}/{comp}"),
-        tar::EntryType::Regular,
-        0o755,
-        &binary,
-    );
-    add(
-        &format!("{top}/LICENSE"),
-        tar::EntryType::Regular,
-        0o644,
-        license.as_bytes(),
-    );
-    b.into_inner().unwrap().finish().unwrap()
 }
 
 #[derive(Clone)]
@@ -315,7 +284,7 @@ impl Fx {
             assert_eq!(orig.version, version, "{comp}: update COMPONENTS");
             let mut text = std::fs::read_to_string(&file).unwrap();
             for arch in ARCHES {
-                let bytes = release_tar_gz(comp, version, arch, "");
+                let bytes = fixture::release_tar_gz(comp, version, arch, "");
                 let sha = sha256(&bytes);
                 let a = xtask::package::Arch::parse(arch).unwrap();
                 let old = &orig.source.sha256[&a];
@@ -659,7 +628,7 @@ fn file_mirrors_work() {
     let fx = Fx::new();
     let a = fx.asset("mysqld_exporter", "amd64");
     let p = root.join(a.path.trim_start_matches('/'));
-    let bad = release_tar_gz(a.comp, "0.18.0", a.arch, "tampered");
+    let bad = fixture::release_tar_gz(a.comp, "0.18.0", a.arch, "tampered");
     std::fs::write(&p, &bad).unwrap();
     fx.refused(
         &join(&[fx.args("fetch"), mirror(&url), one(a.comp, a.arch)]),
@@ -678,7 +647,7 @@ fn tampered_archive_is_refused_with_both_digests() {
     let fx = Fx::new();
     let s = fx.good_server();
     let a = fx.asset("node_exporter", "amd64");
-    let bad = release_tar_gz(a.comp, "1.10.2", a.arch, "tampered");
+    let bad = fixture::release_tar_gz(a.comp, "1.10.2", a.arch, "tampered");
     s.route(&a.path, Reply::Ok(bad.clone()));
     let url = format!("{}{}", s.base(), a.path);
     let want_digests = format!("expected sha256 {}, actual {}", a.sha, sha256(&bad));
@@ -700,7 +669,7 @@ fn one_bad_asset_adds_nothing_to_the_cache_even_when_others_verify() {
     let fx = Fx::new();
     let s = fx.good_server();
     let a = fx.asset("mysqld_exporter", "arm64");
-    let bad = release_tar_gz(a.comp, "0.18.0", a.arch, "tampered");
+    let bad = fixture::release_tar_gz(a.comp, "0.18.0", a.arch, "tampered");
     s.route(&a.path, Reply::Ok(bad.clone()));
     let url = format!("{}{}", s.base(), a.path);
     // Pre-existing out/ with content: must stay byte-identical.

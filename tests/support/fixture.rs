@@ -56,3 +56,38 @@ pub fn package(name: &str, work: &Path, layout: &Layout, sde: u64) -> Package {
     };
     describe(&c, Arch::Amd64, layout, &staged, rendered, &opts, sde).unwrap()
 }
+
+/// A deterministic release archive in the upstream tar.gz layout
+/// (`<comp>-<version>.linux-<arch>/{<comp>,LICENSE}`), /usr/bin/true as the binary; `salt`
+/// changes the LICENSE so that a tampered archive is still a valid one.
+pub fn release_tar_gz(comp: &str, version: &str, arch: &str, salt: &str) -> Vec<u8> {
+    let top = format!("{comp}-{version}.linux-{arch}");
+    let binary = std::fs::read("/usr/bin/true").expect("/usr/bin/true");
+    let license = format!("Apache License 2.0 (test copy for {comp} {arch}){salt}\n");
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut b = tar::Builder::new(gz);
+    let mut add = |name: &str, kind: tar::EntryType, mode: u32, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_path(name).unwrap();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(data.len() as u64);
+        h.set_mtime(1_700_000_000);
+        h.set_cksum();
+        b.append(&h, data).unwrap();
+    };
+    add(&format!("{top}/"), tar::EntryType::Directory, 0o755, b"");
+    add(
+        &format!("{top}/{comp}"),
+        tar::EntryType::Regular,
+        0o755,
+        &binary,
+    );
+    add(
+        &format!("{top}/LICENSE"),
+        tar::EntryType::Regular,
+        0o644,
+        license.as_bytes(),
+    );
+    b.into_inner().unwrap().finish().unwrap()
+}
