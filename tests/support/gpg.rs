@@ -3,7 +3,7 @@
 //! pipeline's own key handling works. (Include with `#[path = "support/gpg.rs"] mod gpg;`.)
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -26,24 +26,8 @@ fn gpg(home: &Path) -> Command {
     c
 }
 
-fn run(mut c: Command, input: Option<&[u8]>) -> Vec<u8> {
-    c.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().expect("gpg");
-    {
-        let mut stdin = child.stdin.take().unwrap();
-        if let Some(i) = input {
-            stdin.write_all(i).unwrap();
-        }
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{c:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+fn run(c: Command, input: Option<&[u8]>) -> Vec<u8> {
+    run_streamed(c, &mut input.unwrap_or_default())
 }
 
 /// As `run`, with stdin streamed from `input` (gpg reads all of it before it writes the
