@@ -555,6 +555,41 @@ fn load_certs(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>> {
     Ok(out)
 }
 
+/// Copy verified assets into `dir` in the cache layout (`sha256/<hex>`), so that
+/// `dist --offline --cache DIR` finds them; each copy is hashed again as it is written.
+/// Returns how many files were exported.
+pub fn export(arts: &[VerifiedArtifact], dir: &Path) -> Result<usize> {
+    let d = dir.join("sha256");
+    std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+    let mut seen = std::collections::BTreeSet::new();
+    for a in arts {
+        if !seen.insert(a.sha256.clone()) {
+            continue;
+        }
+        let dest = d.join(&a.sha256);
+        let src = std::fs::File::open(&a.path).with_context(|| format!("{}", a.path.display()))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&d)?;
+        let mut w = HashingWriter::new(io::BufWriter::new(tmp.as_file_mut()));
+        copy_limited(src, &mut w, MAX_ASSET_BYTES, None, None)?;
+        w.flush()?;
+        let (_, h, _) = w.finish();
+        if h != a.sha256 {
+            bail!(
+                "{}: sha256 {h} while copying, expected {} (changed since it was verified?)",
+                a.path.display(),
+                a.sha256
+            );
+        }
+        tmp.as_file().sync_all()?;
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        tmp.persist(&dest)
+            .map_err(|e| anyhow!("{}: {}", dest.display(), e.error))?;
+    }
+    Ok(seen.len())
+}
+
 /// Parse an upstream checksum file (`sha256sum` format: `HEX  NAME` or `HEX *NAME`).
 pub fn parse_checksums(text: &str) -> Vec<(String, String)> {
     text.lines()

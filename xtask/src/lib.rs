@@ -12,6 +12,8 @@ pub mod dist;
 pub mod dnf_repo;
 pub mod elf;
 pub mod fetch;
+pub mod minisign;
+pub mod mirror;
 pub mod package;
 pub mod publish;
 pub mod render;

@@ -39,6 +39,45 @@ enum Cmd {
     Render(RenderArgs),
     /// Check a published tree (or a copy of it) offline: signatures, index and package hashes.
     Verify(VerifyArgs),
+    /// Air-gapped transfer: a signed bundle of the published tree, and its import.
+    #[command(subcommand)]
+    Mirror(MirrorCmd),
+}
+
+#[derive(Subcommand)]
+enum MirrorCmd {
+    /// Write OUT (tar, or tar.zst with --zstd) of dist/current, keys and a manifest, and
+    /// OUT.minisig.
+    Bundle(BundleArgs),
+    /// Verify BUNDLE (+ BUNDLE.minisig) and publish it atomically as a generation of DIR.
+    Import(ImportArgs),
+}
+
+#[derive(Args)]
+struct BundleArgs {
+    /// The bundle file to write (its signature goes to OUT.minisig).
+    out: PathBuf,
+    /// Output directory of `dist` whose `current` generation is bundled.
+    #[arg(long, value_name = "DIR", default_value_os_t = workspace_path("dist"))]
+    dist: PathBuf,
+    /// Unencrypted minisign secret key (`minisign -G -W`), mode 0600.
+    #[arg(long, value_name = "FILE")]
+    minisign_key: PathBuf,
+    /// Compress the archive with zstd.
+    #[arg(long)]
+    zstd: bool,
+}
+
+#[derive(Args)]
+struct ImportArgs {
+    /// The bundle (BUNDLE.minisig beside it).
+    bundle: PathBuf,
+    /// Output directory to publish into (a new generation; `current` switches last).
+    #[arg(long, value_name = "DIR")]
+    into: PathBuf,
+    /// Trusted minisign public key (default: every keys/*.minisign.pub of the workspace).
+    #[arg(long, value_name = "FILE")]
+    minisign_pub: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -164,6 +203,10 @@ struct PinArgs {
 struct FetchArgs {
     #[command(flatten)]
     common: FetchCommon,
+    /// Also copy the verified assets into DIR, laid out as a cache that
+    /// `dist --offline --cache DIR` reads (for a machine without network).
+    #[arg(long, value_name = "DIR")]
+    export: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -213,6 +256,8 @@ fn main() -> ExitCode {
         Cmd::Fetch(a) => cmd_fetch(a),
         Cmd::Render(a) => cmd_render(a),
         Cmd::Verify(a) => cmd_verify(a),
+        Cmd::Mirror(MirrorCmd::Bundle(a)) => cmd_bundle(a),
+        Cmd::Mirror(MirrorCmd::Import(a)) => cmd_import(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -256,6 +301,14 @@ fn cmd_fetch(a: FetchArgs) -> Result<()> {
     let fetcher = Fetcher::new(fetch_options(&a.common))?;
     let progress = Progress::new(!a.common.json);
     let arts = dist::fetch_all(&fetcher, &jobs, &progress)?;
+    if let Some(dir) = &a.export {
+        let n = fetch::export(&arts, dir)?;
+        eprintln!(
+            "{n} verified asset(s) exported to {} (use: dist --offline --cache {})",
+            dir.display(),
+            dir.display()
+        );
+    }
     if a.common.json {
         println!("{}", serde_json::to_string_pretty(&arts)?);
     } else {
@@ -676,4 +729,55 @@ fn cmd_verify(a: VerifyArgs) -> Result<()> {
             report.checked
         )
     }
+}
+
+fn cmd_bundle(a: BundleArgs) -> Result<()> {
+    let key = xtask::minisign::SecretKey::load(&a.minisign_key)?;
+    let r = xtask::mirror::bundle(&a.dist, &a.out, &key, a.zstd)?;
+    println!(
+        "{}: {} files ({} bytes) from {}, signed by minisign key {} ({})",
+        a.out.display(),
+        r.files,
+        r.bytes,
+        r.generation.display(),
+        r.key_id,
+        xtask::mirror::signature_path(&a.out).display()
+    );
+    Ok(())
+}
+
+fn cmd_import(a: ImportArgs) -> Result<()> {
+    let files: Vec<PathBuf> = match &a.minisign_pub {
+        Some(f) => vec![f.clone()],
+        None => {
+            let keys = workspace_path("keys");
+            let mut v: Vec<PathBuf> = std::fs::read_dir(&keys)
+                .map(|rd| {
+                    rd.filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|p| p.to_string_lossy().ends_with(".minisign.pub"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            v.sort();
+            if v.is_empty() {
+                bail!(
+                    "no trusted minisign key: give --minisign-pub FILE ({} has no *.minisign.pub)",
+                    keys.display()
+                );
+            }
+            v
+        }
+    };
+    let keys = files
+        .iter()
+        .map(|f| xtask::minisign::public_key_file(f))
+        .collect::<Result<Vec<_>>>()?;
+    let r = xtask::mirror::import(&a.bundle, &a.into, &keys)?;
+    println!(
+        "imported {} files from {} into {} (now current)",
+        r.files,
+        a.bundle.display(),
+        r.generation.display()
+    );
+    Ok(())
 }
