@@ -318,8 +318,13 @@ pub fn import(
     keys: &[minisign_verify::PublicKey],
 ) -> Result<ImportReport> {
     let sig_path = signature_path(bundle);
-    let sig = std::fs::read_to_string(&sig_path)
-        .with_context(|| format!("signature {}", sig_path.display()))?;
+    let sig = std::fs::read_to_string(&sig_path).map_err(|e| {
+        anyhow!(
+            "{}: cannot read its signature {}: {e}; nothing was imported",
+            bundle.display(),
+            sig_path.display()
+        )
+    })?;
     if keys.is_empty() {
         bail!("no minisign public key to check {} with", bundle.display());
     }
