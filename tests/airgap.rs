@@ -9,153 +9,20 @@
 mod clients;
 #[path = "support/cmd.rs"]
 mod cmd;
+#[path = "support/distfx.rs"]
+mod distfx;
 #[path = "support/fixture.rs"]
 mod fixture;
 #[path = "support/gpg.rs"]
 mod gpg;
 
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use cmd::{must, run};
-
-const COMPONENTS: [(&str, &str); 2] = [("node_exporter", "1.10.2"), ("mysqld_exporter", "0.18.0")];
-
-fn sha256(b: &[u8]) -> String {
-    xtask::digest::sha256_hex(b)
-}
-
-struct Fx {
-    dir: tempfile::TempDir,
-    components: PathBuf,
-    mirror: PathBuf,
-    key_file: PathBuf,
-    pub_asc: PathBuf,
-    _key: gpg::GpgKey,
-}
-
-impl Fx {
-    /// components/ pinned (amd64 only) to generated archives in a `file:` mirror, and a gpg
-    /// release key in a 0600 file.
-    fn new() -> Fx {
-        let dir = tempfile::Builder::new()
-            .prefix("xtask-airgap-")
-            .tempdir()
-            .unwrap();
-        let components = dir.path().join("components");
-        let mirror = dir.path().join("mirror");
-        std::fs::create_dir(&components).unwrap();
-        for (comp, version) in COMPONENTS {
-            let file = cmd::workspace().join(format!("components/{comp}.toml"));
-            let orig = xtask::component::load_file(&file).unwrap();
-            assert_eq!(orig.version, version, "{comp}: update COMPONENTS");
-            let bytes = fixture::release_tar_gz(comp, version, "amd64", "");
-            let rel = format!(
-                "prometheus/{comp}/releases/download/v{version}/{comp}-{version}.linux-amd64.tar.gz"
-            );
-            let p = mirror.join(&rel);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(&p, &bytes).unwrap();
-            let a = xtask::package::Arch::Amd64;
-            let t: String = std::fs::read_to_string(&file)
-                .unwrap()
-                .replace(orig.source.sha256[&a].as_str(), &sha256(&bytes))
-                .lines()
-                .filter(|l| !l.starts_with("arm64 = "))
-                .map(|l| format!("{l}\n"))
-                .collect();
-            std::fs::write(components.join(format!("{comp}.toml")), t).unwrap();
-        }
-        let key = gpg::GpgKey::generate("airgap test <airgap@example.invalid>");
-        let key_file = dir.path().join("release.asc");
-        std::fs::write(&key_file, key.export_secret_armored()).unwrap();
-        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let pub_asc = dir.path().join("release.pub.asc");
-        std::fs::write(
-            &pub_asc,
-            xtask::signer::Signer::public_key_armored(&key).unwrap(),
-        )
-        .unwrap();
-        Fx {
-            dir,
-            components,
-            mirror,
-            key_file,
-            pub_asc,
-            _key: key,
-        }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
-        c.env("HOME", self.dir.path())
-            .env("XDG_DATA_HOME", self.path("xdg-data"))
-            .env("XDG_CACHE_HOME", self.path("xdg-cache"))
-            .env("SOURCE_DATE_EPOCH", "1700000000")
-            .env_remove(xtask::signing::ENV_KEY)
-            .env_remove(xtask::signing::ENV_PASSPHRASE)
-            .stdin(Stdio::null());
-        c
-    }
-
-    /// `dist` into `out` with the release key; `extra` decides cache and mirror.
-    fn dist(&self, out: &Path, extra: &[&str]) -> (bool, String) {
-        run(self
-            .cmd()
-            .arg("dist")
-            .arg("--components")
-            .arg(&self.components)
-            .arg("--out")
-            .arg(out)
-            .arg("--signing-key")
-            .arg(&self.key_file)
-            .args(["--base-url", "https://repo.example.org/obs"])
-            .args(extra))
-    }
-
-    fn verify_ok(&self, dir: &Path) -> String {
-        must(
-            self.cmd()
-                .arg("verify")
-                .arg(dir)
-                .arg("--key")
-                .arg(&self.pub_asc),
-        )
-    }
-}
-
-/// Relative path → sha256 (or link target, or `dir`) of everything below `root`.
-fn listing(root: &Path) -> BTreeMap<String, String> {
-    fn walk(root: &Path, dir: &Path, m: &mut BTreeMap<String, String>) {
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in rd {
-            let e = e.unwrap();
-            let p = e.path();
-            let rel = p.strip_prefix(root).unwrap().display().to_string();
-            let t = e.file_type().unwrap();
-            if t.is_symlink() {
-                m.insert(rel, format!("-> {}", std::fs::read_link(&p).unwrap().display()));
-            } else if t.is_dir() {
-                m.insert(format!("{rel}/"), "dir".into());
-                walk(root, &p, m);
-            } else {
-                m.insert(rel, sha256(&std::fs::read(&p).unwrap()));
-            }
-        }
-    }
-    let mut m = BTreeMap::new();
-    walk(root, root, &mut m);
-    m
-}
+use distfx::{listing, sha256, Fx};
 
 // ------------------------------------------------------------------------------------------
 
@@ -356,7 +223,10 @@ fn bundle_imports_into_an_empty_directory_apt_installs_and_every_refusal_changes
             .arg("-x")
             .arg(&sig),
     );
-    assert!(v.contains("Signature and comment signature verified"), "{v}");
+    assert!(
+        v.contains("Signature and comment signature verified"),
+        "{v}"
+    );
     // Deterministic: the same tree gives the same archive.
     let again = fx.path("transfer/again.tar");
     must(
@@ -368,7 +238,10 @@ fn bundle_imports_into_an_empty_directory_apt_installs_and_every_refusal_changes
             .arg("--minisign-key")
             .arg(&ms.secret),
     );
-    assert_eq!(std::fs::read(&bundle).unwrap(), std::fs::read(&again).unwrap());
+    assert_eq!(
+        std::fs::read(&bundle).unwrap(),
+        std::fs::read(&again).unwrap()
+    );
 
     // The manifest names every file of the published generation with its digest.
     let ents = entries(&bundle);
@@ -385,7 +258,10 @@ fn bundle_imports_into_an_empty_directory_apt_installs_and_every_refusal_changes
             "{rel} missing from the MANIFEST:\n{manifest}"
         );
     }
-    assert!(manifest.contains("  keys/mirror-bundle.minisign.pub\n"), "{manifest}");
+    assert!(
+        manifest.contains("  keys/mirror-bundle.minisign.pub\n"),
+        "{manifest}"
+    );
 
     // Import into an empty directory.
     let into = fx.path("airgapped/repo");
@@ -403,7 +279,10 @@ fn bundle_imports_into_an_empty_directory_apt_installs_and_every_refusal_changes
     assert!(ok, "import failed:\n{text}");
     let imported = into.join("current");
     let imported_files = listing(&imported);
-    assert_eq!(imported_files, gen_files, "imported tree differs from the bundled one");
+    assert_eq!(
+        imported_files, gen_files,
+        "imported tree differs from the bundled one"
+    );
     let v = fx.verify_ok(&into);
     assert!(v.starts_with("OK "), "{v}");
 
@@ -447,7 +326,12 @@ fn bundle_imports_into_an_empty_directory_apt_installs_and_every_refusal_changes
     );
     let (ok, text) = apt.get(&["install", "--download-only", "node-exporter"]);
     assert!(ok, "apt-get install --download-only:\n{text}");
-    assert!(apt.archives().iter().any(|n| n.starts_with("node-exporter_")), "{text}");
+    assert!(
+        apt.archives()
+            .iter()
+            .any(|n| n.starts_with("node-exporter_")),
+        "{text}"
+    );
     drop(http);
 
     // --- refusals: every one leaves the imported directory exactly as it was ---
@@ -457,7 +341,10 @@ fn bundle_imports_into_an_empty_directory_apt_installs_and_every_refusal_changes
     let refused = |what: &str, key: &Path, needle: &str| {
         let (ok, text) = import(&bad, key);
         assert!(!ok, "{what}: import accepted it:\n{text}");
-        assert!(text.contains(needle), "{what}: expected {needle:?} in:\n{text}");
+        assert!(
+            text.contains(needle),
+            "{what}: expected {needle:?} in:\n{text}"
+        );
         assert!(text.contains("nothing was imported"), "{what}:\n{text}");
         assert_eq!(listing(&into), before, "{what}: the directory changed");
     };

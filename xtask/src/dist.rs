@@ -477,6 +477,28 @@ where
                 )
             }
         };
+        crate::attest::write(
+            staging,
+            &crate::attest::Inputs {
+                component: c,
+                arch,
+                format: layout.format,
+                artifact: art,
+                templates: &templates.digests,
+                package: &pkg,
+                written: &w,
+                source_date_epoch: sde,
+                compression: format!(
+                    "{:?}",
+                    match layout.format {
+                        Format::Deb => opts.deb_compression,
+                        Format::Rpm => opts.rpm_compression,
+                    }
+                )
+                .to_lowercase(),
+            },
+        )
+        .with_context(|| format!("{}: SBOM and provenance", w.file_name))?;
         out.push(Built {
             component: c.name.clone(),
             package: pkg.name.clone(),
@@ -541,6 +563,44 @@ pub fn assemble_repositories(
         };
         b.file = new.ok_or_else(|| anyhow!("{name}: not placed in its repository"))?;
     }
+    // SBOM and provenance of each package, each with a detached signature.
+    let mut attestations = Vec::new();
+    for b in built.iter() {
+        let name = b.file.rsplit('/').next().unwrap_or_default();
+        let mut entry = serde_json::Map::new();
+        entry.insert("package".into(), b.file.clone().into());
+        for (dir, suffix, key) in [
+            (crate::attest::SBOM_DIR, crate::attest::SBOM_SUFFIX, "sbom"),
+            (
+                crate::attest::PROVENANCE_DIR,
+                crate::attest::PROVENANCE_SUFFIX,
+                "provenance",
+            ),
+        ] {
+            let rel = format!("{dir}/{name}{suffix}");
+            let from = build.join(&rel);
+            if !from.is_file() {
+                continue;
+            }
+            let to = gen.join(&rel);
+            std::fs::create_dir_all(to.parent().unwrap())?;
+            std::fs::rename(&from, &to)
+                .with_context(|| format!("moving {} into place", from.display()))?;
+            let bytes = std::fs::read(&to)?;
+            write_atomic(
+                &gen.join(format!("{rel}.asc")),
+                signer.detach_sign_armored(&bytes)?.as_bytes(),
+            )?;
+            entry.insert(key.into(), rel.into());
+            entry.insert(
+                format!("{key}_sha256"),
+                crate::digest::sha256_hex(&bytes).into(),
+            );
+        }
+        if entry.len() > 1 {
+            attestations.push(serde_json::Value::Object(entry));
+        }
+    }
     std::fs::remove_dir_all(&build).with_context(|| format!("removing {}", build.display()))?;
 
     let base = opts.base_url.trim_end_matches('/');
@@ -569,7 +629,10 @@ pub fn assemble_repositories(
     // Older indexes stay fetchable: the by-hash files and repodata they name come along.
     crate::publish::carry_over(previous, gen, own_index_files)?;
 
-    let manifest = serde_json::to_string_pretty(&serde_json::json!({ "packages": built }))?;
+    let manifest = serde_json::to_string_pretty(&serde_json::json!({
+        "packages": built,
+        "attestations": attestations,
+    }))?;
     write_atomic(&gen.join("manifest.json"), manifest.as_bytes())?;
     // SHA256SUMS names every file of the generation (client files and keys included), and its
     // detached signature makes the whole tree checkable offline, byte for byte.

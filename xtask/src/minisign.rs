@@ -53,7 +53,10 @@ impl SecretKey {
             .decode(b64)
             .map_err(|e| anyhow!("second line is not base64: {e}"))?;
         if raw.len() != 158 {
-            bail!("{} bytes of key data, a minisign secret key has 158", raw.len());
+            bail!(
+                "{} bytes of key data, a minisign secret key has 158",
+                raw.len()
+            );
         }
         if &raw[0..2] != b"Ed" || &raw[4..6] != b"B2" {
             bail!("not an Ed25519/BLAKE2b minisign secret key");

@@ -177,7 +177,10 @@ fn parse_manifest(text: &str) -> Result<BTreeMap<String, Entry>> {
             .map_err(|_| anyhow!("{MANIFEST} line {}: size {n:?} is not a number", i + 2))?;
         safe_path(p).map_err(|e| anyhow!("{MANIFEST} line {}: {e}", i + 2))?;
         if !(p.starts_with("repo/") || p.starts_with("keys/")) {
-            bail!("{MANIFEST} line {}: {p:?} is neither under repo/ nor keys/", i + 2);
+            bail!(
+                "{MANIFEST} line {}: {p:?} is neither under repo/ nor keys/",
+                i + 2
+            );
         }
         let e = Entry {
             sha256: h.into(),
@@ -254,8 +257,12 @@ fn walk(
     for e in entries {
         let mut e = e.context("reading the archive (truncated or damaged?)")?;
         let raw = e.path_bytes().into_owned();
-        let name = String::from_utf8(raw.clone())
-            .map_err(|_| anyhow!("entry {:?}: name is not UTF-8", String::from_utf8_lossy(&raw)))?;
+        let name = String::from_utf8(raw.clone()).map_err(|_| {
+            anyhow!(
+                "entry {:?}: name is not UTF-8",
+                String::from_utf8_lossy(&raw)
+            )
+        })?;
         let t = e.header().entry_type();
         if t != tar::EntryType::Regular {
             bail!(
@@ -286,10 +293,16 @@ fn walk(
         }
         let (h, n) = sink(&name, &mut e).with_context(|| format!("entry {name:?}"))?;
         if n != want.size {
-            bail!("entry {name:?}: {n} bytes read, the {MANIFEST} says {} (truncated?)", want.size);
+            bail!(
+                "entry {name:?}: {n} bytes read, the {MANIFEST} says {} (truncated?)",
+                want.size
+            );
         }
         if h != want.sha256 {
-            bail!("entry {name:?}: sha256 {h}, the {MANIFEST} says {}", want.sha256);
+            bail!(
+                "entry {name:?}: sha256 {h}, the {MANIFEST} says {}",
+                want.sha256
+            );
         }
     }
     let missing: Vec<&String> = manifest.keys().filter(|k| !seen.contains(*k)).collect();
@@ -349,16 +362,15 @@ pub fn import(
             errs.join("; ")
         );
     }
-    let refuse = |e: anyhow::Error| {
-        anyhow!(
-            "{}: refused: {e:#}; nothing was imported",
-            bundle.display()
-        )
-    };
+    let refuse =
+        |e: anyhow::Error| anyhow!("{}: refused: {e:#}; nothing was imported", bundle.display());
     // Pass 1: check everything, touch nothing.
-    let manifest = walk(bundle, None, |_, r| Ok(crate::digest::sha256_reader(r)?)).map_err(refuse)?;
+    let manifest =
+        walk(bundle, None, |_, r| Ok(crate::digest::sha256_reader(r)?)).map_err(refuse)?;
     if !manifest.keys().any(|k| k.starts_with("repo/")) {
-        return Err(refuse(anyhow!("the bundle holds no repository (no repo/ files)")));
+        return Err(refuse(anyhow!(
+            "the bundle holds no repository (no repo/ files)"
+        )));
     }
     // Pass 2: extract repo/ into a staging generation, checking again as it is written.
     let lock = crate::publish::lock(into)?;
@@ -411,7 +423,9 @@ mod tests {
 
     #[test]
     fn unsafe_paths_are_refused() {
-        for p in ["", "/etc/x", "a/../b", "..", "a//b", "./a", "a/", "a\\b", "a\nb"] {
+        for p in [
+            "", "/etc/x", "a/../b", "..", "a//b", "./a", "a/", "a\\b", "a\nb",
+        ] {
             assert!(safe_path(p).is_err(), "{p:?}");
         }
         safe_path("repo/apt/dists/stable/Release").unwrap();
@@ -423,10 +437,16 @@ mod tests {
         let ok = format!("{MANIFEST_HEADER}\n{h}  3  repo/x\n");
         assert_eq!(parse_manifest(&ok).unwrap().len(), 1);
         let dup = format!("{MANIFEST_HEADER}\n{h}  3  repo/x\n{h}  3  repo/x\n");
-        assert!(parse_manifest(&dup).unwrap_err().to_string().contains("twice"));
+        assert!(parse_manifest(&dup)
+            .unwrap_err()
+            .to_string()
+            .contains("twice"));
         let out = format!("{MANIFEST_HEADER}\n{h}  3  other/x\n");
         assert!(parse_manifest(&out).is_err());
         let up = format!("{MANIFEST_HEADER}\n{h}  3  repo/../x\n");
-        assert!(parse_manifest(&up).unwrap_err().to_string().contains("unsafe"));
+        assert!(parse_manifest(&up)
+            .unwrap_err()
+            .to_string()
+            .contains("unsafe"));
     }
 }

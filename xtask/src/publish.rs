@@ -193,8 +193,8 @@ pub fn commit(lock: &OutLock, mut staging: Staging) -> Result<PathBuf> {
     let name = format!("{next:04}");
     let dest = gens.join(&name);
     let dir = staging.dir.take().expect("staging").keep();
-    // Served to everyone (a temporary directory starts out 0700).
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    // Served to everyone: every directory 0755, every file 0644, whatever the umask of the
+    // run was (a temporary directory starts out 0700; create_dir_all follows the umask).
     sync_tree(&dir)?;
     std::fs::rename(&dir, &dest)
         .with_context(|| format!("renaming {} to {}", dir.display(), dest.display()))?;
@@ -270,11 +270,16 @@ fn sync_tree(root: &Path) -> Result<()> {
             if t.is_dir() {
                 stack.push(e.path());
             } else if t.is_file() {
+                std::fs::set_permissions(
+                    e.path(),
+                    std::os::unix::fs::PermissionsExt::from_mode(0o644),
+                )?;
                 File::open(e.path())
                     .and_then(|f| f.sync_all())
                     .with_context(|| format!("syncing {}", e.path().display()))?;
             }
         }
+        std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
         sync_dir(&d)?;
     }
     Ok(())

@@ -181,7 +181,122 @@ pub fn verify_tree(dir: &Path, keys: &TrustedKeys) -> Result<Report> {
         verify_dnf(dnf, &root, keys, &mut r)?;
     }
     verify_sha256sums(&root, keys, &mut r)?;
+    verify_attestations(&root, keys, &mut r)?;
     Ok(r)
+}
+
+/// SBOM and provenance (attest.rs): when the tree has them, every package of the tree has one
+/// of each, each carries a good signature, and the digests they state are the package's.
+fn verify_attestations(root: &Path, keys: &TrustedKeys, r: &mut Report) -> Result<()> {
+    use crate::attest::{PROVENANCE_DIR, PROVENANCE_SUFFIX, SBOM_DIR, SBOM_SUFFIX};
+    let has = |d: &str| std::fs::symlink_metadata(root.join(d)).is_ok();
+    if !has(SBOM_DIR) && !has(PROVENANCE_DIR) {
+        return Ok(());
+    }
+    let files = match crate::dist::tree_files(root) {
+        Ok(f) => f,
+        Err(e) => {
+            r.fail(format!("{e:#}"));
+            return Ok(());
+        }
+    };
+    let packages: Vec<&String> = files
+        .iter()
+        .filter(|f| {
+            (f.starts_with("apt/pool/") && f.ends_with(".deb"))
+                || (f.starts_with("dnf/") && f.ends_with(".rpm"))
+        })
+        .collect();
+    let mut expected = std::collections::BTreeSet::new();
+    for pkg in packages {
+        let name = pkg.rsplit('/').next().unwrap_or_default();
+        let actual = match digests(root, &root.join(pkg)) {
+            Ok(d) => d.sha256,
+            Err(e) => {
+                r.fail(format!("{pkg}: {e}"));
+                continue;
+            }
+        };
+        for (dir, suffix) in [(SBOM_DIR, SBOM_SUFFIX), (PROVENANCE_DIR, PROVENANCE_SUFFIX)] {
+            let rel_doc = format!("{dir}/{name}{suffix}");
+            expected.insert(rel_doc.clone());
+            expected.insert(format!("{rel_doc}.asc"));
+            let doc = match read_in_tree(root, &root.join(&rel_doc)) {
+                Ok(b) => b,
+                Err(e) => {
+                    r.fail(format!("{rel_doc}: {e} (package {pkg} has none)"));
+                    continue;
+                }
+            };
+            r.checked += 1;
+            match read_text_in_tree(root, &root.join(format!("{rel_doc}.asc"))) {
+                Err(e) => r.fail(format!("{rel_doc}.asc: {e}")),
+                Ok(asc) => match DetachedSignature::from_string(&asc) {
+                    Err(e) => r.fail(format!("{rel_doc}.asc: not a detached signature: {e}")),
+                    Ok((sig, _)) => {
+                        if let Err(e) = keys.verify_detached(&sig, &doc) {
+                            r.fail(format!("{rel_doc}.asc: signature does not verify: {e}"));
+                        }
+                    }
+                },
+            }
+            let v: serde_json::Value = match serde_json::from_slice(&doc) {
+                Ok(v) => v,
+                Err(e) => {
+                    r.fail(format!("{rel_doc}: not JSON: {e}"));
+                    continue;
+                }
+            };
+            let stated: Option<(&str, &str)> = if dir == SBOM_DIR {
+                if v["spdxVersion"] != "SPDX-2.3" {
+                    r.fail(format!(
+                        "{rel_doc}: spdxVersion is {} (SPDX-2.3 expected)",
+                        v["spdxVersion"]
+                    ));
+                }
+                v["packages"].as_array().and_then(|ps| {
+                    ps.iter()
+                        .find(|p| p["SPDXID"] == "SPDXRef-Package")
+                        .and_then(|p| {
+                            let h = p["checksums"]
+                                .as_array()?
+                                .iter()
+                                .find(|c| c["algorithm"] == "SHA256")?;
+                            Some((p["packageFileName"].as_str()?, h["checksumValue"].as_str()?))
+                        })
+                })
+            } else {
+                if v["_type"] != crate::attest::STATEMENT_TYPE
+                    || v["predicateType"] != crate::attest::SLSA_PROVENANCE
+                {
+                    r.fail(format!(
+                        "{rel_doc}: not an in-toto v1 Statement with an SLSA provenance v1 predicate"
+                    ));
+                }
+                v["subject"]
+                    .as_array()
+                    .filter(|s| s.len() == 1)
+                    .and_then(|s| {
+                        Some((s[0]["name"].as_str()?, s[0]["digest"]["sha256"].as_str()?))
+                    })
+            };
+            match stated {
+                None => r.fail(format!("{rel_doc}: states no package file name and sha256")),
+                Some((n, h)) if n != name || h != actual => r.fail(format!(
+                    "{rel_doc}: names {n} with sha256 {h}, but {pkg} has sha256 {actual}"
+                )),
+                Some(_) => r.checked += 1,
+            }
+        }
+    }
+    for f in files.iter().filter(|f| {
+        f.starts_with(&format!("{SBOM_DIR}/")) || f.starts_with(&format!("{PROVENANCE_DIR}/"))
+    }) {
+        if !expected.contains(f) {
+            r.fail(format!("{f}: describes no package of the tree"));
+        }
+    }
+    Ok(())
 }
 
 fn rel(root: &Path, p: &Path) -> String {
