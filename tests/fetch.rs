@@ -12,6 +12,8 @@
 mod cmd;
 #[path = "support/fixture.rs"]
 mod fixture;
+#[path = "support/gpg.rs"]
+mod gpg;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -990,4 +992,251 @@ fn a_corrupted_cache_entry_is_detected_and_not_used() {
         a.arch,
         &format!("https://github.com{}", a.path)
     )));
+}
+
+// ------------------------------------------------------------------------------------------
+// upstream signatures ([source.signature]): keys made here, signatures served by the server
+
+/// Append a `[source.signature]` table to a component of the fixture.
+fn declare_signature(fx: &Fx, comp: &str, table: &str) {
+    let f = fx.components.join(format!("{comp}.toml"));
+    let mut t = std::fs::read_to_string(&f).unwrap();
+    t.push_str("\n[source.signature]\n");
+    t.push_str(table);
+    std::fs::write(&f, t).unwrap();
+}
+
+/// A minisign key pair by the real CLI (no password); returns (public key file, secret key).
+fn minisign_keypair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let (p, s) = (
+        dir.join(format!("{name}.pub")),
+        dir.join(format!("{name}.key")),
+    );
+    cmd::must(
+        std::process::Command::new("minisign")
+            .args(["-G", "-W", "-p"])
+            .arg(&p)
+            .arg("-s")
+            .arg(&s)
+            .stdin(std::process::Stdio::null()),
+    );
+    (p, s)
+}
+
+/// A minisign signature (by the real CLI) over `data`.
+fn minisign_sign(secret: &Path, data: &[u8]) -> Vec<u8> {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("data");
+    std::fs::write(&f, data).unwrap();
+    cmd::must(
+        std::process::Command::new("minisign")
+            .arg("-S")
+            .arg("-s")
+            .arg(secret)
+            .arg("-m")
+            .arg(&f)
+            .stdin(std::process::Stdio::null()),
+    );
+    std::fs::read(d.path().join("data.minisig")).unwrap()
+}
+
+#[test]
+fn minisign_signatures_over_the_asset_are_checked_before_the_cache() {
+    let fx = Fx::new();
+    let keys = fx.dir.path().join("keys/upstream");
+    let (public, secret) = minisign_keypair(&keys, "node_exporter");
+    let (_, other) = minisign_keypair(&fx.dir.path().join("elsewhere"), "other");
+    declare_signature(
+        &fx,
+        "node_exporter",
+        "kind = \"minisign\"\nurl = \"https://github.com/prometheus/node_exporter/releases/download/v{version}/node_exporter-{version}.linux-{arch}.tar.gz.minisig\"\nover = \"asset\"\nkey = \"keys/upstream/node_exporter.pub\"\n",
+    );
+    let s = fx.good_server();
+    let a = fx.asset("node_exporter", "amd64");
+    let sig_path = format!("{}.minisig", a.path);
+    let sig_url = format!("https://github.com{sig_path}");
+    let args = join(&[fx.args("fetch"), mirror(&s.base()), one(a.comp, a.arch)]);
+    let url = format!("{}{}", s.base(), a.path);
+
+    // Missing signature: refused like a wrong pin, nothing cached.
+    fx.refused(
+        &args,
+        &[
+            &names(a.comp, a.arch, &url),
+            "upstream signature: cannot fetch the signature",
+            &sig_url,
+            "nothing was added to the cache",
+        ],
+    );
+    // Signed by another key.
+    s.route(&sig_path, Reply::Ok(minisign_sign(&other, &a.bytes)));
+    fx.refused(
+        &args,
+        &[
+            &names(a.comp, a.arch, &url),
+            "minisign signature",
+            "does not verify with",
+            &public.display().to_string(),
+        ],
+    );
+    // A good signature of other bytes (the asset was replaced and its signature kept).
+    s.route(
+        &sig_path,
+        Reply::Ok(minisign_sign(&secret, b"another release")),
+    );
+    fx.refused(&args, &["minisign signature", "does not verify"]);
+    // A damaged signature file.
+    let mut bad = minisign_sign(&secret, &a.bytes);
+    let i = bad.iter().position(|b| *b == b'\n').unwrap() + 10;
+    bad[i] = if bad[i] == b'A' { b'B' } else { b'A' };
+    s.route(&sig_path, Reply::Ok(bad));
+    fx.refused(&args, &["upstream signature", "minisign"]);
+    // The good signature: fetched, verified, cached.
+    s.route(&sig_path, Reply::Ok(minisign_sign(&secret, &a.bytes)));
+    let out = fx.ok(&args);
+    assert!(out.contains(&a.sha) && out.contains("downloaded"), "{out}");
+    assert_eq!(std::fs::read(fx.cache_entry(a)).unwrap(), a.bytes);
+    assert!(s.hits().contains(&sig_path));
+
+    // Validation names file, field and value.
+    let f = fx.components.join("node_exporter.toml");
+    let t = std::fs::read_to_string(&f).unwrap();
+    for (from, to, needle) in [
+        (
+            "kind = \"minisign\"",
+            "kind = \"gpg\"",
+            "source.signature.kind",
+        ),
+        (
+            "keys/upstream/node_exporter.pub",
+            "keys/upstream/absent.pub",
+            "keys/upstream/absent.pub",
+        ),
+        (
+            "keys/upstream/node_exporter.pub",
+            "../secret.pub",
+            "must be a file under keys/upstream/",
+        ),
+        (
+            "over = \"asset\"",
+            "over = \"everything\"",
+            "source.signature.over",
+        ),
+    ] {
+        std::fs::write(&f, t.replace(from, to)).unwrap();
+        let o = fx.run(&[
+            "check".to_string(),
+            "--components".into(),
+            fx.components.display().to_string(),
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{to}: accepted");
+        assert!(
+            err.contains(&f.display().to_string()) && err.contains(needle),
+            "{to}:\n{err}"
+        );
+    }
+    std::fs::write(&f, &t).unwrap();
+    // A key file that is not a minisign key.
+    std::fs::write(&public, "untrusted comment: x\nnot base64\n").unwrap();
+    let o = fx.run(&[
+        "check".to_string(),
+        "--components".into(),
+        fx.components.display().to_string(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && err.contains("source.signature.key")
+            && err.contains("not a minisign public key"),
+        "{err}"
+    );
+}
+
+#[test]
+fn openpgp_signatures_over_the_checksum_file_must_verify_and_list_the_pin() {
+    let fx = Fx::new();
+    let key = gpg::GpgKey::generate("mysqld_exporter upstream <upstream@example.invalid>");
+    let other = gpg::GpgKey::generate("not upstream <other@example.invalid>");
+    let keys = fx.dir.path().join("keys/upstream");
+    std::fs::create_dir_all(&keys).unwrap();
+    std::fs::write(
+        keys.join("mysqld_exporter.asc"),
+        xtask::signer::Signer::public_key_armored(&key).unwrap(),
+    )
+    .unwrap();
+    declare_signature(
+        &fx,
+        "mysqld_exporter",
+        "kind = \"openpgp\"\nurl = \"https://github.com/prometheus/mysqld_exporter/releases/download/v{version}/sha256sums.txt.asc\"\nover = \"checksums\"\nkey = \"keys/upstream/mysqld_exporter.asc\"\n",
+    );
+    let s = fx.good_server();
+    let a = fx.asset("mysqld_exporter", "amd64");
+    let dir = a.path.rsplit_once('/').unwrap().0.to_string();
+    let (sums_path, sig_path) = (
+        format!("{dir}/sha256sums.txt"),
+        format!("{dir}/sha256sums.txt.asc"),
+    );
+    let sums_of = |sha: &str| -> Vec<u8> {
+        let name = a.path.rsplit('/').next().unwrap();
+        format!("{sha}  {name}\n{}  other-asset.tar.gz\n", "1".repeat(64)).into_bytes()
+    };
+    let sign = |k: &gpg::GpgKey, b: &[u8]| {
+        xtask::signer::Signer::detach_sign_armored(k, b)
+            .unwrap()
+            .into_bytes()
+    };
+    let args = join(&[fx.args("fetch"), mirror(&s.base()), one(a.comp, a.arch)]);
+    let good = sums_of(&a.sha);
+
+    // Signed by another key.
+    s.route(&sums_path, Reply::Ok(good.clone()));
+    s.route(&sig_path, Reply::Ok(sign(&other, &good)));
+    fx.refused(
+        &args,
+        &[
+            "OpenPGP signature",
+            "over the checksum file",
+            "does not verify",
+        ],
+    );
+    // The checksum file changed after it was signed.
+    s.route(&sig_path, Reply::Ok(sign(&key, &good)));
+    let mut changed = good.clone();
+    changed[0] = if changed[0] == b'0' { b'1' } else { b'0' };
+    s.route(&sums_path, Reply::Ok(changed));
+    fx.refused(&args, &["OpenPGP signature", "does not verify"]);
+    // A properly signed checksum file that lists another digest than the pin.
+    let wrong = sums_of(&"2".repeat(64));
+    s.route(&sums_path, Reply::Ok(wrong.clone()));
+    s.route(&sig_path, Reply::Ok(sign(&key, &wrong)));
+    fx.refused(
+        &args,
+        &[
+            &format!("lists {}", a.path.rsplit('/').next().unwrap()),
+            "but the pin is",
+            &a.sha,
+        ],
+    );
+    // … or does not list the asset at all.
+    let none = format!("{}  other-asset.tar.gz\n", "1".repeat(64)).into_bytes();
+    s.route(&sums_path, Reply::Ok(none.clone()));
+    s.route(&sig_path, Reply::Ok(sign(&key, &none)));
+    fx.refused(&args, &["does not list"]);
+    // No checksum file.
+    s.route(&sums_path, Reply::Status(404));
+    fx.refused(&args, &["cannot fetch the checksum file"]);
+    // Good: a binary (.sig-style) signature is accepted as well as an armored one.
+    s.route(&sums_path, Reply::Ok(good.clone()));
+    let armored = sign(&key, &good);
+    let text = String::from_utf8(armored).unwrap();
+    use pgp::composed::Deserializable;
+    let (sig, _) = pgp::composed::DetachedSignature::from_string(&text).unwrap();
+    let binary = pgp::ser::Serialize::to_bytes(&sig).unwrap();
+    assert_ne!(binary[0], b'-', "binary, not armored");
+    s.route(&sig_path, Reply::Ok(binary));
+    let out = fx.ok(&args);
+    assert!(out.contains(&a.sha) && out.contains("downloaded"), "{out}");
+    assert_eq!(std::fs::read(fx.cache_entry(a)).unwrap(), a.bytes);
 }

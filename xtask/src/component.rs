@@ -106,6 +106,18 @@ struct RawSource {
     arch: BTreeMap<String, S>,
     #[serde(default)]
     sha256: BTreeMap<Spanned<String>, S>,
+    #[serde(default)]
+    signature: Option<Spanned<RawSignature>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSignature {
+    kind: S,
+    url: S,
+    #[serde(default)]
+    over: Option<S>,
+    key: S,
 }
 
 #[derive(Deserialize)]
@@ -213,6 +225,38 @@ pub struct Source {
     pub arch_names: BTreeMap<Arch, String>,
     /// The pins: the authority.
     pub sha256: BTreeMap<Arch, String>,
+    /// An upstream signature checked besides the pins when an asset is downloaded.
+    pub signature: Option<UpstreamSignature>,
+}
+
+/// `[source.signature]`: a detached upstream signature over the asset or its checksum file.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UpstreamSignature {
+    pub kind: SignatureKind,
+    /// URL template (`{version}`, `{arch}`) of the `.minisig` / `.sig` / `.asc` file.
+    pub url: String,
+    pub over: SignatureOver,
+    /// The key as written (relative to the directory above components/).
+    pub key: String,
+    /// Where the key file is.
+    #[serde(skip)]
+    pub key_path: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureKind {
+    Minisign,
+    Openpgp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureOver {
+    /// The signature is over the asset itself.
+    Asset,
+    /// Over the checksum file (`source.checksums`), which must list the asset with its pin.
+    Checksums,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -620,6 +664,87 @@ fn valid_url_template(v: &str) -> Result<(), String> {
     valid_https_url(&probe)
 }
 
+/// `[source.signature]`; the key file is read and parsed here, so that a missing or wrong key
+/// is reported against the component file.
+fn validate_signature(
+    cx: &mut Ctx<'_>,
+    s: &Spanned<RawSignature>,
+    has_checksums: bool,
+) -> Option<UpstreamSignature> {
+    let r = s.get_ref();
+    let before = cx.errors.len();
+    let kind_s = cx.check(&r.kind, "source.signature.kind", |v| {
+        one_of(v, &["minisign", "openpgp"])
+    });
+    let url = cx.check(&r.url, "source.signature.url", valid_checksums_url_template);
+    let over_s = match &r.over {
+        Some(o) => cx.check(o, "source.signature.over", |v| {
+            one_of(v, &["asset", "checksums"])
+        }),
+        None => "asset".into(),
+    };
+    if over_s == "checksums" && !has_checksums {
+        cx.err(
+            r.over.as_ref().map(|o| o.span()).unwrap_or(s.span()),
+            "source.signature.over",
+            &over_s,
+            "a signature over the checksum file needs `source.checksums` (its URL)",
+        );
+    }
+    let key = cx.check(&r.key, "source.signature.key", |v| {
+        let rest = v
+            .strip_prefix("keys/upstream/")
+            .ok_or_else(|| "must be a file under keys/upstream/".to_string())?;
+        charset(
+            rest,
+            |c| c.is_ascii_alphanumeric() || "._-".contains(c),
+            "a key file name",
+        )?;
+        if rest.is_empty() || rest.starts_with('.') {
+            return Err("must name a file under keys/upstream/".into());
+        }
+        Ok(())
+    });
+    if cx.errors.len() != before {
+        return None;
+    }
+    let base = cx
+        .file
+        .parent()
+        .and_then(|d| d.parent())
+        .unwrap_or(Path::new("."));
+    let key_path = base.join(&key);
+    let kind = if kind_s == "minisign" {
+        SignatureKind::Minisign
+    } else {
+        SignatureKind::Openpgp
+    };
+    let loaded = match kind {
+        SignatureKind::Minisign => crate::minisign::public_key_file(&key_path).map(|_| ()),
+        SignatureKind::Openpgp => crate::verify::TrustedKeys::load(&[key_path.clone()]).map(|_| ()),
+    };
+    if let Err(e) = loaded {
+        cx.err(
+            r.key.span(),
+            "source.signature.key",
+            &key,
+            format!("{}: {e:#}", key_path.display()),
+        );
+        return None;
+    }
+    Some(UpstreamSignature {
+        kind,
+        url,
+        over: if over_s == "checksums" {
+            SignatureOver::Checksums
+        } else {
+            SignatureOver::Asset
+        },
+        key,
+        key_path,
+    })
+}
+
 fn valid_member_template(v: &str) -> Result<(), String> {
     let probe = v.replace("{version}", "1").replace("{arch}", "x");
     charset(
@@ -992,6 +1117,12 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
         }
     }
 
+    let signature = raw
+        .source
+        .signature
+        .as_ref()
+        .and_then(|s| validate_signature(cx, s, checksums.is_some()));
+
     // service
     let s = &raw.service;
     let user = cx.check(&s.user, "service.user", valid_service_account);
@@ -1296,6 +1427,7 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
             license_file,
             arch_names,
             sha256,
+            signature,
         },
         service: Service {
             user,

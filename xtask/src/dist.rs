@@ -81,7 +81,15 @@ pub fn fetch_all(
         .map(|(c, a)| {
             let url = c.url(*a);
             let pb = progress.bar(&format!("fetch {} {a}", c.name));
-            let r = fetcher.fetch_pending(&c.name, *a, &url, &c.source.sha256[a], pb.as_ref());
+            let sig = crate::fetch::SignatureCheck::of(c, *a);
+            let r = fetcher.fetch_pending_signed(
+                &c.name,
+                *a,
+                &url,
+                &c.source.sha256[a],
+                sig.as_ref(),
+                pb.as_ref(),
+            );
             if let Some(pb) = pb {
                 pb.finish_and_clear();
             }

@@ -59,6 +59,36 @@ pub struct VerifiedArtifact {
     pub cached: bool,
 }
 
+/// An upstream signature to check for one asset (from a component's `[source.signature]`,
+/// expanded for one arch).
+#[derive(Debug, Clone)]
+pub struct SignatureCheck {
+    pub kind: crate::component::SignatureKind,
+    pub over: crate::component::SignatureOver,
+    /// Upstream URL of the signature (the mirror rewrite applies).
+    pub url: String,
+    /// Upstream URL of the checksum file (when the signature is over it).
+    pub checksums_url: Option<String>,
+    /// The asset's file name, as the checksum file lists it.
+    pub asset_name: String,
+    pub key_path: PathBuf,
+}
+
+impl SignatureCheck {
+    pub fn of(c: &crate::component::Component, arch: Arch) -> Option<SignatureCheck> {
+        let s = c.source.signature.as_ref()?;
+        let url = c.url(arch);
+        Some(SignatureCheck {
+            kind: s.kind,
+            over: s.over,
+            url: c.expand(&s.url, arch),
+            checksums_url: c.source.checksums.as_ref().map(|t| c.expand(t, arch)),
+            asset_name: url.rsplit('/').next().unwrap_or_default().to_string(),
+            key_path: s.key_path.clone(),
+        })
+    }
+}
+
 /// Rewrite `url` onto `mirror`: scheme and host are replaced, the path is kept.
 pub fn mirror_url(url: &str, mirror: &str) -> Result<String> {
     let rest = url
@@ -271,6 +301,21 @@ impl Fetcher {
         expected: &str,
         progress: Option<&indicatif::ProgressBar>,
     ) -> Result<Pending> {
+        self.fetch_pending_signed(component, arch, upstream_url, expected, None, progress)
+    }
+
+    /// As `fetch_pending`, and when `signature` is given a download must also carry a good
+    /// upstream signature (checked before it may enter the cache; a cache entry holds the
+    /// pinned bytes, so a hit is not checked again).
+    pub fn fetch_pending_signed(
+        &self,
+        component: &str,
+        arch: Arch,
+        upstream_url: &str,
+        expected: &str,
+        signature: Option<&SignatureCheck>,
+        progress: Option<&indicatif::ProgressBar>,
+    ) -> Result<Pending> {
         let url = self.effective_url(upstream_url).map_err(|e| {
             anyhow!(
                 "fetch failed: component {component}, arch {arch}, url {upstream_url}: {e:#}; \
@@ -358,6 +403,10 @@ impl Fetcher {
         tmp.as_file()
             .sync_all()
             .map_err(|e| fail(format!("cannot sync: {e}"), Some(&digest)))?;
+        if let Some(s) = signature {
+            self.check_signature(s, tmp.path(), expected)
+                .map_err(|e| fail(format!("upstream signature: {e:#}"), Some(&digest)))?;
+        }
         Ok(Pending {
             art: VerifiedArtifact {
                 component: component.into(),
@@ -472,16 +521,101 @@ impl Fetcher {
     /// Fetch a small text file (a checksum file for `pin`). Never used to verify a build.
     pub fn get_text(&self, upstream_url: &str) -> Result<String> {
         let url = self.effective_url(upstream_url)?;
+        String::from_utf8(self.get_small(upstream_url)?)
+            .map_err(|_| anyhow!("{url}: not UTF-8 text"))
+    }
+
+    /// Fetch a small file (at most [`MAX_CHECKSUM_FILE_BYTES`]) into memory.
+    pub fn get_small(&self, upstream_url: &str) -> Result<Vec<u8>> {
+        let url = self.effective_url(upstream_url)?;
         let tmp = tempfile::tempfile()?;
         self.download_to(&url, &tmp, MAX_CHECKSUM_FILE_BYTES, None)
             .with_context(|| format!("fetching {url}"))?;
-        let mut s = String::new();
+        let mut s = Vec::new();
         let mut f = tmp;
         use std::io::Seek;
         f.seek(io::SeekFrom::Start(0))?;
-        f.read_to_string(&mut s)
-            .with_context(|| format!("{url}: not UTF-8 text"))?;
+        f.read_to_end(&mut s)?;
         Ok(s)
+    }
+
+    /// Check an upstream signature over a downloaded asset (`path`, pinned `expected`).
+    fn check_signature(&self, s: &SignatureCheck, path: &Path, expected: &str) -> Result<()> {
+        use crate::component::{SignatureKind, SignatureOver};
+        let sig = self
+            .get_small(&s.url)
+            .with_context(|| format!("cannot fetch the signature {}", s.url))?;
+        let checksums = match &s.over {
+            SignatureOver::Asset => None,
+            SignatureOver::Checksums => {
+                let u = s
+                    .checksums_url
+                    .as_deref()
+                    .ok_or_else(|| anyhow!("no checksum file URL to check the signature over"))?;
+                Some((
+                    u,
+                    self.get_small(u)
+                        .with_context(|| format!("cannot fetch the checksum file {u}"))?,
+                ))
+            }
+        };
+        let what = match &checksums {
+            Some((u, _)) => format!("the checksum file {u}"),
+            None => "the asset".to_string(),
+        };
+        let open = || -> Result<Box<dyn Read>> {
+            Ok(match &checksums {
+                Some((_, b)) => Box::new(io::Cursor::new(b.clone())),
+                None => Box::new(io::BufReader::new(std::fs::File::open(path)?)),
+            })
+        };
+        let r = match s.kind {
+            SignatureKind::Minisign => {
+                let pk = crate::minisign::public_key_file(&s.key_path)?;
+                let text = std::str::from_utf8(&sig)
+                    .map_err(|_| anyhow!("{}: not a minisign signature (not text)", s.url))?;
+                crate::minisign::verify_reader(&pk, text, &mut open()?)
+            }
+            SignatureKind::Openpgp => {
+                let keys = crate::verify::TrustedKeys::load(std::slice::from_ref(&s.key_path))?;
+                keys.verify_upstream(&sig, open)
+            }
+        };
+        r.map_err(|e| {
+            anyhow!(
+                "{} signature {} over {what} does not verify with {}: {e:#}",
+                match s.kind {
+                    SignatureKind::Minisign => "minisign",
+                    SignatureKind::Openpgp => "OpenPGP",
+                },
+                s.url,
+                s.key_path.display()
+            )
+        })?;
+        if let Some((u, bytes)) = &checksums {
+            let text = String::from_utf8_lossy(bytes);
+            let listed: Vec<String> = parse_checksums(&text)
+                .into_iter()
+                .filter(|(_, n)| n == &s.asset_name)
+                .map(|(h, _)| h)
+                .collect();
+            match listed.as_slice() {
+                [h] if h == expected => {}
+                [] => bail!(
+                    "the signed checksum file {u} does not list {} (the pin is {expected})",
+                    s.asset_name
+                ),
+                [h] => bail!(
+                    "the signed checksum file {u} lists {} with sha256 {h}, but the pin is {expected}",
+                    s.asset_name
+                ),
+                _ => bail!(
+                    "the signed checksum file {u} lists {} more than once",
+                    s.asset_name
+                ),
+            }
+        }
+        Ok(())
     }
 }
 

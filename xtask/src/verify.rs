@@ -75,6 +75,22 @@ impl TrustedKeys {
         bail!("no trusted key made this signature")
     }
 
+    /// An upstream's detached OpenPGP signature (armored `.asc` or binary `.sig`) over what
+    /// `open()` yields (reopened for each key tried).
+    pub fn verify_upstream<R: Read>(&self, sig: &[u8], open: impl Fn() -> Result<R>) -> Result<()> {
+        let sig = if sig.starts_with(b"-----BEGIN PGP SIGNATURE-----") {
+            let text =
+                std::str::from_utf8(sig).map_err(|_| anyhow!("armored signature is not text"))?;
+            DetachedSignature::from_string(text)
+                .map_err(|e| anyhow!("not an OpenPGP signature: {e}"))?
+                .0
+        } else {
+            DetachedSignature::from_bytes(sig)
+                .map_err(|e| anyhow!("not an OpenPGP signature: {e}"))?
+        };
+        self.verify_detached_stream(&sig, open)
+    }
+
     /// As `verify_detached`, over data streamed from `open()` (reopened for each key tried).
     fn verify_detached_stream<R: Read>(
         &self,
