@@ -1179,6 +1179,21 @@ fn verify_detects_each_tampering_precisely() {
             .filter_map(|l| l.strip_prefix("FAIL ").map(str::to_string))
             .collect();
         let mut want = expect(&copy);
+        // A package's SBOM and provenance state its digest: both report the changed package.
+        if name == "deb" || name == "rpm" {
+            let f = if name == "deb" { &deb } else { &rpm };
+            let base = f.rsplit('/').next().unwrap();
+            for doc in [
+                format!("sbom/{base}.spdx.json"),
+                format!("provenance/{base}.intoto.json"),
+            ] {
+                want.push(format!(
+                    "{doc}: names {base} with sha256 {}, but {f} has sha256 {}",
+                    l[f],
+                    sha256_file(&copy.join(f))
+                ));
+            }
+        }
         // SHA256SUMS names every file: the tampered one is reported against it too.
         if name == "SHA256SUMS" {
             want.push(format!(
@@ -1263,5 +1278,17 @@ fn verify_detects_each_tampering_precisely() {
         8,
         "both rpm header and both deb origin signatures fail:\n{stdout}"
     );
+    // … and every package's SBOM and provenance signature.
+    for p in debs.iter().chain(rpms.iter()) {
+        let base = p.rsplit('/').next().unwrap();
+        for doc in [
+            format!("sbom/{base}.spdx.json"),
+            format!("provenance/{base}.intoto.json"),
+        ] {
+            want.insert(format!(
+                "FAIL {doc}.asc: signature does not verify: {nokey}"
+            ));
+        }
+    }
     assert_eq!(got, want.iter().map(String::as_str).collect(), "{stdout}");
 }

@@ -213,6 +213,64 @@ fn real_binaries_pin_dist_lint_install_purge() {
         assert_eq!(size, p["size"].as_u64().unwrap());
         assert!(sums.contains(&format!("{digest}  {}", p["file"].as_str().unwrap())));
     }
+
+    // Reproducible: a second build of node_exporter from the warm cache, into another
+    // directory, from another working directory, with another umask and time zone, gives
+    // byte-identical packages, SBOMs and provenance (and signatures: they are dated
+    // SOURCE_DATE_EPOCH). One component keeps the extra time small.
+    let out2 = tmp.path().join("elsewhere/dist");
+    let cwd2 = tmp.path().join("cwd2");
+    std::fs::create_dir_all(&cwd2).unwrap();
+    let (ok, text) = run(Command::new("sh")
+        .arg("-c")
+        .arg("umask 077 && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_xtask"))
+        .args(["dist", "--component", "node_exporter", "--components"])
+        .arg(&comps)
+        .arg("--out")
+        .arg(&out2)
+        .arg("--cache")
+        .arg(tmp.path().join("cache"))
+        .args(["--offline", "--signing-key"])
+        .arg(&key_file)
+        .current_dir(&cwd2)
+        .env("TZ", "Pacific/Kiritimati")
+        .env("XDG_DATA_HOME", tmp.path().join("xdg"))
+        .env("SOURCE_DATE_EPOCH", "1700000000"));
+    assert!(ok, "second dist failed:\n{text}");
+    let cur2 = out2.join("current");
+    let mut compared = 0;
+    for p in pkgs.iter().filter(|p| p["component"] == "node_exporter") {
+        let rel = p["file"].as_str().unwrap();
+        let name = rel.rsplit('/').next().unwrap();
+        for f in [
+            rel.to_string(),
+            format!("sbom/{name}.spdx.json"),
+            format!("sbom/{name}.spdx.json.asc"),
+            format!("provenance/{name}.intoto.json"),
+            format!("provenance/{name}.intoto.json.asc"),
+        ] {
+            let (a, b) = (
+                std::fs::read(cur.join(&f)).unwrap(),
+                std::fs::read(cur2.join(&f)).unwrap_or_else(|e| panic!("{f}: {e}")),
+            );
+            if a != b {
+                let at = a.iter().zip(&b).position(|(x, y)| x != y);
+                panic!(
+                    "{f} differs between the two builds: first difference at byte offset {} \
+                     (sizes {} and {})",
+                    at.unwrap_or(a.len().min(b.len())),
+                    a.len(),
+                    b.len()
+                );
+            }
+            compared += 1;
+        }
+    }
+    assert_eq!(
+        compared, 20,
+        "4 node_exporter packages × (package, SBOM, provenance, 2 .asc)"
+    );
     drop(server);
 
     // The whole tree verifies offline against the release key, and a tampered copy does not.
@@ -399,6 +457,65 @@ fn real_binaries_pin_dist_lint_install_purge() {
     );
     drop(http);
 
+    // Across the air gap: a signed bundle of the published tree (checked by the real
+    // minisign), imported into an empty directory, which verifies and from which apt installs.
+    let ms = tmp.path().join("minisign");
+    std::fs::create_dir(&ms).unwrap();
+    must(
+        Command::new("minisign")
+            .args(["-G", "-W", "-p"])
+            .arg(ms.join("mirror.minisign.pub"))
+            .arg("-s")
+            .arg(ms.join("mirror.key"))
+            .stdin(Stdio::null()),
+    );
+    let bundle = tmp.path().join("transfer/obs.tar.zst");
+    must(
+        xtask()
+            .args(["mirror", "bundle"])
+            .arg(&bundle)
+            .arg("--zstd")
+            .arg("--dist")
+            .arg(&out_dir)
+            .arg("--minisign-key")
+            .arg(ms.join("mirror.key")),
+    );
+    must(
+        Command::new("minisign")
+            .arg("-V")
+            .arg("-p")
+            .arg(ms.join("mirror.minisign.pub"))
+            .arg("-m")
+            .arg(&bundle),
+    );
+    let airgapped = tmp.path().join("airgapped/repo");
+    must(
+        xtask()
+            .args(["mirror", "import"])
+            .arg(&bundle)
+            .arg("--into")
+            .arg(&airgapped)
+            .arg("--minisign-pub")
+            .arg(ms.join("mirror.minisign.pub")),
+    );
+    let imported = airgapped.join("current");
+    let ver = must(
+        xtask()
+            .arg("verify")
+            .arg(&airgapped)
+            .arg("--key")
+            .arg(&pub_asc),
+    );
+    assert!(ver.contains("OK "), "{ver}");
+    for p in pkgs {
+        let f = p["file"].as_str().unwrap();
+        assert_eq!(
+            std::fs::read(imported.join(f)).unwrap(),
+            std::fs::read(cur.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+
     // Install, run, purge on this machine (amd64 only).
     if must(Command::new("dpkg").arg("--print-architecture")).trim() != "amd64" {
         return;
@@ -421,8 +538,76 @@ fn real_binaries_pin_dist_lint_install_purge() {
         !installed("node-exporter"),
         "node-exporter is already installed on this machine"
     );
-    must(Command::new("dpkg").arg("-i").arg(deb("node-exporter")));
+    // node-exporter comes from the imported repository through the system's apt and dpkg
+    // (sources, lists and archives of its own: nothing of the machine's apt setup is used).
+    let aptd = tmp.path().join("system-apt");
+    for d in ["sources.list.d", "lists/partial", "archives/partial"] {
+        std::fs::create_dir_all(aptd.join(d)).unwrap();
+    }
+    std::fs::write(
+        aptd.join("sources.list.d/observability-stack.sources"),
+        sources
+            .lines()
+            .map(|l| {
+                if l.starts_with("URIs:") {
+                    format!("URIs: file:{}\n", imported.join("apt").display())
+                } else if l.starts_with("Signed-By:") {
+                    format!(
+                        "Signed-By: {}\n",
+                        imported.join("keys/observability-stack.gpg").display()
+                    )
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect::<String>(),
+    )
+    .unwrap();
+    let system_apt = |args: &[&str]| {
+        let mut c = Command::new("apt-get");
+        c.args(["-q", "-y"])
+            .arg("-o")
+            .arg("Dir::Etc::SourceList=/dev/null")
+            .arg("-o")
+            .arg(format!(
+                "Dir::Etc::SourceParts={}",
+                aptd.join("sources.list.d").display()
+            ))
+            .arg("-o")
+            .arg(format!(
+                "Dir::State::Lists={}",
+                aptd.join("lists").display()
+            ))
+            .arg("-o")
+            .arg(format!(
+                "Dir::Cache::Archives={}",
+                aptd.join("archives").display()
+            ))
+            .args([
+                "-o",
+                "Dir::Cache::pkgcache=",
+                "-o",
+                "Dir::Cache::srcpkgcache=",
+            ])
+            .args(["-o", "APT::Sandbox::User=root"])
+            .args(["-o", "Acquire::Languages=none"])
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null());
+        c
+    };
+    let text = must(&mut system_apt(&["update"]));
+    assert!(!text.contains("W:") && !text.contains("E:"), "{text}");
+    let text = must(&mut system_apt(&[
+        "install",
+        "--no-install-recommends",
+        "node-exporter",
+    ]));
     let guard = Purge("node-exporter");
+    assert!(
+        text.contains("Setting up node-exporter"),
+        "apt did not install node-exporter from the imported repository:\n{text}"
+    );
     let version = must(Command::new("/usr/bin/node_exporter").arg("--version"));
     assert!(version.contains(node_version.as_str()), "{version}");
     let pw = must(Command::new("getent").args(["passwd", "node_exporter"]));
