@@ -112,11 +112,10 @@ fn dist_in(fx: &Fx, out: &Path, cwd: &Path, umask: &str, tz: &str, sde: Option<&
             None => sh.env_remove(k),
         };
     }
-    if sde.is_none() {
-        sh.env_remove("SOURCE_DATE_EPOCH");
-    } else {
-        sh.env("SOURCE_DATE_EPOCH", sde.unwrap());
-    }
+    match sde {
+        Some(v) => sh.env("SOURCE_DATE_EPOCH", v),
+        None => sh.env_remove("SOURCE_DATE_EPOCH"),
+    };
     let (ok, text) = run(&mut sh);
     assert!(ok, "dist into {} failed:\n{text}", out.display());
 }

@@ -721,7 +721,9 @@ fn validate_signature(
     };
     let loaded = match kind {
         SignatureKind::Minisign => crate::minisign::public_key_file(&key_path).map(|_| ()),
-        SignatureKind::Openpgp => crate::verify::TrustedKeys::load(&[key_path.clone()]).map(|_| ()),
+        SignatureKind::Openpgp => {
+            crate::verify::TrustedKeys::load(std::slice::from_ref(&key_path)).map(|_| ())
+        }
     };
     if let Err(e) = loaded {
         cx.err(

@@ -60,7 +60,7 @@ pub fn bundle(dist: &Path, out: &Path, key: &SecretKey, zstd: bool) -> Result<Bu
             dist.display()
         )
     })?;
-    // Check the tree before shipping it: its own SHA256SUMS must list exactly its files.
+    // Regular files and directories only (tree_files refuses anything else).
     let files = crate::dist::tree_files(&gen)?;
     let pubkey = key.public_key_text();
     let mut entries: Vec<(String, String, u64)> = Vec::new();
