@@ -289,7 +289,7 @@ pub fn compare_versions(a: &str, b: &str) -> Ordering {
 
 /// A control file paragraph: fields in their original order. A multi-line value keeps its
 /// continuation lines exactly (each starting with a space or tab), joined with `\n`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Control {
     pub fields: Vec<(String, String)>,
 }
@@ -353,7 +353,7 @@ impl Control {
 }
 
 /// One `.deb` as the index sees it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct DebFile {
     /// Where it was read from.
     pub path: PathBuf,
@@ -610,8 +610,21 @@ fn sha256_file(path: &Path) -> Result<String> {
 }
 
 /// Put `deb` at `dest` (hard link or verified copy); if `dest` exists it must hold the same bytes.
+/// Whether two paths name one file (same device and inode).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::metadata(a), fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
 fn place_in_pool(deb: &DebFile, dest: &Path, link: PoolLink) -> Result<()> {
     if dest.exists() {
+        // The very file that was read (or hard-linked there by an earlier run): nothing to do.
+        if same_file(dest, &deb.path) {
+            return Ok(());
+        }
         if sha256_file(dest)? == deb.sha256 {
             return Ok(());
         }
@@ -718,9 +731,22 @@ fn index_entry(path: String, data: &[u8]) -> IndexFile {
 
 /// Read, check and de-duplicate the packages; sorted as the index lists them.
 pub fn read_debs(debs: &[PathBuf]) -> Result<Vec<DebFile>> {
+    read_debs_cached(debs, &crate::index_cache::IndexCache::none())
+}
+
+/// [`read_debs`], taking what `cache` knows about unchanged files instead of reading them.
+pub fn read_debs_cached(
+    debs: &[PathBuf],
+    cache: &crate::index_cache::IndexCache,
+) -> Result<Vec<DebFile>> {
     let read: Vec<DebFile> = debs
         .par_iter()
-        .map(|p| read_deb(p))
+        .map(|p| {
+            let key = crate::index_cache::IndexCache::key(p)?;
+            let mut d: DebFile = cache.get_or(&key, || read_deb(p))?;
+            d.path = p.clone();
+            Ok(d)
+        })
         .collect::<Result<_>>()?;
     let mut by_key: BTreeMap<(String, String, String), DebFile> = BTreeMap::new();
     let mut by_pool: BTreeMap<String, (String, PathBuf)> = BTreeMap::new();
@@ -775,8 +801,47 @@ pub fn write_apt_repo(
     settings: &AptSettings,
     signer: &dyn Signer,
 ) -> Result<AptRepo> {
+    write_apt_repo_cached(
+        root,
+        debs,
+        settings,
+        signer,
+        &crate::index_cache::IndexCache::none(),
+    )
+}
+
+/// Index every `.deb` below `pool_dir` into the repository at `root` (as `apt-ftparchive
+/// packages` + `release` over a pool would), reading only packages `cache_file` does not
+/// already describe (path + size + mtime + inode; see `index_cache`). The cache file belongs
+/// to the caller's build state or cache directory, not to the published tree. `pool_dir` may be
+/// `root/pool` itself: packages already at their pool path stay where they are.
+pub fn index_dir(
+    pool_dir: &Path,
+    root: &Path,
+    settings: &AptSettings,
+    signer: &dyn Signer,
+    cache_file: Option<&Path>,
+) -> Result<AptRepo> {
+    let debs = crate::index_cache::files_under(pool_dir, ".deb")?;
+    let cache = match cache_file {
+        Some(p) => crate::index_cache::IndexCache::open(p),
+        None => crate::index_cache::IndexCache::none(),
+    };
+    let repo = write_apt_repo_cached(root, &debs, settings, signer, &cache)?;
+    cache.save()?;
+    Ok(repo)
+}
+
+/// [`write_apt_repo`] with a per-package metadata cache.
+pub fn write_apt_repo_cached(
+    root: &Path,
+    debs: &[PathBuf],
+    settings: &AptSettings,
+    signer: &dyn Signer,
+    cache: &crate::index_cache::IndexCache,
+) -> Result<AptRepo> {
     settings.validate()?;
-    let debs = read_debs(debs)?;
+    let debs = read_debs_cached(debs, cache)?;
 
     let mut arches: Vec<String> = settings.architectures.clone();
     arches.extend(
@@ -793,9 +858,9 @@ pub fn write_apt_repo(
     }
 
     create_dir_0755(root)?;
-    for d in &debs {
-        place_in_pool(d, &root.join(d.pool_path()), settings.pool_link)?;
-    }
+    debs.par_iter()
+        .map(|d| place_in_pool(d, &root.join(d.pool_path()), settings.pool_link))
+        .collect::<Result<()>>()?;
 
     let suite_dir = root.join("dists").join(&settings.suite);
     let mut index_files = Vec::new();

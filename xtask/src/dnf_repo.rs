@@ -44,6 +44,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
+use rayon::prelude::*;
 use rpm::{DependencyFlags, IndexSignatureTag, IndexTag, PackageMetadata};
 
 use crate::digest::{sha256_file, HashingWriter};
@@ -920,6 +921,27 @@ fn check_file_name(name: &str) -> Result<()> {
 /// Put a copy of `src` at `dest` (mode 0644), replacing `dest` atomically. A copy, not a hard
 /// link: a later change to one (re-signing in place, a test's tampering) must not silently change
 /// the other. `fs::copy` uses copy_file_range, so a CoW filesystem shares the blocks anyway.
+/// Whether two paths name one file (same device and inode).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::metadata(a), fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+/// Index every `.rpm` below `dir` into the repository at `root` (as `createrepo_c` over a
+/// directory would; `dir` may be `root/Packages` itself: packages already in place stay).
+pub fn index_dir(
+    dir: &Path,
+    root: &Path,
+    settings: &Settings,
+    signer: &dyn Signer,
+) -> Result<DnfRepo> {
+    let rpms = crate::index_cache::files_under(dir, ".rpm")?;
+    write_repo(root, &rpms, settings, signer)
+}
+
 fn place(src: &Path, dest: &Path) -> Result<()> {
     if let (Ok(a), Ok(b)) = (fs::canonicalize(src), fs::canonicalize(dest)) {
         if a == b {
@@ -968,37 +990,46 @@ pub fn write_repo(
         }
     }
 
-    let mut packages = Vec::new();
+    // Packages are read and placed in parallel (each read once when it is already in place);
+    // duplicates are then checked in file-name order.
+    let entries: Vec<(&String, &&Path)> = by_name.iter().collect();
+    let packages: Vec<IndexedPackage> = entries
+        .par_iter()
+        .map(|(file_name, src)| -> Result<IndexedPackage> {
+            let info = read_rpm(src)?;
+            let first = info
+                .name
+                .chars()
+                .next()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .ok_or_else(|| anyhow!("{}: package name {:?}", src.display(), info.name))?
+                .to_ascii_lowercase();
+            let href = format!("Packages/{first}/{file_name}");
+            let dest = root.join(&href);
+            let in_place = same_file(src, &dest);
+            place(src, &dest)?;
+            // Describe the placed file: the index must match the bytes a client downloads.
+            let (sha256, size) =
+                sha256_file(&dest).with_context(|| format!("hash {}", dest.display()))?;
+            let placed = if in_place { info } else { read_rpm(&dest)? };
+            Ok(IndexedPackage {
+                info: placed,
+                sha256,
+                size,
+                href,
+            })
+        })
+        .collect::<Result<_>>()?;
     let mut nevras: HashMap<String, String> = HashMap::new();
-    for (file_name, src) in &by_name {
-        let info = read_rpm(src)?;
-        let first = info
-            .name
-            .chars()
-            .next()
-            .filter(|c| c.is_ascii_alphanumeric())
-            .ok_or_else(|| anyhow!("{}: package name {:?}", src.display(), info.name))?
-            .to_ascii_lowercase();
+    for (p, (file_name, _)) in packages.iter().zip(&entries) {
+        let info = &p.info;
         let nevra = format!(
             "{}-{}:{}-{}.{}",
             info.name, info.epoch, info.version, info.release, info.arch
         );
-        if let Some(other) = nevras.insert(nevra.clone(), file_name.clone()) {
+        if let Some(other) = nevras.insert(nevra.clone(), file_name.to_string()) {
             bail!("{nevra} is in both {other} and {file_name}");
         }
-        let href = format!("Packages/{first}/{file_name}");
-        let dest = root.join(&href);
-        place(src, &dest)?;
-        // Describe the placed file: the index must match the bytes a client downloads.
-        let (sha256, size) =
-            sha256_file(&dest).with_context(|| format!("hash {}", dest.display()))?;
-        let placed = read_rpm(&dest)?;
-        packages.push(IndexedPackage {
-            info: placed,
-            sha256,
-            size,
-            href,
-        });
     }
 
     let n = packages.len();

@@ -12,6 +12,7 @@ pub mod dist;
 pub mod dnf_repo;
 pub mod elf;
 pub mod fetch;
+pub mod index_cache;
 pub mod merge;
 pub mod package;
 pub mod publish;
