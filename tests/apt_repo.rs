@@ -918,7 +918,10 @@ fn index_dir_reads_only_what_the_cache_does_not_describe() {
     apt_repo::index_dir(&pool, &root, &s, &key, Some(&cache)).unwrap();
     let amd64 = packages(&root, "amd64");
     assert!(amd64.contains("Package: added-exporter\n"), "{amd64}");
-    assert!(amd64.contains(&forged), "the unchanged package was read again");
+    assert!(
+        amd64.contains(&forged),
+        "the unchanged package was read again"
+    );
     assert_eq!(entries(&cache).len(), debs.len() + 1);
     let _ = added;
 
@@ -928,6 +931,13 @@ fn index_dir_reads_only_what_the_cache_does_not_describe() {
     drop(f);
     apt_repo::index_dir(&pool, &root, &s, &key, Some(&cache)).unwrap();
     let amd64 = packages(&root, "amd64");
-    assert!(!amd64.contains(&forged) && amd64.contains(&real512), "{amd64}");
-    assert_eq!(entries(&cache).len(), debs.len() + 1, "stale entries are dropped");
+    assert!(
+        !amd64.contains(&forged) && amd64.contains(&real512),
+        "{amd64}"
+    );
+    assert_eq!(
+        entries(&cache).len(),
+        debs.len() + 1,
+        "stale entries are dropped"
+    );
 }
