@@ -88,14 +88,14 @@ impl Settings {
 }
 
 /// Byte range of the main header inside an rpm file (`rpm:header-range`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HeaderRange {
     pub start: u64,
     pub end: u64,
 }
 
 /// One dependency entry as the repository metadata writes it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Dep {
     pub name: String,
     /// EQ, LT, LE, GT, GE or none.
@@ -107,20 +107,20 @@ pub struct Dep {
     pub pre: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum FileKind {
     File,
     Dir,
     Ghost,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FileItem {
     pub path: String,
     pub kind: FileKind,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Change {
     pub author: String,
     pub date: u64,
@@ -128,7 +128,7 @@ pub struct Change {
 }
 
 /// What the index says about one package, read from the rpm file.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct RpmInfo {
     pub name: String,
     pub arch: String,
@@ -290,6 +290,47 @@ fn number<T: rpm::Tag>(h: &rpm::Header<T>, tag: T) -> Result<Option<u64>> {
     match h.get_entry_data_as_u32(tag) {
         Ok(v) => Ok(Some(v as u64)),
         Err(e) => Err(anyhow!("tag {}: {e}", tag.into())),
+    }
+}
+
+/// [`Dep`] as the index cache stores it: `flags` read back to the same constants.
+#[derive(serde::Deserialize)]
+struct DepRepr {
+    name: String,
+    flags: Option<String>,
+    epoch: Option<String>,
+    ver: Option<String>,
+    rel: Option<String>,
+    pre: bool,
+}
+
+impl<'de> serde::Deserialize<'de> for Dep {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Dep, D::Error> {
+        let r = <DepRepr as serde::Deserialize>::deserialize(d)?;
+        Dep::try_from(r).map_err(serde::de::Error::custom)
+    }
+}
+
+impl TryFrom<DepRepr> for Dep {
+    type Error = String;
+    fn try_from(d: DepRepr) -> Result<Dep, String> {
+        let flags = match d.flags.as_deref() {
+            None => None,
+            Some(f) => Some(
+                ["EQ", "LT", "LE", "GT", "GE"]
+                    .into_iter()
+                    .find(|x| *x == f)
+                    .ok_or_else(|| format!("dependency flags {f:?}"))?,
+            ),
+        };
+        Ok(Dep {
+            name: d.name,
+            flags,
+            epoch: d.epoch,
+            ver: d.ver,
+            rel: d.rel,
+            pre: d.pre,
+        })
     }
 }
 
@@ -932,14 +973,24 @@ fn same_file(a: &Path, b: &Path) -> bool {
 
 /// Index every `.rpm` below `dir` into the repository at `root` (as `createrepo_c` over a
 /// directory would; `dir` may be `root/Packages` itself: packages already in place stay).
+///
+/// With `cache_file` (in a build-state or cache directory, not in the published tree), only
+/// packages whose path/size/mtime/inode changed are read (and copied).
 pub fn index_dir(
     dir: &Path,
     root: &Path,
     settings: &Settings,
     signer: &dyn Signer,
+    cache_file: Option<&Path>,
 ) -> Result<DnfRepo> {
     let rpms = crate::index_cache::files_under(dir, ".rpm")?;
-    write_repo(root, &rpms, settings, signer)
+    let cache = match cache_file {
+        Some(p) => crate::index_cache::IndexCache::open(p),
+        None => crate::index_cache::IndexCache::none(),
+    };
+    let repo = write_repo_cached(root, &rpms, settings, signer, &cache)?;
+    cache.save()?;
+    Ok(repo)
 }
 
 fn place(src: &Path, dest: &Path) -> Result<()> {
@@ -971,6 +1022,38 @@ pub fn write_repo(
     settings: &Settings,
     signer: &dyn Signer,
 ) -> Result<DnfRepo> {
+    write_repo_cached(
+        root,
+        rpms,
+        settings,
+        signer,
+        &crate::index_cache::IndexCache::none(),
+    )
+}
+
+/// What the index cache keeps about one rpm file.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Described {
+    info: RpmInfo,
+    sha256: String,
+    size: u64,
+}
+
+fn describe_rpm(path: &Path) -> Result<Described> {
+    let info = read_rpm(path)?;
+    let (sha256, size) = sha256_file(path).with_context(|| format!("hash {}", path.display()))?;
+    Ok(Described { info, sha256, size })
+}
+
+/// [`write_repo`] with a per-package metadata cache (see `index_cache`): a package whose
+/// source file and placed file are both unchanged is neither read nor copied again.
+pub fn write_repo_cached(
+    root: &Path,
+    rpms: &[PathBuf],
+    settings: &Settings,
+    signer: &dyn Signer,
+    cache: &crate::index_cache::IndexCache,
+) -> Result<DnfRepo> {
     let repodata = root.join("repodata");
     fs::create_dir_all(&repodata).with_context(|| format!("create {}", repodata.display()))?;
 
@@ -996,7 +1079,16 @@ pub fn write_repo(
     let packages: Vec<IndexedPackage> = entries
         .par_iter()
         .map(|(file_name, src)| -> Result<IndexedPackage> {
-            let info = read_rpm(src)?;
+            let key = |p: &Path| crate::index_cache::IndexCache::key(p);
+            let from_src = if cache.enabled() {
+                Some(cache.get_or(&key(src)?, || describe_rpm(src))?)
+            } else {
+                None
+            };
+            let info = match &from_src {
+                Some(d) => d.info.clone(),
+                None => read_rpm(src)?,
+            };
             let first = info
                 .name
                 .chars()
@@ -1006,6 +1098,28 @@ pub fn write_repo(
                 .to_ascii_lowercase();
             let href = format!("Packages/{first}/{file_name}");
             let dest = root.join(&href);
+            let done = |d: Described, href: String| IndexedPackage {
+                info: d.info,
+                sha256: d.sha256,
+                size: d.size,
+                href,
+            };
+            if let Some(d) = from_src {
+                if same_file(src, &dest) {
+                    set_mode(&dest, 0o644)?;
+                    return Ok(done(d, href));
+                }
+                // Placed by an earlier run and unchanged since: nothing to copy or read.
+                if dest.is_file() {
+                    let placed: Described = cache.get_or(&key(&dest)?, || describe_rpm(&dest))?;
+                    if placed.sha256 == d.sha256 {
+                        return Ok(done(placed, href));
+                    }
+                }
+                place(src, &dest)?;
+                let placed: Described = cache.get_or(&key(&dest)?, || describe_rpm(&dest))?;
+                return Ok(done(placed, href));
+            }
             let in_place = same_file(src, &dest);
             place(src, &dest)?;
             // Describe the placed file: the index must match the bytes a client downloads.

@@ -49,6 +49,11 @@ impl IndexCache {
         }
     }
 
+    /// Whether entries are kept (a cache file was given).
+    pub fn enabled(&self) -> bool {
+        self.path.is_some()
+    }
+
     /// The key of a package file as it is now.
     pub fn key(file: &Path) -> Result<String> {
         let m = std::fs::metadata(file).with_context(|| format!("stat {}", file.display()))?;
