@@ -923,7 +923,10 @@ fn index_dir_reads_only_what_the_cache_does_not_describe() {
     let second = dnf_repo::index_dir(dir, &root, &s, &f.key, Some(&cache)).unwrap();
     let primary = primary_of(&root, &second);
     assert!(primary.contains("<name>added-exporter</name>"), "{primary}");
-    assert!(primary.contains("FORGED SUMMARY"), "unchanged packages were read again");
+    assert!(
+        primary.contains("FORGED SUMMARY"),
+        "unchanged packages were read again"
+    );
     assert_eq!(entries(), 2 * (f.inputs.len() + 1));
 
     // New mtimes are new keys: every file is read again, the forgery is gone.
@@ -933,20 +936,30 @@ fn index_dir_reads_only_what_the_cache_does_not_describe() {
     }
     for p in fs::read_dir(root.join("Packages")).unwrap() {
         for q in fs::read_dir(p.unwrap().path()).unwrap() {
-            let h = fs::File::options().write(true).open(q.unwrap().path()).unwrap();
+            let h = fs::File::options()
+                .write(true)
+                .open(q.unwrap().path())
+                .unwrap();
             h.set_modified(std::time::SystemTime::now()).unwrap();
         }
     }
     let third = dnf_repo::index_dir(dir, &root, &s, &f.key, Some(&cache)).unwrap();
     let primary = primary_of(&root, &third);
     assert!(!primary.contains("FORGED SUMMARY"), "{primary}");
-    assert_eq!(entries(), 2 * (f.inputs.len() + 1), "stale entries are dropped");
+    assert_eq!(
+        entries(),
+        2 * (f.inputs.len() + 1),
+        "stale entries are dropped"
+    );
 
     dnf_repo::write_public_key(&root, "obs", &f.key).unwrap();
     let dnf = Dnf::new();
     let key = root.join("keys/obs.asc");
-    let q = ok(dnf
-        .with_repo(&root, &key)
-        .args(["--setopt=obs.gpgcheck=0", "repoquery", "--qf", "%{name}"]));
+    let q = ok(dnf.with_repo(&root, &key).args([
+        "--setopt=obs.gpgcheck=0",
+        "repoquery",
+        "--qf",
+        "%{name}",
+    ]));
     assert!(q.lines().any(|l| l == "added-exporter"), "{q}");
 }

@@ -791,6 +791,9 @@ pub fn read_debs_cached(
     Ok(out)
 }
 
+/// One architecture's index files: (name, bytes).
+type ArchIndexes = Vec<(&'static str, Vec<u8>)>;
+
 /// Build (or rebuild) the apt repository under `root` from `debs`, signed by `signer`.
 ///
 /// Pool files already present with the same bytes are kept; index files are replaced;
@@ -864,26 +867,37 @@ pub fn write_apt_repo_cached(
 
     let suite_dir = root.join("dists").join(&settings.suite);
     let mut index_files = Vec::new();
-    for arch in &arches {
+    // Each architecture's Packages, rendered and compressed (gzip and xz side by side) in
+    // parallel; written in order below.
+    let rendered: Vec<(String, ArchIndexes)> = arches
+        .par_iter()
+        .map(|arch| -> Result<(String, ArchIndexes)> {
+            let text: String = debs
+                .iter()
+                .filter(|d| &d.architecture == arch || d.architecture == "all")
+                .map(stanza)
+                .collect::<Vec<_>>()
+                .join("\n");
+            let component_release = format!(
+                "Archive: {}\nOrigin: {}\nLabel: {}\nAcquire-By-Hash: yes\nComponent: {COMPONENT}\nArchitecture: {arch}\n",
+                settings.suite, settings.origin, settings.label
+            );
+            let (gz, xzd) = rayon::join(|| gzip(text.as_bytes()), || xz(text.as_bytes()));
+            Ok((
+                arch.clone(),
+                vec![
+                    ("Packages", text.into_bytes()),
+                    ("Packages.gz", gz?),
+                    ("Packages.xz", xzd?),
+                    ("Release", component_release.into_bytes()),
+                ],
+            ))
+        })
+        .collect::<Result<_>>()?;
+    for (arch, files) in rendered {
         let rel_dir = format!("{COMPONENT}/binary-{arch}");
         let dir = suite_dir.join(&rel_dir);
         create_dir_0755(&dir)?;
-        let text: String = debs
-            .iter()
-            .filter(|d| &d.architecture == arch || d.architecture == "all")
-            .map(stanza)
-            .collect::<Vec<_>>()
-            .join("\n");
-        let component_release = format!(
-            "Archive: {}\nOrigin: {}\nLabel: {}\nAcquire-By-Hash: yes\nComponent: {COMPONENT}\nArchitecture: {arch}\n",
-            settings.suite, settings.origin, settings.label
-        );
-        let files: Vec<(&str, Vec<u8>)> = vec![
-            ("Packages", text.clone().into_bytes()),
-            ("Packages.gz", gzip(text.as_bytes())?),
-            ("Packages.xz", xz(text.as_bytes())?),
-            ("Release", component_release.into_bytes()),
-        ];
         let sha256_dir = dir.join("by-hash").join("SHA256");
         let sha512_dir = dir.join("by-hash").join("SHA512");
         create_dir_0755(&sha256_dir)?;

@@ -899,7 +899,7 @@ fn write_data(
     c: MetadataCompression,
     head: &str,
     packages: &[IndexedPackage],
-    chunk: &dyn Fn(&IndexedPackage) -> Result<String>,
+    chunk: &(dyn Fn(&IndexedPackage) -> Result<String> + Sync),
     tail: &str,
 ) -> Result<RepoData> {
     let tmp = tempfile::Builder::new()
@@ -1149,7 +1149,9 @@ pub fn write_repo_cached(
     let n = packages.len();
     let c = settings.compression;
     let limit = settings.changelog_limit;
-    let primary = write_data(
+    // The three files are independent: written (rendered and compressed) in parallel.
+    let primary = || {
+        write_data(
         &repodata,
         "primary",
         c,
@@ -1159,8 +1161,10 @@ pub fn write_repo_cached(
         &packages,
         &primary_package,
         "</metadata>\n",
-    )?;
-    let filelists = write_data(
+        )
+    };
+    let filelists = || {
+        write_data(
         &repodata,
         "filelists",
         c,
@@ -1170,8 +1174,10 @@ pub fn write_repo_cached(
         &packages,
         &filelists_package,
         "</filelists>\n",
-    )?;
-    let other = write_data(
+        )
+    };
+    let other = || {
+        write_data(
         &repodata,
         "other",
         c,
@@ -1181,7 +1187,10 @@ pub fn write_repo_cached(
         &packages,
         &|p| other_package(p, limit),
         "</otherdata>\n",
-    )?;
+        )
+    };
+    let (primary, (filelists, other)) = rayon::join(primary, || rayon::join(filelists, other));
+    let (primary, filelists, other) = (primary?, filelists?, other?);
     let data = vec![primary, filelists, other];
 
     let repomd = repomd_xml(settings.date, &data);
