@@ -879,25 +879,20 @@ fn generate(path: &Path, bytes: u64) {
     f.flush().unwrap();
 }
 
-/// Peak RSS (KiB) of one child process, from wait4's rusage (not RUSAGE_CHILDREN: other tests'
-/// children run in parallel).
-#[allow(clippy::zombie_processes)] // reaped by wait4 below, which also gives its rusage
-fn child_peak_rss_kib(mut cmd: Command) -> i64 {
-    let child = cmd.spawn().unwrap();
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
-    assert_eq!(r, pid, "wait4: {}", std::io::Error::last_os_error());
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "child failed: status {status:#x}"
-    );
-    ru.ru_maxrss
+/// Peak RSS (KiB) of this process's own address space: `VmHWM` of /proc/self/status.
+/// (Not getrusage's ru_maxrss: Linux carries the parent's peak over fork+exec into it, so a
+/// child of a busy test process would report the parent's memory.)
+fn own_peak_rss_kib() -> i64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM in /proc/self/status");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 /// B6: packaging a large binary streams it. The test re-runs itself as a child process (the
-/// child packages, the parent measures the child's peak RSS with wait4), then checks the package with rpm: digests (rpm -K), the installed size, and the
+/// child packages and reports its own peak RSS, VmHWM), then checks the package with rpm: digests (rpm -K), the installed size, and the
 /// binary's bytes back out of the payload (rpm2cpio).
 #[test]
 fn large_binary_packages_in_bounded_memory() {
@@ -924,6 +919,11 @@ fn large_binary_packages_in_bounded_memory() {
         let out = dir.join(format!("out-{comp:?}"));
         std::fs::create_dir_all(&out).unwrap();
         rpm_writer::write_rpm(&pkg, &t, &out, comp).unwrap();
+        std::fs::write(
+            dir.join(format!("peak-{comp:?}")),
+            own_peak_rss_kib().to_string(),
+        )
+        .unwrap();
         return;
     }
     let work = tempfile::tempdir().unwrap();
@@ -940,7 +940,12 @@ fn large_binary_packages_in_bounded_memory() {
         cmd.args(["--exact", NAME, "--nocapture", "--test-threads=1"])
             .env("OBS_RSS_CHILD_DIR", work.path())
             .env("OBS_RSS_CHILD_COMP", comp);
-        let kib = child_peak_rss_kib(cmd);
+        let st = cmd.status().unwrap();
+        assert!(st.success(), "{comp}: child failed: {st}");
+        let kib: i64 = std::fs::read_to_string(work.path().join(format!("peak-{comp}")))
+            .unwrap()
+            .parse()
+            .unwrap();
         println!("{comp}: {} MiB binary, peak RSS {kib} KiB", bytes >> 20);
         assert!(
             kib <= RSS_BOUND_KIB,
