@@ -865,3 +865,79 @@ fn client_files_are_what_apt_reads() {
         );
     }
 }
+
+/// `index_dir` over a directory of packages with a metadata cache: the index equals
+/// `write_apt_repo`'s over the same files; an added package is read and listed; unchanged
+/// packages are taken from the cache (a cache entry edited by hand shows through, which is how
+/// the test knows the file was not read again), and a package whose mtime changes is read
+/// again (the edit disappears).
+#[test]
+fn index_dir_reads_only_what_the_cache_does_not_describe() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pool = tmp.path().join("pool-in");
+    std::fs::create_dir(&pool).unwrap();
+    let debs = fixture_debs(&pool);
+    let key = gpg::GpgKey::generate("apt test <apt@example.org>");
+    let cache = tmp.path().join("state/apt-index-cache.json");
+    let root = tmp.path().join("repo");
+    let s = settings();
+    apt_repo::index_dir(&pool, &root, &s, &key, Some(&cache)).unwrap();
+    let plain = tmp.path().join("plain");
+    apt_repo::write_apt_repo(&plain, &debs, &s, &key).unwrap();
+    let packages = |r: &Path, arch: &str| {
+        std::fs::read_to_string(r.join(format!("dists/stable/main/binary-{arch}/Packages")))
+            .unwrap()
+    };
+    for arch in ["amd64", "arm64"] {
+        assert_eq!(packages(&root, arch), packages(&plain, arch), "{arch}");
+    }
+    let entries = |c: &Path| -> serde_json::Map<String, serde_json::Value> {
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(c).unwrap()).unwrap();
+        v["entries"].as_object().unwrap().clone()
+    };
+    assert_eq!(entries(&cache).len(), debs.len());
+
+    // Add one package; forge the cached SHA512 of an unchanged one.
+    let added = build_deb(
+        &pool,
+        &DebSpec {
+            name: "added-exporter",
+            version: "3.0-1",
+            arch: "amd64",
+            compress: "xz",
+            extra: "",
+            payload: "added\n",
+        },
+    );
+    let victim = &debs[0];
+    let real512 = hex::encode(Sha512::digest(std::fs::read(victim).unwrap()));
+    let forged = "f".repeat(128);
+    let text = std::fs::read_to_string(&cache).unwrap();
+    assert_eq!(text.matches(&real512).count(), 1);
+    std::fs::write(&cache, text.replace(&real512, &forged)).unwrap();
+    apt_repo::index_dir(&pool, &root, &s, &key, Some(&cache)).unwrap();
+    let amd64 = packages(&root, "amd64");
+    assert!(amd64.contains("Package: added-exporter\n"), "{amd64}");
+    assert!(
+        amd64.contains(&forged),
+        "the unchanged package was read again"
+    );
+    assert_eq!(entries(&cache).len(), debs.len() + 1);
+    let _ = added;
+
+    // A new mtime is a new key: the file is read again.
+    let f = std::fs::File::options().write(true).open(victim).unwrap();
+    f.set_modified(std::time::SystemTime::now()).unwrap();
+    drop(f);
+    apt_repo::index_dir(&pool, &root, &s, &key, Some(&cache)).unwrap();
+    let amd64 = packages(&root, "amd64");
+    assert!(
+        !amd64.contains(&forged) && amd64.contains(&real512),
+        "{amd64}"
+    );
+    assert_eq!(
+        entries(&cache).len(),
+        debs.len() + 1,
+        "stale entries are dropped"
+    );
+}

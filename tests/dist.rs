@@ -7,6 +7,8 @@
 //! Outputs are judged by the real tools (gpgv, rpmkeys) and by `xtask verify`, whose every
 //! failure line is compared exactly with what the tampering must produce.
 
+#[path = "support/clients.rs"]
+mod clients;
 #[path = "support/cmd.rs"]
 mod cmd;
 #[path = "support/fixture.rs"]
@@ -1291,4 +1293,174 @@ fn verify_detects_each_tampering_precisely() {
         }
     }
     assert_eq!(got, want.iter().map(String::as_str).collect(), "{stdout}");
+}
+
+// ------------------------------------------------------------------------------------------
+// index --merge
+
+/// The (package, format) → file of a generation's manifest.json.
+fn manifest_files(gen: &Path) -> BTreeMap<(String, String), String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(gen.join("manifest.json")).unwrap()).unwrap();
+    v["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                (
+                    p["package"].as_str().unwrap().to_string(),
+                    p["format"].as_str().unwrap().to_string(),
+                ),
+                p["file"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Shards built one component each (and one of them twice, identical) merge into one signed
+/// generation that `verify`, apt and dnf accept, holding every shard's packages byte for byte;
+/// a shard whose package has the same name, version and arch but other bytes is refused with
+/// both shards named, and the merged output is left as it was.
+#[test]
+fn index_merge_builds_one_repository_from_shards() {
+    let fx = Fx::new(false);
+    let shard = |comp: &str, dir: &str, extra: &[&str]| -> PathBuf {
+        let out = fx.path(dir);
+        let mut a = fx.dist_args(&out);
+        a.extend(["--component".to_string(), comp.to_string()]);
+        a.extend(extra.iter().map(|s| s.to_string()));
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let o = fx.cmd(&a).output().unwrap();
+        assert!(o.status.success(), "dist {comp}:\n{}", text(&o.stderr));
+        out
+    };
+    let a = shard("node_exporter", "shard-node", &[]);
+    let b = shard("mysqld_exporter", "shard-mysqld", &[]);
+    let b2 = shard("mysqld_exporter", "shard-mysqld-again", &[]);
+    let merged = fx.path("merged");
+    let merge = |shards: &[&Path]| -> Output {
+        let mut args: Vec<String> = vec!["index".into(), "--merge".into()];
+        args.extend(shards.iter().map(|p| p.display().to_string()));
+        args.extend([
+            "--out".into(),
+            merged.display().to_string(),
+            "--base-url".into(),
+            format!("file://{}/current", merged.display()),
+        ]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        fx.cmd(&args).output().unwrap()
+    };
+    let o = merge(&[&a, &b, &b2]);
+    assert!(o.status.success(), "index --merge:\n{}", text(&o.stderr));
+    fx.verify_ok(&merged, &fx.dev_public());
+    let cur = merged.join("current");
+    let files = manifest_files(&cur);
+    let names: BTreeSet<&str> = files.keys().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        names,
+        BTreeSet::from([
+            "mysqld-exporter",
+            "mysqld_exporter",
+            "node-exporter",
+            "node_exporter"
+        ])
+    );
+    // Every package is the shard's own bytes.
+    for (shard_dir, pkgs) in [
+        (&a, ["node-exporter", "node_exporter"]),
+        (&b, ["mysqld-exporter", "mysqld_exporter"]),
+    ] {
+        let sc = shard_dir.join("current");
+        let theirs = manifest_files(&sc);
+        for p in pkgs {
+            for fmt in ["deb", "rpm"] {
+                let Some(f) = theirs.get(&(p.to_string(), fmt.to_string())) else {
+                    continue;
+                };
+                let ours = &files[&(p.to_string(), fmt.to_string())];
+                assert_eq!(
+                    sha256_file(&sc.join(f)),
+                    sha256_file(&cur.join(ours)),
+                    "{p} {fmt}"
+                );
+            }
+        }
+    }
+
+    // apt with the shipped .sources (Signed-By our keyring), over file:.
+    let sources = std::fs::read_to_string(cur.join("observability-stack.sources")).unwrap();
+    assert!(
+        sources.contains(&format!("URIs: file://{}/apt", cur.display())),
+        "{sources}"
+    );
+    let sources: String = sources
+        .lines()
+        .map(|l| {
+            if l.starts_with("Signed-By:") {
+                format!(
+                    "Signed-By: {}\n",
+                    cur.join("keys/observability-stack.gpg").display()
+                )
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    let apt = clients::Apt::new(&sources);
+    apt.update_ok();
+    for p in ["node-exporter", "mysqld-exporter"] {
+        let (ok, out) = apt.get(&["download", p]);
+        assert!(ok, "apt-get download {p}:\n{out}");
+        let f = &files[&(p.to_string(), "deb".to_string())];
+        let name = f.rsplit('/').next().unwrap();
+        assert_eq!(
+            apt.downloaded(name),
+            std::fs::read(cur.join(f)).unwrap(),
+            "{p}"
+        );
+    }
+    // dnf with the shipped .repo file (gpgcheck and repo_gpgcheck on): both packages resolve
+    // and download, signatures checked.
+    let dnf = clients::Dnf::new();
+    std::fs::copy(
+        cur.join("observability-stack.repo"),
+        dnf.t.path().join("repos.d/observability-stack.repo"),
+    )
+    .unwrap();
+    let (ok, out) = cmd::run(dnf.cmd().arg("makecache"));
+    assert!(ok, "dnf makecache:\n{out}");
+    let dl = fx.path("dnf-download");
+    let (ok, out) = cmd::run(
+        dnf.cmd_plugins(true)
+            .args(["download", "--destdir"])
+            .arg(&dl)
+            .args(["node_exporter.x86_64", "mysqld_exporter.x86_64"]),
+    );
+    assert!(ok, "dnf download:\n{out}");
+    for p in ["node_exporter", "mysqld_exporter"] {
+        let f = &files[&(p.to_string(), "rpm".to_string())];
+        let name = f.rsplit('/').next().unwrap();
+        assert_eq!(
+            std::fs::read(dl.join(name)).unwrap(),
+            std::fs::read(cur.join(f)).unwrap()
+        );
+    }
+
+    // Same name, version and arch, other bytes (another maintainer): refused, naming both.
+    let c = shard(
+        "mysqld_exporter",
+        "shard-mysqld-other",
+        &["--maintainer", "Someone Else <else@example.org>"],
+    );
+    let before = listing(&merged);
+    let o = merge(&[&a, &b, &c]);
+    assert!(!o.status.success(), "a conflicting shard was merged");
+    let err = text(&o.stderr);
+    assert!(
+        err.contains(&b.display().to_string()) && err.contains(&c.display().to_string()),
+        "{err}"
+    );
+    assert!(err.contains("differs between shard"), "{err}");
+    assert_eq!(listing(&merged), before, "the merged output changed");
 }

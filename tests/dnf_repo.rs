@@ -883,3 +883,83 @@ fn bad_inputs_are_refused() {
     // Nothing was published by the failed runs.
     assert!(!root.join("repodata/repomd.xml").exists());
 }
+
+/// `index_dir` with a metadata cache: the same repodata as `write_repo` over the same files;
+/// an added package is read, placed and listed; an unchanged one is taken from the cache (a
+/// cache entry edited by hand shows through in primary.xml, so the file was not read again),
+/// and touching it (new mtime, new key) makes it read again. Then dnf reads the result.
+#[test]
+fn index_dir_reads_only_what_the_cache_does_not_describe() {
+    let f = fixture(false);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = f.inputs[0].parent().unwrap();
+    let cache = tmp.path().join("state/dnf-index-cache.json");
+    let root = tmp.path().join("repo");
+    let s = Settings::new(DATE as u64);
+    let first = dnf_repo::index_dir(dir, &root, &s, &f.key, Some(&cache)).unwrap();
+    let plain = tmp.path().join("plain");
+    let reference = dnf_repo::write_repo(&plain, &f.inputs, &s, &f.key).unwrap();
+    let primary_of = |root: &Path, repo: &dnf_repo::DnfRepo| -> String {
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(fs::File::open(root.join(href_of(repo, "primary"))).unwrap())
+            .read_to_string(&mut text)
+            .unwrap();
+        text
+    };
+    assert_eq!(primary_of(&root, &first), primary_of(&plain, &reference));
+    let entries = || -> usize {
+        let v: serde_json::Value = serde_json::from_slice(&fs::read(&cache).unwrap()).unwrap();
+        v["entries"].as_object().unwrap().len()
+    };
+    // Each package: its input and its placed copy.
+    assert_eq!(entries(), 2 * f.inputs.len());
+
+    // Add a package; forge the cached summary of an unchanged one.
+    let added = build_rpm(dir, "added-exporter", "x86_64", false);
+    let text = fs::read_to_string(&cache).unwrap();
+    let summary = "Test <exporter> & \\\"friends\\\"";
+    assert!(text.contains(summary), "{text}");
+    fs::write(&cache, text.replace(summary, "FORGED SUMMARY")).unwrap();
+    let second = dnf_repo::index_dir(dir, &root, &s, &f.key, Some(&cache)).unwrap();
+    let primary = primary_of(&root, &second);
+    assert!(primary.contains("<name>added-exporter</name>"), "{primary}");
+    assert!(
+        primary.contains("FORGED SUMMARY"),
+        "unchanged packages were read again"
+    );
+    assert_eq!(entries(), 2 * (f.inputs.len() + 1));
+
+    // New mtimes are new keys: every file is read again, the forgery is gone.
+    for p in f.inputs.iter().chain([&added]) {
+        let h = fs::File::options().write(true).open(p).unwrap();
+        h.set_modified(std::time::SystemTime::now()).unwrap();
+    }
+    for p in fs::read_dir(root.join("Packages")).unwrap() {
+        for q in fs::read_dir(p.unwrap().path()).unwrap() {
+            let h = fs::File::options()
+                .write(true)
+                .open(q.unwrap().path())
+                .unwrap();
+            h.set_modified(std::time::SystemTime::now()).unwrap();
+        }
+    }
+    let third = dnf_repo::index_dir(dir, &root, &s, &f.key, Some(&cache)).unwrap();
+    let primary = primary_of(&root, &third);
+    assert!(!primary.contains("FORGED SUMMARY"), "{primary}");
+    assert_eq!(
+        entries(),
+        2 * (f.inputs.len() + 1),
+        "stale entries are dropped"
+    );
+
+    dnf_repo::write_public_key(&root, "obs", &f.key).unwrap();
+    let dnf = Dnf::new();
+    let key = root.join("keys/obs.asc");
+    let q = ok(dnf.with_repo(&root, &key).args([
+        "--setopt=obs.gpgcheck=0",
+        "repoquery",
+        "--qf",
+        "%{name}",
+    ]));
+    assert!(q.lines().any(|l| l == "added-exporter"), "{q}");
+}

@@ -376,6 +376,10 @@ fn check_clearsign_and_detached(key: &SigningKey, name: &str) {
 
 #[test]
 fn gpg_key_signs_inrelease_and_release_gpg_that_gpgv_and_sqv_accept() {
+    // The passphrase-protected key is unlocked once, when loaded (not for every signature);
+    // the signatures below are made with the unlocked material.
+    assert!(fixtures().main.passphrase.is_some());
+    assert!(main_key().is_unlocked());
     check_clearsign_and_detached(main_key(), "signing-gpg-key");
 }
 

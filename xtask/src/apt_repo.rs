@@ -289,7 +289,7 @@ pub fn compare_versions(a: &str, b: &str) -> Ordering {
 
 /// A control file paragraph: fields in their original order. A multi-line value keeps its
 /// continuation lines exactly (each starting with a space or tab), joined with `\n`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Control {
     pub fields: Vec<(String, String)>,
 }
@@ -353,7 +353,7 @@ impl Control {
 }
 
 /// One `.deb` as the index sees it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct DebFile {
     /// Where it was read from.
     pub path: PathBuf,
@@ -610,8 +610,21 @@ fn sha256_file(path: &Path) -> Result<String> {
 }
 
 /// Put `deb` at `dest` (hard link or verified copy); if `dest` exists it must hold the same bytes.
+/// Whether two paths name one file (same device and inode).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::metadata(a), fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
 fn place_in_pool(deb: &DebFile, dest: &Path, link: PoolLink) -> Result<()> {
     if dest.exists() {
+        // The very file that was read (or hard-linked there by an earlier run): nothing to do.
+        if same_file(dest, &deb.path) {
+            return Ok(());
+        }
         if sha256_file(dest)? == deb.sha256 {
             return Ok(());
         }
@@ -718,9 +731,22 @@ fn index_entry(path: String, data: &[u8]) -> IndexFile {
 
 /// Read, check and de-duplicate the packages; sorted as the index lists them.
 pub fn read_debs(debs: &[PathBuf]) -> Result<Vec<DebFile>> {
+    read_debs_cached(debs, &crate::index_cache::IndexCache::none())
+}
+
+/// [`read_debs`], taking what `cache` knows about unchanged files instead of reading them.
+pub fn read_debs_cached(
+    debs: &[PathBuf],
+    cache: &crate::index_cache::IndexCache,
+) -> Result<Vec<DebFile>> {
     let read: Vec<DebFile> = debs
         .par_iter()
-        .map(|p| read_deb(p))
+        .map(|p| {
+            let key = crate::index_cache::IndexCache::key(p)?;
+            let mut d: DebFile = cache.get_or(&key, || read_deb(p))?;
+            d.path = p.clone();
+            Ok(d)
+        })
         .collect::<Result<_>>()?;
     let mut by_key: BTreeMap<(String, String, String), DebFile> = BTreeMap::new();
     let mut by_pool: BTreeMap<String, (String, PathBuf)> = BTreeMap::new();
@@ -765,6 +791,9 @@ pub fn read_debs(debs: &[PathBuf]) -> Result<Vec<DebFile>> {
     Ok(out)
 }
 
+/// One architecture's index files: (name, bytes).
+type ArchIndexes = Vec<(&'static str, Vec<u8>)>;
+
 /// Build (or rebuild) the apt repository under `root` from `debs`, signed by `signer`.
 ///
 /// Pool files already present with the same bytes are kept; index files are replaced;
@@ -775,8 +804,47 @@ pub fn write_apt_repo(
     settings: &AptSettings,
     signer: &dyn Signer,
 ) -> Result<AptRepo> {
+    write_apt_repo_cached(
+        root,
+        debs,
+        settings,
+        signer,
+        &crate::index_cache::IndexCache::none(),
+    )
+}
+
+/// Index every `.deb` below `pool_dir` into the repository at `root` (as `apt-ftparchive
+/// packages` + `release` over a pool would), reading only packages `cache_file` does not
+/// already describe (path + size + mtime + inode; see `index_cache`). The cache file belongs
+/// to the caller's build state or cache directory, not to the published tree. `pool_dir` may be
+/// `root/pool` itself: packages already at their pool path stay where they are.
+pub fn index_dir(
+    pool_dir: &Path,
+    root: &Path,
+    settings: &AptSettings,
+    signer: &dyn Signer,
+    cache_file: Option<&Path>,
+) -> Result<AptRepo> {
+    let debs = crate::index_cache::files_under(pool_dir, ".deb")?;
+    let cache = match cache_file {
+        Some(p) => crate::index_cache::IndexCache::open(p),
+        None => crate::index_cache::IndexCache::none(),
+    };
+    let repo = write_apt_repo_cached(root, &debs, settings, signer, &cache)?;
+    cache.save()?;
+    Ok(repo)
+}
+
+/// [`write_apt_repo`] with a per-package metadata cache.
+pub fn write_apt_repo_cached(
+    root: &Path,
+    debs: &[PathBuf],
+    settings: &AptSettings,
+    signer: &dyn Signer,
+    cache: &crate::index_cache::IndexCache,
+) -> Result<AptRepo> {
     settings.validate()?;
-    let debs = read_debs(debs)?;
+    let debs = read_debs_cached(debs, cache)?;
 
     let mut arches: Vec<String> = settings.architectures.clone();
     arches.extend(
@@ -793,32 +861,43 @@ pub fn write_apt_repo(
     }
 
     create_dir_0755(root)?;
-    for d in &debs {
-        place_in_pool(d, &root.join(d.pool_path()), settings.pool_link)?;
-    }
+    debs.par_iter()
+        .map(|d| place_in_pool(d, &root.join(d.pool_path()), settings.pool_link))
+        .collect::<Result<()>>()?;
 
     let suite_dir = root.join("dists").join(&settings.suite);
     let mut index_files = Vec::new();
-    for arch in &arches {
+    // Each architecture's Packages, rendered and compressed (gzip and xz side by side) in
+    // parallel; written in order below.
+    let rendered: Vec<(String, ArchIndexes)> = arches
+        .par_iter()
+        .map(|arch| -> Result<(String, ArchIndexes)> {
+            let text: String = debs
+                .iter()
+                .filter(|d| &d.architecture == arch || d.architecture == "all")
+                .map(stanza)
+                .collect::<Vec<_>>()
+                .join("\n");
+            let component_release = format!(
+                "Archive: {}\nOrigin: {}\nLabel: {}\nAcquire-By-Hash: yes\nComponent: {COMPONENT}\nArchitecture: {arch}\n",
+                settings.suite, settings.origin, settings.label
+            );
+            let (gz, xzd) = rayon::join(|| gzip(text.as_bytes()), || xz(text.as_bytes()));
+            Ok((
+                arch.clone(),
+                vec![
+                    ("Packages", text.into_bytes()),
+                    ("Packages.gz", gz?),
+                    ("Packages.xz", xzd?),
+                    ("Release", component_release.into_bytes()),
+                ],
+            ))
+        })
+        .collect::<Result<_>>()?;
+    for (arch, files) in rendered {
         let rel_dir = format!("{COMPONENT}/binary-{arch}");
         let dir = suite_dir.join(&rel_dir);
         create_dir_0755(&dir)?;
-        let text: String = debs
-            .iter()
-            .filter(|d| &d.architecture == arch || d.architecture == "all")
-            .map(stanza)
-            .collect::<Vec<_>>()
-            .join("\n");
-        let component_release = format!(
-            "Archive: {}\nOrigin: {}\nLabel: {}\nAcquire-By-Hash: yes\nComponent: {COMPONENT}\nArchitecture: {arch}\n",
-            settings.suite, settings.origin, settings.label
-        );
-        let files: Vec<(&str, Vec<u8>)> = vec![
-            ("Packages", text.clone().into_bytes()),
-            ("Packages.gz", gzip(text.as_bytes())?),
-            ("Packages.xz", xz(text.as_bytes())?),
-            ("Release", component_release.into_bytes()),
-        ];
         let sha256_dir = dir.join("by-hash").join("SHA256");
         let sha512_dir = dir.join("by-hash").join("SHA512");
         create_dir_0755(&sha256_dir)?;

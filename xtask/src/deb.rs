@@ -762,14 +762,31 @@ fn write_control_tar(
 
 /// The compressor of a tarball member. xz and zstd use their multi-threaded encoders even
 /// with one thread: their output depends on the block/job size, not on the thread count.
-enum Encoder<W: Write> {
+/// Compression levels of an [`Encoder`] (the .deb and the .rpm payload use different ones).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Levels {
+    pub xz: u32,
+    pub zstd: i32,
+    pub gzip: u32,
+}
+
+/// The .deb levels.
+const DEB_LEVELS: Levels = Levels {
+    xz: XZ_PRESET,
+    zstd: ZSTD_LEVEL,
+    gzip: GZIP_LEVEL,
+};
+
+/// Deterministic streaming compressor (xz and zstd multi-threaded; output independent of the
+/// thread count). Shared with the rpm writer's payload.
+pub(crate) enum Encoder<W: Write> {
     Xz(liblzma::write::XzEncoder<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
     Gzip(flate2::write::GzEncoder<W>),
     None(W),
 }
 
-fn threads() -> u32 {
+pub(crate) fn threads() -> u32 {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
@@ -782,11 +799,20 @@ impl<W: Write> Encoder<W> {
     }
 
     fn with_threads(w: W, c: Compression, threads: u32) -> Result<Encoder<W>> {
+        Self::with_levels(w, c, threads, DEB_LEVELS)
+    }
+
+    pub(crate) fn with_levels(
+        w: W,
+        c: Compression,
+        threads: u32,
+        levels: Levels,
+    ) -> Result<Encoder<W>> {
         Ok(match c {
             Compression::Xz => {
                 let stream = liblzma::stream::MtStreamBuilder::new()
                     .threads(threads)
-                    .preset(XZ_PRESET)
+                    .preset(levels.xz)
                     .block_size(XZ_BLOCK_SIZE)
                     .check(liblzma::stream::Check::Crc64)
                     .encoder()
@@ -794,7 +820,7 @@ impl<W: Write> Encoder<W> {
                 Encoder::Xz(liblzma::write::XzEncoder::new_stream(w, stream))
             }
             Compression::Zstd => {
-                let mut e = zstd::stream::write::Encoder::new(w, ZSTD_LEVEL)?;
+                let mut e = zstd::stream::write::Encoder::new(w, levels.zstd)?;
                 e.multithread(threads)?;
                 e.include_checksum(true)?;
                 Encoder::Zstd(e)
@@ -803,13 +829,13 @@ impl<W: Write> Encoder<W> {
                 flate2::GzBuilder::new()
                     .operating_system(3)
                     .mtime(0)
-                    .write(w, flate2::Compression::new(GZIP_LEVEL)),
+                    .write(w, flate2::Compression::new(levels.gzip)),
             ),
             Compression::None => Encoder::None(w),
         })
     }
 
-    fn finish(self) -> io::Result<W> {
+    pub(crate) fn finish(self) -> io::Result<W> {
         match self {
             Encoder::Xz(e) => e.finish(),
             Encoder::Zstd(e) => e.finish(),

@@ -44,6 +44,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
+use rayon::prelude::*;
 use rpm::{DependencyFlags, IndexSignatureTag, IndexTag, PackageMetadata};
 
 use crate::digest::{sha256_file, HashingWriter};
@@ -87,14 +88,14 @@ impl Settings {
 }
 
 /// Byte range of the main header inside an rpm file (`rpm:header-range`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HeaderRange {
     pub start: u64,
     pub end: u64,
 }
 
 /// One dependency entry as the repository metadata writes it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Dep {
     pub name: String,
     /// EQ, LT, LE, GT, GE or none.
@@ -106,20 +107,20 @@ pub struct Dep {
     pub pre: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum FileKind {
     File,
     Dir,
     Ghost,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FileItem {
     pub path: String,
     pub kind: FileKind,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Change {
     pub author: String,
     pub date: u64,
@@ -127,7 +128,7 @@ pub struct Change {
 }
 
 /// What the index says about one package, read from the rpm file.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct RpmInfo {
     pub name: String,
     pub arch: String,
@@ -289,6 +290,47 @@ fn number<T: rpm::Tag>(h: &rpm::Header<T>, tag: T) -> Result<Option<u64>> {
     match h.get_entry_data_as_u32(tag) {
         Ok(v) => Ok(Some(v as u64)),
         Err(e) => Err(anyhow!("tag {}: {e}", tag.into())),
+    }
+}
+
+/// [`Dep`] as the index cache stores it: `flags` read back to the same constants.
+#[derive(serde::Deserialize)]
+struct DepRepr {
+    name: String,
+    flags: Option<String>,
+    epoch: Option<String>,
+    ver: Option<String>,
+    rel: Option<String>,
+    pre: bool,
+}
+
+impl<'de> serde::Deserialize<'de> for Dep {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Dep, D::Error> {
+        let r = <DepRepr as serde::Deserialize>::deserialize(d)?;
+        Dep::try_from(r).map_err(serde::de::Error::custom)
+    }
+}
+
+impl TryFrom<DepRepr> for Dep {
+    type Error = String;
+    fn try_from(d: DepRepr) -> Result<Dep, String> {
+        let flags = match d.flags.as_deref() {
+            None => None,
+            Some(f) => Some(
+                ["EQ", "LT", "LE", "GT", "GE"]
+                    .into_iter()
+                    .find(|x| *x == f)
+                    .ok_or_else(|| format!("dependency flags {f:?}"))?,
+            ),
+        };
+        Ok(Dep {
+            name: d.name,
+            flags,
+            epoch: d.epoch,
+            ver: d.ver,
+            rel: d.rel,
+            pre: d.pre,
+        })
     }
 }
 
@@ -857,7 +899,7 @@ fn write_data(
     c: MetadataCompression,
     head: &str,
     packages: &[IndexedPackage],
-    chunk: &dyn Fn(&IndexedPackage) -> Result<String>,
+    chunk: &(dyn Fn(&IndexedPackage) -> Result<String> + Sync),
     tail: &str,
 ) -> Result<RepoData> {
     let tmp = tempfile::Builder::new()
@@ -920,6 +962,37 @@ fn check_file_name(name: &str) -> Result<()> {
 /// Put a copy of `src` at `dest` (mode 0644), replacing `dest` atomically. A copy, not a hard
 /// link: a later change to one (re-signing in place, a test's tampering) must not silently change
 /// the other. `fs::copy` uses copy_file_range, so a CoW filesystem shares the blocks anyway.
+/// Whether two paths name one file (same device and inode).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::metadata(a), fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+/// Index every `.rpm` below `dir` into the repository at `root` (as `createrepo_c` over a
+/// directory would; `dir` may be `root/Packages` itself: packages already in place stay).
+///
+/// With `cache_file` (in a build-state or cache directory, not in the published tree), only
+/// packages whose path/size/mtime/inode changed are read (and copied).
+pub fn index_dir(
+    dir: &Path,
+    root: &Path,
+    settings: &Settings,
+    signer: &dyn Signer,
+    cache_file: Option<&Path>,
+) -> Result<DnfRepo> {
+    let rpms = crate::index_cache::files_under(dir, ".rpm")?;
+    let cache = match cache_file {
+        Some(p) => crate::index_cache::IndexCache::open(p),
+        None => crate::index_cache::IndexCache::none(),
+    };
+    let repo = write_repo_cached(root, &rpms, settings, signer, &cache)?;
+    cache.save()?;
+    Ok(repo)
+}
+
 fn place(src: &Path, dest: &Path) -> Result<()> {
     if let (Ok(a), Ok(b)) = (fs::canonicalize(src), fs::canonicalize(dest)) {
         if a == b {
@@ -949,6 +1022,38 @@ pub fn write_repo(
     settings: &Settings,
     signer: &dyn Signer,
 ) -> Result<DnfRepo> {
+    write_repo_cached(
+        root,
+        rpms,
+        settings,
+        signer,
+        &crate::index_cache::IndexCache::none(),
+    )
+}
+
+/// What the index cache keeps about one rpm file.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Described {
+    info: RpmInfo,
+    sha256: String,
+    size: u64,
+}
+
+fn describe_rpm(path: &Path) -> Result<Described> {
+    let info = read_rpm(path)?;
+    let (sha256, size) = sha256_file(path).with_context(|| format!("hash {}", path.display()))?;
+    Ok(Described { info, sha256, size })
+}
+
+/// [`write_repo`] with a per-package metadata cache (see `index_cache`): a package whose
+/// source file and placed file are both unchanged is neither read nor copied again.
+pub fn write_repo_cached(
+    root: &Path,
+    rpms: &[PathBuf],
+    settings: &Settings,
+    signer: &dyn Signer,
+    cache: &crate::index_cache::IndexCache,
+) -> Result<DnfRepo> {
     let repodata = root.join("repodata");
     fs::create_dir_all(&repodata).with_context(|| format!("create {}", repodata.display()))?;
 
@@ -968,43 +1073,85 @@ pub fn write_repo(
         }
     }
 
-    let mut packages = Vec::new();
+    // Packages are read and placed in parallel (each read once when it is already in place);
+    // duplicates are then checked in file-name order.
+    let entries: Vec<(&String, &&Path)> = by_name.iter().collect();
+    let packages: Vec<IndexedPackage> = entries
+        .par_iter()
+        .map(|(file_name, src)| -> Result<IndexedPackage> {
+            let key = |p: &Path| crate::index_cache::IndexCache::key(p);
+            let from_src = if cache.enabled() {
+                Some(cache.get_or(&key(src)?, || describe_rpm(src))?)
+            } else {
+                None
+            };
+            let info = match &from_src {
+                Some(d) => d.info.clone(),
+                None => read_rpm(src)?,
+            };
+            let first = info
+                .name
+                .chars()
+                .next()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .ok_or_else(|| anyhow!("{}: package name {:?}", src.display(), info.name))?
+                .to_ascii_lowercase();
+            let href = format!("Packages/{first}/{file_name}");
+            let dest = root.join(&href);
+            let done = |d: Described, href: String| IndexedPackage {
+                info: d.info,
+                sha256: d.sha256,
+                size: d.size,
+                href,
+            };
+            if let Some(d) = from_src {
+                if same_file(src, &dest) {
+                    set_mode(&dest, 0o644)?;
+                    return Ok(done(d, href));
+                }
+                // Placed by an earlier run and unchanged since: nothing to copy or read.
+                if dest.is_file() {
+                    let placed: Described = cache.get_or(&key(&dest)?, || describe_rpm(&dest))?;
+                    if placed.sha256 == d.sha256 {
+                        return Ok(done(placed, href));
+                    }
+                }
+                place(src, &dest)?;
+                let placed: Described = cache.get_or(&key(&dest)?, || describe_rpm(&dest))?;
+                return Ok(done(placed, href));
+            }
+            let in_place = same_file(src, &dest);
+            place(src, &dest)?;
+            // Describe the placed file: the index must match the bytes a client downloads.
+            let (sha256, size) =
+                sha256_file(&dest).with_context(|| format!("hash {}", dest.display()))?;
+            let placed = if in_place { info } else { read_rpm(&dest)? };
+            Ok(IndexedPackage {
+                info: placed,
+                sha256,
+                size,
+                href,
+            })
+        })
+        .collect::<Result<_>>()?;
     let mut nevras: HashMap<String, String> = HashMap::new();
-    for (file_name, src) in &by_name {
-        let info = read_rpm(src)?;
-        let first = info
-            .name
-            .chars()
-            .next()
-            .filter(|c| c.is_ascii_alphanumeric())
-            .ok_or_else(|| anyhow!("{}: package name {:?}", src.display(), info.name))?
-            .to_ascii_lowercase();
+    for (p, (file_name, _)) in packages.iter().zip(&entries) {
+        let info = &p.info;
         let nevra = format!(
             "{}-{}:{}-{}.{}",
             info.name, info.epoch, info.version, info.release, info.arch
         );
-        if let Some(other) = nevras.insert(nevra.clone(), file_name.clone()) {
+        if let Some(other) = nevras.insert(nevra.clone(), file_name.to_string()) {
             bail!("{nevra} is in both {other} and {file_name}");
         }
-        let href = format!("Packages/{first}/{file_name}");
-        let dest = root.join(&href);
-        place(src, &dest)?;
-        // Describe the placed file: the index must match the bytes a client downloads.
-        let (sha256, size) =
-            sha256_file(&dest).with_context(|| format!("hash {}", dest.display()))?;
-        let placed = read_rpm(&dest)?;
-        packages.push(IndexedPackage {
-            info: placed,
-            sha256,
-            size,
-            href,
-        });
     }
 
     let n = packages.len();
     let c = settings.compression;
     let limit = settings.changelog_limit;
-    let primary = write_data(
+    // The three files are independent: written (rendered and compressed) in parallel.
+    let primary = || {
+        write_data(
         &repodata,
         "primary",
         c,
@@ -1014,8 +1161,10 @@ pub fn write_repo(
         &packages,
         &primary_package,
         "</metadata>\n",
-    )?;
-    let filelists = write_data(
+        )
+    };
+    let filelists = || {
+        write_data(
         &repodata,
         "filelists",
         c,
@@ -1025,8 +1174,10 @@ pub fn write_repo(
         &packages,
         &filelists_package,
         "</filelists>\n",
-    )?;
-    let other = write_data(
+        )
+    };
+    let other = || {
+        write_data(
         &repodata,
         "other",
         c,
@@ -1036,7 +1187,10 @@ pub fn write_repo(
         &packages,
         &|p| other_package(p, limit),
         "</otherdata>\n",
-    )?;
+        )
+    };
+    let (primary, (filelists, other)) = rayon::join(primary, || rayon::join(filelists, other));
+    let (primary, filelists, other) = (primary?, filelists?, other?);
     let data = vec![primary, filelists, other];
 
     let repomd = repomd_xml(settings.date, &data);

@@ -15,6 +15,8 @@ pub mod elf;
 pub mod fetch;
 pub mod minisign;
 pub mod mirror;
+pub mod index_cache;
+pub mod merge;
 pub mod package;
 pub mod publish;
 pub mod render;

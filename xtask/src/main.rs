@@ -42,6 +42,8 @@ enum Cmd {
     /// Air-gapped transfer: a signed bundle of the published tree, and its import.
     #[command(subcommand)]
     Mirror(MirrorCmd),
+    /// Build and sign one repository generation from several shard outputs (`--merge`).
+    Index(IndexArgs),
 }
 
 #[derive(Subcommand)]
@@ -78,6 +80,25 @@ struct ImportArgs {
     /// Trusted minisign public key (default: every keys/*.minisign.pub of the workspace).
     #[arg(long, value_name = "FILE")]
     minisign_pub: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct IndexArgs {
+    /// Shard output directories (each from `dist --component … --arch … --out DIR`).
+    #[arg(long, value_name = "DIR", num_args = 1.., required = true)]
+    merge: Vec<PathBuf>,
+    /// Output directory of the merged repository (generations, `current`).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Keys the shards are checked against (repeatable), in addition to the signing key's
+    /// public half. Default: as `verify` (keys/ of the workspace and the development key).
+    #[arg(long, value_name = "FILE")]
+    shard_key: Vec<PathBuf>,
+    /// Machine-readable JSON on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    repo: RepoArgs,
 }
 
 #[derive(Args, Clone)]
@@ -136,6 +157,13 @@ struct DistArgs {
     /// Maintainer / packager field.
     #[arg(long, value_name = "NAME <EMAIL>", default_value = dist::DEFAULT_MAINTAINER)]
     maintainer: String,
+    #[command(flatten)]
+    repo: RepoArgs,
+}
+
+/// How a generation's repositories are signed and described (`dist` and `index --merge`).
+#[derive(Args)]
+struct RepoArgs {
     /// Armored OpenPGP secret key (mode 0600) that signs packages and repositories
     /// (or the key text in OBS_SIGNING_KEY). Without one: a local development key.
     #[arg(long, value_name = "FILE")]
@@ -258,6 +286,7 @@ fn main() -> ExitCode {
         Cmd::Verify(a) => cmd_verify(a),
         Cmd::Mirror(MirrorCmd::Bundle(a)) => cmd_bundle(a),
         Cmd::Mirror(MirrorCmd::Import(a)) => cmd_import(a),
+        Cmd::Index(a) => cmd_index(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -349,10 +378,61 @@ fn cmd_dist(a: DistArgs) -> Result<()> {
     if jobs.is_empty() {
         bail!("nothing to build: no selected component has a pinned arch");
     }
+    let key = resolve_key(&a.repo)?;
+    let fetcher = Fetcher::new(fetch_options(&a.common))?;
+    let progress = Progress::new(!a.common.json);
+    let arts = dist::fetch_all(&fetcher, &jobs, &progress)?;
+    let date = jobs
+        .iter()
+        .map(|(c, _)| dist::source_date_epoch(c, None))
+        .max()
+        .unwrap_or(0);
+    // Signatures dated like everything else: same inputs, same bytes (raised to the key's
+    // creation time when SOURCE_DATE_EPOCH is older than the key).
+    let key = key.with_signature_time(Some(date));
+    let lock = publish::lock(&a.out)?;
+    let out = std::fs::canonicalize(&a.out)?;
+    let repo = repo_options(&a.repo, &out, date)?;
+    let previous = publish::previous(&out)?;
+    let staging = publish::begin(&lock)?;
+    let opts = BuildOptions {
+        out_dir: a.out.clone(),
+        deb_compression: a.deb_compression,
+        rpm_compression: a.rpm_compression,
+        maintainer: a.maintainer.clone(),
+        source_date_epoch: None,
+    };
+    let rpm_signer = key.rpm_signer()?;
+    let built = dist::build_all(
+        &templates,
+        &jobs,
+        &arts,
+        &staging.path().join(dist::BUILD_DIR),
+        &opts,
+        &rpm_signer,
+        &key,
+        &progress,
+    )?;
+    let trusted = TrustedKeys::from_armored(&key.public_key_armored()?)?;
+    publish_generation(
+        lock,
+        staging,
+        built,
+        &repo,
+        &key,
+        &previous,
+        &trusted,
+        &a.out,
+        a.common.json,
+    )
+}
+
+/// The signing key of `dist`/`index` (notes about development keys and subkeys on stderr).
+fn resolve_key(r: &RepoArgs) -> Result<SigningKey> {
     let key = SigningKey::resolve(&KeyRequest {
-        key_file: a.signing_key.clone(),
-        passphrase_file: a.passphrase_file.clone(),
-        release: a.release,
+        key_file: r.signing_key.clone(),
+        passphrase_file: r.passphrase_file.clone(),
+        release: r.release,
         dev_key_dir: None,
     })?;
     if key.is_development() {
@@ -367,81 +447,68 @@ fn cmd_dist(a: DistArgs) -> Result<()> {
             key.signing_fingerprint()
         );
     }
-    let fetcher = Fetcher::new(fetch_options(&a.common))?;
-    let progress = Progress::new(!a.common.json);
-    let arts = dist::fetch_all(&fetcher, &jobs, &progress)?;
-    let date = jobs
-        .iter()
-        .map(|(c, _)| dist::source_date_epoch(c, None))
-        .max()
-        .unwrap_or(0);
-    // Signatures dated like everything else: same inputs, same bytes (raised to the key's
-    // creation time when SOURCE_DATE_EPOCH is older than the key).
-    let key = key.with_signature_time(Some(date));
-    let lock = publish::lock(&a.out)?;
-    let out = std::fs::canonicalize(&a.out)?;
+    Ok(key)
+}
+
+fn repo_options(r: &RepoArgs, out: &Path, date: u64) -> Result<dist::RepoOptions> {
     let repo = dist::RepoOptions {
         apt: AptSettings {
-            origin: a.origin.clone(),
-            label: a.origin.clone(),
-            suite: a.suite.clone(),
-            codename: a.suite.clone(),
-            valid_until: a.valid_days.map(|d| Duration::from_secs(d * 86400)),
+            origin: r.origin.clone(),
+            label: r.origin.clone(),
+            suite: r.suite.clone(),
+            codename: r.suite.clone(),
+            valid_until: r.valid_days.map(|d| Duration::from_secs(d * 86400)),
             date,
             ..AptSettings::default()
         },
         dnf: xtask::dnf_repo::Settings {
-            compression: match a.dnf_metadata {
+            compression: match r.dnf_metadata {
                 DnfMetadata::Gzip => xtask::dnf_repo::MetadataCompression::Gzip,
                 DnfMetadata::Zstd => xtask::dnf_repo::MetadataCompression::Zstd,
             },
             ..xtask::dnf_repo::Settings::new(date)
         },
         client_name: "observability-stack".into(),
-        base_url: a
+        base_url: r
             .base_url
             .clone()
             .unwrap_or_else(|| format!("file://{}/current", out.display())),
     };
     repo.apt.validate()?;
-    let previous = publish::previous(&out)?;
-    let staging = publish::begin(&lock)?;
-    let opts = BuildOptions {
-        out_dir: a.out.clone(),
-        deb_compression: a.deb_compression,
-        rpm_compression: a.rpm_compression,
-        maintainer: a.maintainer.clone(),
-        source_date_epoch: None,
-    };
-    let rpm_signer = key.rpm_signer()?;
-    let mut built = dist::build_all(
-        &templates,
-        &jobs,
-        &arts,
-        &staging.path().join(dist::BUILD_DIR),
-        &opts,
-        &rpm_signer,
-        &key,
-        &progress,
-    )?;
-    dist::assemble_repositories(staging.path(), &mut built, &repo, &key, &previous)?;
-    // Never publish what does not verify: the whole tree is checked against the key's own
-    // public half before the switch.
-    let trusted = TrustedKeys::from_armored(&key.public_key_armored()?)?;
-    let report = verify::verify_tree(staging.path(), &trusted)?;
+    Ok(repo)
+}
+
+/// Index, sign and self-verify the staged generation (packages in its build directory), then
+/// publish it and report what it holds.
+#[allow(clippy::too_many_arguments)]
+fn publish_generation(
+    lock: publish::OutLock,
+    staging: publish::Staging,
+    mut built: Vec<Built>,
+    repo: &dist::RepoOptions,
+    key: &SigningKey,
+    previous: &[PathBuf],
+    trusted: &TrustedKeys,
+    out_arg: &Path,
+    json: bool,
+) -> Result<()> {
+    dist::assemble_repositories(staging.path(), &mut built, repo, key, previous)?;
+    // Never publish what does not verify: the whole tree is checked before the switch.
+    let report = verify::verify_tree(staging.path(), trusted)?;
     if !report.ok() {
         bail!(
             "the new generation does not verify (nothing was published):\n{}",
             report.failures.join("\n")
         );
     }
+    let out = std::fs::canonicalize(out_arg)?;
     let gen = publish::commit(&lock, staging)?;
     drop(lock);
-    if a.common.json {
+    if json {
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
-                "out": a.out,
+                "out": out_arg,
                 "generation": gen,
                 "signing_key": key.fingerprint(),
                 "development_key": key.is_development(),
@@ -464,6 +531,41 @@ fn cmd_dist(a: DistArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `index --merge`: every shard verified and its packages gathered (conflicts refused) before
+/// OUT is touched; then one generation indexed, signed, self-verified and published as `dist`.
+fn cmd_index(a: IndexArgs) -> Result<()> {
+    let key = resolve_key(&a.repo)?;
+    let shard_trust = if a.shard_key.is_empty() {
+        default_trusted_keys()
+    } else {
+        a.shard_key.clone()
+    };
+    let mut trusted = TrustedKeys::from_armored(&key.public_key_armored()?)?;
+    if !shard_trust.is_empty() {
+        trusted.extend(TrustedKeys::load(&shard_trust)?);
+    }
+    let collected = xtask::merge::collect(&a.merge, &trusted)?;
+    let date = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => v
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| anyhow::anyhow!("SOURCE_DATE_EPOCH {v:?}: not a number of seconds"))?,
+        Err(_) => collected.newest_date.with_context(|| {
+            "no shard has an apt Release date; set SOURCE_DATE_EPOCH".to_string()
+        })?,
+    };
+    let key = key.with_signature_time(Some(date));
+    let lock = publish::lock(&a.out)?;
+    let out = std::fs::canonicalize(&a.out)?;
+    let repo = repo_options(&a.repo, &out, date)?;
+    let previous = publish::previous(&out)?;
+    let staging = publish::begin(&lock)?;
+    let built = xtask::merge::place(&collected, &staging.path().join(dist::BUILD_DIR))?;
+    publish_generation(
+        lock, staging, built, &repo, &key, &previous, &trusted, &a.out, a.json,
+    )
 }
 
 fn human(n: u64) -> String {
@@ -684,25 +786,33 @@ fn publish_dev_public_key(key: &SigningKey) {
     }
 }
 
+/// What `verify` trusts by default: keys/*.asc and keys/*.gpg of the workspace, and the local
+/// development key if one exists (with a note).
+fn default_trusted_keys() -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let keys = workspace_path("keys");
+    if let Ok(rd) = std::fs::read_dir(&keys) {
+        let mut v: Vec<PathBuf> = rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "asc" || x == "gpg"))
+            .collect();
+        v.sort();
+        files.extend(v);
+    }
+    if let Some(p) = dev_public_key_path().filter(|p| p.is_file()) {
+        eprintln!(
+            "note: also trusting the local DEVELOPMENT key {} (not for production)",
+            p.display()
+        );
+        files.push(p);
+    }
+    files
+}
+
 fn cmd_verify(a: VerifyArgs) -> Result<()> {
     let mut files = a.key.clone();
     if files.is_empty() {
-        let keys = workspace_path("keys");
-        if let Ok(rd) = std::fs::read_dir(&keys) {
-            let mut v: Vec<PathBuf> = rd
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "asc" || x == "gpg"))
-                .collect();
-            v.sort();
-            files.extend(v);
-        }
-        if let Some(p) = dev_public_key_path().filter(|p| p.is_file()) {
-            eprintln!(
-                "note: also trusting the local DEVELOPMENT key {} (not for production)",
-                p.display()
-            );
-            files.push(p);
-        }
+        files = default_trusted_keys();
         if files.is_empty() {
             bail!("no trusted key: give --key FILE (keys/ has no public key)");
         }

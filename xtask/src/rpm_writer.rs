@@ -9,13 +9,20 @@
 //! file (what rpm >= 4.19 generates), a `group()` recommends for files owned by a non-root
 //! group, `rpmlib(...)` requires and `/bin/sh` interpreter requires for each scriptlet.
 //!
-//! Streaming: file contents on disk (the binary, the license) are read by the crate in chunks
-//! while it hashes and compresses them; the compressed payload is held in memory by the crate
-//! (its API builds the package in memory before writing it), then streamed to disk.
+//! Streaming: the crate builds the header from the description with every on-disk file as an
+//! empty stub (it reads nothing large and holds a tiny payload); this module then streams the
+//! cpio payload itself (SVR4 `newc`, the header's file order and inodes) through the
+//! multi-threaded compressor into a temporary file while hashing each file (FILEDIGESTS), the
+//! uncompressed stream (PAYLOADSHA256ALT) and the compressed one (PAYLOADSHA256), puts the real
+//! sizes and digests into the header, computes the signature header (header SHA-256/SHA-1,
+//! header+payload size, RSA header signature) and writes lead, signature, header and payload.
+//! Peak memory is the compressor's own state, independent of the file sizes.
 
 use std::collections::BTreeSet;
-use std::io::BufWriter;
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::Path;
+
+use sha2::Digest;
 
 use anyhow::{anyhow, bail, Context, Result};
 use rpm::{BuildConfig, CompressionWithLevel, Dependency, FileOptions, PackageBuilder, Scriptlet};
@@ -33,9 +40,9 @@ pub const LICENSE_DIR: &str = "/usr/share/licenses";
 /// Payload compression levels: rpmbuild's usual choices, not the crate's slowest ones.
 fn compression(c: Compression) -> CompressionWithLevel {
     match c {
-        Compression::Xz => CompressionWithLevel::Xz(6),
-        Compression::Zstd => CompressionWithLevel::Zstd(19),
-        Compression::Gzip => CompressionWithLevel::Gzip(9),
+        Compression::Xz => CompressionWithLevel::Xz(PAYLOAD_LEVELS.xz),
+        Compression::Zstd => CompressionWithLevel::Zstd(PAYLOAD_LEVELS.zstd),
+        Compression::Gzip => CompressionWithLevel::Gzip(PAYLOAD_LEVELS.gzip),
         Compression::None => CompressionWithLevel::None,
     }
 }
@@ -58,6 +65,12 @@ pub fn write_rpm(pkg: &Package, t: &Templates, out_dir: &Path, c: Compression) -
 
 /// Write the package into `out_dir`, signed with `signer` when given (header signature, made
 /// at `source_date_epoch`, so a signed package is reproducible too).
+///
+/// The payload is streamed: the cpio archive goes through the (multi-threaded) compressor into
+/// a temporary file while the file digests, the uncompressed digest (PAYLOADDIGESTALT) and the
+/// compressed digest (PAYLOADDIGEST) are computed; only then are the lead, the signature header
+/// and the header written, and the payload copied after them. Memory stays bounded by the
+/// compressor's own state, whatever the size of the files.
 pub fn write_rpm_signed<S>(
     pkg: &Package,
     t: &Templates,
@@ -69,23 +82,66 @@ where
     S: rpm::signature::Signing<Signature = Vec<u8>>,
 {
     let what = || format!("rpm {} {} {}", pkg.name, pkg.version, pkg.arch);
-    let mut b = builder(pkg, t, c).with_context(what)?;
-    let built = match signer {
-        None => b.build(),
-        Some(s) => b.build_and_sign(s),
-    }
-    .map_err(|e| anyhow!("{e}"))
-    .with_context(what)?;
-
     let name = file_name(pkg);
     let path = out_dir.join(&name);
+
+    // The crate builds the header from the description with every on-disk file as an empty
+    // stub (so it reads and holds nothing large); the stubs' sizes and digests are then put in.
+    let mut b = builder(pkg, t, c).with_context(what)?;
+    let stub = b.build().map_err(|e| anyhow!("{e}")).with_context(what)?;
+
+    let payload = tempfile::tempfile_in(out_dir)
+        .with_context(|| format!("creating a temporary file in {}", out_dir.display()))?;
+    let streamed = write_payload(pkg, &stub.metadata.header, &payload, c).with_context(what)?;
+    let header = patched_header(&stub.metadata.header, &streamed).with_context(what)?;
+
+    let mut metadata = rpm::PackageMetadata {
+        lead: stub.metadata.lead,
+        signature: stub.metadata.signature,
+        header,
+    };
+    let header_bytes = metadata.header_bytes().map_err(|e| anyhow!("{e}"))?;
+    metadata.signature = rpm::SignatureHeaderBuilder::new()
+        .format(rpm::RpmFormat::V4)
+        .set_content_length(header_bytes.len() as u64 + streamed.compressed_size)
+        .calculate_digests(&header_bytes)
+        .build()
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(what)?;
+    let metadata = match signer {
+        None => metadata,
+        Some(s) => {
+            let sde = u32::try_from(pkg.source_date_epoch).expect("checked by builder");
+            let now: u32 = rpm::Timestamp::now().into();
+            let mut p = rpm::Package {
+                metadata,
+                payload: Vec::new(),
+            };
+            p.sign_with_timestamp(s, sde.min(now))
+                .map_err(|e| anyhow!("{e}"))
+                .with_context(|| format!("signing {}", what()))?;
+            p.metadata
+        }
+    };
+
     let tmp = tempfile::NamedTempFile::new_in(out_dir)
         .with_context(|| format!("creating a temporary file in {}", out_dir.display()))?;
-    let mut w = crate::digest::HashingWriter::new(BufWriter::new(tmp.as_file()));
-    built
+    let mut w = crate::digest::HashingWriter::new(BufWriter::with_capacity(1 << 20, tmp.as_file()));
+    metadata
         .write(&mut w)
         .map_err(|e| anyhow!("{e}"))
         .with_context(|| format!("writing {}", path.display()))?;
+    let mut payload = payload;
+    payload.seek(SeekFrom::Start(0))?;
+    let copied =
+        io::copy(&mut payload, &mut w).with_context(|| format!("writing {}", path.display()))?;
+    if copied != streamed.compressed_size {
+        bail!(
+            "{}: payload temporary file holds {copied} bytes, expected {}",
+            path.display(),
+            streamed.compressed_size
+        );
+    }
     let (inner, sha256, size) = w.finish();
     inner
         .into_inner()
@@ -105,6 +161,234 @@ where
         size,
         sha256,
     })
+}
+
+/// Payload compression levels: rpmbuild's usual choices (`w6.xzdio`, `w19.zstdio`,
+/// `w9.gzdio`), written into PAYLOADFLAGS by the crate.
+const PAYLOAD_LEVELS: crate::deb::Levels = crate::deb::Levels {
+    xz: 6,
+    zstd: 19,
+    gzip: 9,
+};
+
+/// What streaming the payload found out: per header file index, the size and sha256 of
+/// regular files; digests of the uncompressed and the compressed stream.
+struct Streamed {
+    files: Vec<Option<(u64, String)>>,
+    raw_sha256: String,
+    compressed_sha256: String,
+    compressed_size: u64,
+}
+
+/// Where the bytes of each packaged path come from.
+fn sources(pkg: &Package) -> std::collections::BTreeMap<String, &Content> {
+    let mut m: std::collections::BTreeMap<String, &Content> = pkg
+        .files
+        .iter()
+        .map(|f| (f.path.clone(), &f.content))
+        .collect();
+    if let Some(l) = &pkg.upstream_license {
+        m.entry(format!("{LICENSE_DIR}/{}/LICENSE", pkg.name))
+            .or_insert(l);
+    }
+    m
+}
+
+/// Writes one SVR4 `newc` cpio header (+ name, padded to 4 bytes).
+fn cpio_header(w: &mut impl Write, name: &str, f: [u32; 6], size: u32) -> io::Result<()> {
+    let [ino, mode, nlink, mtime, uid, gid] = f;
+    let namesize = name.len() + 1;
+    let mut h = format!(
+        "070701{ino:08x}{mode:08x}{uid:08x}{gid:08x}{nlink:08x}{mtime:08x}{size:08x}\
+         {:08x}{:08x}{:08x}{:08x}{namesize:08x}{:08x}",
+        0, 0, 0, 0, 0
+    )
+    .into_bytes();
+    h.extend_from_slice(name.as_bytes());
+    h.push(0);
+    while h.len() % 4 != 0 {
+        h.push(0);
+    }
+    w.write_all(&h)
+}
+
+fn pad4(w: &mut impl Write, len: u64) -> io::Result<()> {
+    let pad = (4 - (len % 4) as usize) % 4;
+    w.write_all(&[0u8; 3][..pad])
+}
+
+/// Streams the cpio payload of the files the stub header lists, in its order, into `out`.
+fn write_payload(
+    pkg: &Package,
+    header: &rpm::Header<rpm::IndexTag>,
+    out: &std::fs::File,
+    c: Compression,
+) -> Result<Streamed> {
+    use rpm::IndexTag as T;
+    let err = |e: rpm::Error| anyhow!("reading the built header: {e}");
+    let basenames = header
+        .get_entry_data_as_string_array(T::RPMTAG_BASENAMES)
+        .map_err(err)?;
+    let dirnames = header
+        .get_entry_data_as_string_array(T::RPMTAG_DIRNAMES)
+        .map_err(err)?;
+    let dirindexes = header
+        .get_entry_data_as_u32_array(T::RPMTAG_DIRINDEXES)
+        .map_err(err)?;
+    let modes = header
+        .get_entry_data_as_u16_array(T::RPMTAG_FILEMODES)
+        .map_err(err)?;
+    let inodes = header
+        .get_entry_data_as_u32_array(T::RPMTAG_FILEINODES)
+        .map_err(err)?;
+    let mtimes = header
+        .get_entry_data_as_u32_array(T::RPMTAG_FILEMTIMES)
+        .map_err(err)?;
+    let src = sources(pkg);
+
+    let file = crate::digest::HashingWriter::new(BufWriter::with_capacity(1 << 20, out));
+    let enc = crate::deb::Encoder::with_levels(file, c, crate::deb::threads(), PAYLOAD_LEVELS)?;
+    let mut raw = crate::digest::HashingWriter::new(enc);
+    let mut files = Vec::with_capacity(basenames.len());
+    let mut buf = vec![0u8; 1 << 20];
+    for (i, base) in basenames.iter().enumerate() {
+        let dir = dirindexes
+            .get(i)
+            .and_then(|&d| dirnames.get(d as usize))
+            .ok_or_else(|| anyhow!("header file {i}: no directory"))?;
+        let path = format!("{dir}{base}");
+        let mode = u32::from(modes[i]);
+        let regular = mode & 0o170000 == 0o100000;
+        let meta = [inodes[i], mode, 1, mtimes[i], 0, 0];
+        if !regular {
+            cpio_header(&mut raw, &format!(".{path}"), meta, 0)?;
+            files.push(None);
+            continue;
+        }
+        let content = src
+            .get(&path)
+            .ok_or_else(|| anyhow!("header file {path} has no content in the package"))?;
+        let (size, digest) = match content {
+            Content::Bytes(bytes) => {
+                let size =
+                    u32::try_from(bytes.len()).map_err(|_| anyhow!("{path}: larger than 4 GiB"))?;
+                cpio_header(&mut raw, &format!(".{path}"), meta, size)?;
+                raw.write_all(bytes)?;
+                (bytes.len() as u64, crate::digest::sha256_hex(bytes))
+            }
+            Content::File(p) => {
+                let mut f = std::fs::File::open(p)
+                    .with_context(|| format!("reading {} for {path}", p.display()))?;
+                let len = f.metadata()?.len();
+                let size = u32::try_from(len).map_err(|_| {
+                    anyhow!(
+                        "{} ({path}): {len} bytes; rpm v4 file sizes are 32-bit",
+                        p.display()
+                    )
+                })?;
+                cpio_header(&mut raw, &format!(".{path}"), meta, size)?;
+                let mut h = sha2::Sha256::new();
+                let mut n = 0u64;
+                loop {
+                    let k = f
+                        .read(&mut buf)
+                        .with_context(|| format!("reading {}", p.display()))?;
+                    if k == 0 {
+                        break;
+                    }
+                    n += k as u64;
+                    if n > len {
+                        break;
+                    }
+                    h.update(&buf[..k]);
+                    raw.write_all(&buf[..k])?;
+                }
+                if n != len {
+                    bail!(
+                        "{} ({path}) changed while it was packaged: {len} bytes, then {n}",
+                        p.display()
+                    );
+                }
+                (len, hex::encode(h.finalize()))
+            }
+        };
+        pad4(&mut raw, size)?;
+        files.push(Some((size, digest)));
+    }
+    cpio_header(&mut raw, "TRAILER!!!", [0, 0, 1, 0, 0, 0], 0)?;
+    let (enc, raw_sha256, _) = raw.finish();
+    let file = enc.finish().context("finishing the payload compression")?;
+    let (bw, compressed_sha256, compressed_size) = file.finish();
+    bw.into_inner()
+        .map_err(|e| anyhow!("writing the payload: {}", e.error()))?;
+    Ok(Streamed {
+        files,
+        raw_sha256,
+        compressed_sha256,
+        compressed_size,
+    })
+}
+
+/// The stub header with the real file sizes and digests, installed size and payload digests.
+fn patched_header(
+    stub: &rpm::Header<rpm::IndexTag>,
+    s: &Streamed,
+) -> Result<rpm::Header<rpm::IndexTag>> {
+    use rpm::{IndexData, IndexTag as T};
+    let mut entries = stub
+        .get_all_entries()
+        .map_err(|e| anyhow!("reading the built header: {e}"))?;
+    let total: u64 = s.files.iter().flatten().map(|(n, _)| n).sum();
+    let total = u32::try_from(total)
+        .map_err(|_| anyhow!("{total} bytes of files: rpm v4 sizes are 32-bit"))?;
+    let mut seen = BTreeSet::new();
+    for (tag, data) in entries.iter_mut() {
+        let t = *tag;
+        match data {
+            IndexData::Int32(v) if t == T::RPMTAG_FILESIZES as u32 => {
+                for (x, f) in v.iter_mut().zip(&s.files) {
+                    if let Some((n, _)) = f {
+                        *x = u32::try_from(*n).expect("checked while streaming");
+                    }
+                }
+            }
+            IndexData::Int32(v) if t == T::RPMTAG_SIZE as u32 => *v = vec![total],
+            IndexData::StringArray(v) if t == T::RPMTAG_FILEDIGESTS as u32 => {
+                for (x, f) in v.iter_mut().zip(&s.files) {
+                    if let Some((_, d)) = f {
+                        x.clone_from(d);
+                    }
+                }
+            }
+            IndexData::StringArray(v) if t == T::RPMTAG_PAYLOADSHA256 as u32 => {
+                *v = vec![s.compressed_sha256.clone()]
+            }
+            IndexData::StringArray(v) if t == T::RPMTAG_PAYLOADSHA256ALT as u32 => {
+                *v = vec![s.raw_sha256.clone()]
+            }
+            _ => continue,
+        }
+        seen.insert(t);
+    }
+    for t in [
+        T::RPMTAG_FILESIZES,
+        T::RPMTAG_SIZE,
+        T::RPMTAG_FILEDIGESTS,
+        T::RPMTAG_PAYLOADSHA256,
+        T::RPMTAG_PAYLOADSHA256ALT,
+    ] {
+        if !seen.contains(&(t as u32)) {
+            bail!("the built header has no {t:?} of the expected type");
+        }
+    }
+    let region = T::RPMTAG_HEADERIMMUTABLE as u32;
+    Ok(rpm::Header::from_entries(
+        entries
+            .into_iter()
+            .filter(|(t, _)| *t != region)
+            .map(|(t, d)| rpm::HeaderEntry::new(t, d)),
+        T::RPMTAG_HEADERIMMUTABLE,
+    ))
 }
 
 /// A value that lands in a one-line header tag or a dependency.
@@ -201,7 +485,9 @@ fn builder(pkg: &Package, t: &Templates, c: Compression) -> Result<PackageBuilde
                 }
             }
         }
-        add_content(&mut b, &f.content, o)
+        // The crate reads sysusers.d files for its user()/group() provides: never a stub.
+        let stub = !f.path.starts_with("/usr/lib/sysusers.d/");
+        add_content(&mut b, &f.content, o, stub)
             .with_context(|| format!("adding {} to the package", f.path))?;
     }
     if let Some(l) = &pkg.upstream_license {
@@ -214,7 +500,8 @@ fn builder(pkg: &Package, t: &Templates, c: Compression) -> Result<PackageBuilde
                 .group("root")
                 .modified_at(sde.into())
                 .license();
-            add_content(&mut b, l, o).with_context(|| format!("adding {path} to the package"))?;
+            add_content(&mut b, l, o, true)
+                .with_context(|| format!("adding {path} to the package"))?;
             dirs.insert(dir);
         }
     }
@@ -276,9 +563,17 @@ fn builder(pkg: &Package, t: &Templates, c: Compression) -> Result<PackageBuilde
 /// What %pre runs (by path: shadow-utils on Fedora/EL, shadow on SUSE; getent is glibc's).
 pub const PRE_TOOLS: &[&str] = &["/usr/bin/getent", "/usr/sbin/groupadd", "/usr/sbin/useradd"];
 
-fn add_content(b: &mut PackageBuilder, c: &Content, o: rpm::FileOptionsBuilder) -> Result<()> {
+/// With `stub`, a file on disk is added empty (its size and digest are filled in after the
+/// payload is streamed), so the crate never reads it.
+fn add_content(
+    b: &mut PackageBuilder,
+    c: &Content,
+    o: rpm::FileOptionsBuilder,
+    stub: bool,
+) -> Result<()> {
     match c {
         Content::Bytes(bytes) => b.with_file_contents(bytes.clone(), o),
+        Content::File(_) if stub => b.with_file_contents(Vec::new(), o),
         Content::File(p) => b.with_file(p, o),
     }
     .map(|_| ())

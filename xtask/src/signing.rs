@@ -433,7 +433,58 @@ impl SigningKey {
         signing
             .verify_with_public(&sig, &probe[..])
             .map_err(|e| unusable(format!("a test signature does not verify: {e}")))?;
-        Ok(signing)
+        Ok(signing.into_unlocked())
+    }
+
+    /// Unlock the secret key material once: a passphrase-protected key would otherwise be
+    /// unlocked again (gpg's iterated S2K, about half a second) for every signature. The
+    /// packets then hold plain secret parameters (pgp zeroizes them on drop), the passphrase is
+    /// dropped (zeroized), and the armored text the rpm signer parses is re-exported from the
+    /// unlocked key into a zeroizing buffer. A packet that does not unlock with the passphrase
+    /// (e.g. the stub primary of `gpg --export-secret-subkeys`) stays as it is; if the signing
+    /// packet does not unlock or the export fails, the key is kept locked, as before.
+    fn into_unlocked(self) -> SigningKey {
+        let Some(pass) = &self.passphrase else {
+            return self;
+        };
+        let pw = Password::Static(Zeroizing::new(pass.as_bytes().to_vec()));
+        let mut k = self.clone();
+        let _ = k.key.primary_key.remove_password(&pw);
+        for sk in &mut k.key.secret_subkeys {
+            let _ = sk.key.remove_password(&pw);
+        }
+        let plain = match k.which {
+            Which::Primary => matches!(k.key.primary_key.secret_params(), SecretParams::Plain(_)),
+            Which::Subkey(i) => matches!(
+                k.key.secret_subkeys[i].key.secret_params(),
+                SecretParams::Plain(_)
+            ),
+        };
+        let Ok(armored) = k.key.to_armored_string(ArmorOptions::default()) else {
+            return self;
+        };
+        k.armored = Zeroizing::new(armored);
+        k.passphrase = None;
+        // The unlocked key must still sign and verify, and the rpm signer must parse it.
+        let probe = b"observability-stack signing key check (unlocked)";
+        let works = plain
+            && k.sign_binary(&probe[..])
+                .is_ok_and(|sig| k.verify_with_public(&sig, &probe[..]).is_ok())
+            && k.rpm_signer().is_ok();
+        if works {
+            k
+        } else {
+            self
+        }
+    }
+
+    /// Whether the signing packet's secret material is held unlocked (see `into_unlocked`).
+    pub fn is_unlocked(&self) -> bool {
+        let p = match self.which {
+            Which::Primary => self.key.primary_key.secret_params(),
+            Which::Subkey(i) => self.key.secret_subkeys[i].key.secret_params(),
+        };
+        matches!(p, SecretParams::Plain(_))
     }
 
     /// The development key in `dir`: generated (RSA-4096 v4, SHA-256 self-signatures, no

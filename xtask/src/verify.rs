@@ -54,6 +54,12 @@ impl TrustedKeys {
         Ok(TrustedKeys { keys, armored })
     }
 
+    /// Trust `other`'s keys too.
+    pub fn extend(&mut self, other: TrustedKeys) {
+        self.keys.extend(other.keys);
+        self.armored.extend(other.armored);
+    }
+
     pub fn fingerprints(&self) -> Vec<String> {
         self.keys
             .iter()
