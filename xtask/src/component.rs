@@ -82,6 +82,17 @@ struct Raw {
     config: Vec<RawConfig>,
     #[serde(default)]
     firewall: RawFirewall,
+    #[serde(default)]
+    smoke: Option<RawSmoke>,
+}
+
+/// What a live test checks on the running service (`[smoke]`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSmoke {
+    metric: S,
+    #[serde(default)]
+    credentials: BTreeMap<Spanned<String>, S>,
 }
 
 #[derive(Deserialize, Default)]
@@ -192,6 +203,8 @@ pub struct Component {
     pub service: Service,
     pub config: Vec<ConfigFile>,
     pub firewall: Firewall,
+    /// What a live test checks on the running service.
+    pub smoke: Option<Smoke>,
     /// The file it was loaded from.
     #[serde(skip)]
     pub file: PathBuf,
@@ -259,6 +272,26 @@ pub struct Firewall {
 pub struct Port {
     pub port: u16,
     pub proto: String,
+}
+
+/// `[smoke]`: a metric the running exporter must serve, and valid content for each credential
+/// file that a live test writes before it starts the service.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Smoke {
+    pub metric: String,
+    /// credential file path → content (without the placeholder marker).
+    pub credentials: BTreeMap<String, String>,
+}
+
+/// A Prometheus metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+fn valid_metric_name(v: &str) -> Result<(), String> {
+    let ok = v.chars().enumerate().all(|(i, c)| {
+        c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit())
+    });
+    if v.is_empty() || !ok {
+        return Err("a Prometheus metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)".into());
+    }
+    Ok(())
 }
 
 /// The marker a credential placeholder must contain; the unit refuses to start while it is there.
@@ -1274,6 +1307,39 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
         }
     }
 
+    // smoke
+    let smoke = raw.smoke.as_ref().map(|sm| {
+        let metric = cx.check(&sm.metric, "smoke.metric", valid_metric_name);
+        let mut credentials = BTreeMap::new();
+        for (k, v) in &sm.credentials {
+            let field = format!("smoke.credentials.{}", k.get_ref());
+            if !config.iter().any(|f: &ConfigFile| f.credential && f.path == *k.get_ref()) {
+                cx.err(
+                    k.span(),
+                    &field,
+                    k.get_ref(),
+                    "not a credential file of this component ([[config]] with credential = true)",
+                );
+            }
+            let text = cx.check(v, &field, |t| {
+                if let Some(ch) = bad_char(t, &['\n', '\t']) {
+                    return Err(format!("contains the control character U+{:04X}", ch as u32));
+                }
+                if t.contains(PLACEHOLDER_MARKER) {
+                    return Err(format!(
+                        "test credentials must not contain {PLACEHOLDER_MARKER} (the unit would not start)"
+                    ));
+                }
+                Ok(())
+            });
+            credentials.insert(k.get_ref().clone(), text);
+        }
+        Smoke {
+            metric,
+            credentials,
+        }
+    });
+
     if !cx.errors.is_empty() {
         return None;
     }
@@ -1317,6 +1383,7 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
         },
         config,
         firewall: Firewall { ports },
+        smoke,
         file: cx.file.to_path_buf(),
         file_sha256,
     })
