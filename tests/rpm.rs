@@ -51,6 +51,7 @@ fn staged(dir: &Path) -> Staged {
         binary: ex(&bin),
         license: Some(ex(&lic)),
         elf: xtask::elf::inspect(&bin, Arch::Amd64).unwrap(),
+        configs: vec![],
     }
 }
 
