@@ -1342,16 +1342,16 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
     let mut read_write_paths = Vec::new();
     for p in &s.read_write_paths {
         let x = cx.check(p, "service.read_write_paths", |x| {
-            valid_abs_path(x)?;
             for sys in ["/etc", "/usr", "/boot"] {
                 if x == "/" || x == sys || x.starts_with(&format!("{sys}/")) {
                     return Err(format!(
-                        "makes {sys} writable: configuration and programs stay read-only \
-                         (state belongs in state_directory)"
+                        "makes {} writable: configuration and programs stay read-only \
+                         (state belongs in state_directory)",
+                        if x == "/" { "/" } else { sys }
                     ));
                 }
             }
-            Ok(())
+            valid_abs_path(x)
         });
         need_reason(cx, "read_write_paths", p.span(), &x);
         read_write_paths.push(x);
@@ -1607,7 +1607,17 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
         let mut credentials = BTreeMap::new();
         for (k, v) in &sm.credentials {
             let field = format!("smoke.credentials.{}", k.get_ref());
-            if !config.iter().any(|f: &ConfigFile| f.credential && f.path == *k.get_ref()) {
+            // Judged on the file as written, so that a bad config path is reported once.
+            let declared = raw.config.iter().any(|c| {
+                c.path.get_ref() == k.get_ref()
+                    && c.credential.as_ref().is_some_and(|b| *b.get_ref())
+            });
+            // A config path that is itself refused is reported once, there.
+            let paths_refused = cx
+                .errors
+                .iter()
+                .any(|e| e.field.starts_with("config[") && e.field.ends_with("].path"));
+            if !declared && !paths_refused {
                 cx.err(
                     k.span(),
                     &field,
