@@ -45,7 +45,7 @@ fn web_config_is_shipped_disabled_and_switched_on_by_one_line() {
                         "{path}:\n{}",
                         f.text
                     );
-                    assert!(f.text.contains(&format!("#WEB_ARGS=\"{flag}={path}\"")));
+                    assert!(f.text.contains(&format!("WEB_ARGS=\"{flag}={path}\"")));
                     assert!(f.text.contains(&env_path), "{path} names the env file");
                     // Off by default: the unit passes $WEB_ARGS, empty unless the env file sets it.
                     assert!(exec.ends_with(" $WEB_ARGS"), "{exec}");
