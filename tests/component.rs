@@ -390,7 +390,7 @@ fn bad_listen_addresses_and_ports() {
             message: msg,
         });
     }
-    for v in ["[::1]:9100", "localhost:9100", "0.0.0.0:65535"] {
+    for v in ["[::1]:9100", "localhost:9100", "127.0.0.1:65535"] {
         let text = edit(
             repo_component("node_exporter"),
             &[("listen = \"127.0.0.1:9100\"", &format!("listen = \"{v}\""))],
@@ -553,6 +553,11 @@ fn credential_files() {
             ("credential = true\n", ""),
             ("mode = \"0640\"", "mode = \"0644\""),
             ("# OBSERVABILITY-STACK-PLACEHOLDER\n", ""),
+            // (and so it has no test credentials)
+            (
+                "[smoke.credentials]\n\"/etc/mysqld_exporter/my.cnf\" = ",
+                "# ",
+            ),
         ],
     );
     component::parse_str(Path::new("mysqld_exporter.toml"), &text, String::new()).unwrap();
@@ -937,4 +942,284 @@ fn component_names_that_break_nftables_or_ufw() {
             message: msg,
         });
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hardening lints (`cargo xtask check`): each refused with file:line:col, field and value.
+
+#[test]
+fn lint_listen_on_every_interface() {
+    for v in ["0.0.0.0:9100", "[::]:9100"] {
+        let new = format!("listen = \"{v}\"");
+        refused(&Case {
+            base: "node_exporter",
+            stem: None,
+            edits: &[("listen = \"127.0.0.1:9100\"", &new)],
+            at: &format!("\"{v}\""),
+            field: "service.listen",
+            value: Some(v),
+            message: "listens on every interface",
+        });
+    }
+}
+
+#[test]
+fn lint_listen_flag_or_wildcard_address_in_args() {
+    refused(&Case {
+        base: "node_exporter",
+        stem: None,
+        edits: &[(
+            "args = []",
+            "args = [\"--web.listen-address=127.0.0.1:9999\"]",
+        )],
+        at: "\"--web.listen-address=127.0.0.1:9999\"",
+        field: "service.args",
+        value: Some("--web.listen-address=127.0.0.1:9999"),
+        message: "sets the listen address: that is `service.listen`",
+    });
+    // promtail's port flag is a listen flag too
+    refused(&Case {
+        base: "promtail",
+        stem: None,
+        edits: &[(
+            "args = [\"--server.grpc",
+            "args = [\"--server.http-listen-port=80\", \"--server.grpc",
+        )],
+        at: "\"--server.http-listen-port=80\"",
+        field: "service.args",
+        value: Some("--server.http-listen-port=80"),
+        message: "sets the listen address",
+    });
+    for v in [
+        "--cluster.listen-address=0.0.0.0:9094",
+        "--x=[::]:1",
+        "--x=:9094",
+    ] {
+        let new = format!("args = [\"--storage.path=/var/lib/alertmanager\", \"{v}\"]");
+        refused(&Case {
+            base: "alertmanager",
+            stem: None,
+            edits: &[(
+                "args = [\"--storage.path=/var/lib/alertmanager\", \"--cluster.listen-address=\"]",
+                &new,
+            )],
+            at: &format!("\"{v}\""),
+            field: "service.args",
+            value: Some(v),
+            message: "binds every interface",
+        });
+    }
+}
+
+#[test]
+fn lint_memory_max_bounded() {
+    for (v, msg) in [
+        ("0", "below 16M"),
+        ("0M", "below 16M"),
+        ("1K", "below 16M"),
+        ("65G", "above 64G"),
+        ("infinity", "must be a size"),
+    ] {
+        let new = format!("args = []\nmemory_max = \"{v}\"");
+        refused(&Case {
+            base: "node_exporter",
+            stem: None,
+            edits: &[("args = []", &new)],
+            at: &format!("\"{v}\""),
+            field: "service.memory_max",
+            value: Some(v),
+            message: msg,
+        });
+    }
+}
+
+#[test]
+fn lint_read_write_paths_over_system_directories() {
+    for v in ["/", "/etc", "/etc/node_exporter", "/usr/local", "/boot"] {
+        let new = format!("args = []\nread_write_paths = [\"{v}\"]");
+        refused(&Case {
+            base: "node_exporter",
+            stem: None,
+            edits: &[
+                ("args = []", &new),
+                (
+                    "[service.reason]\n",
+                    "[service.reason]\nread_write_paths = \"the test wants it writable\"\n",
+                ),
+            ],
+            at: &format!("\"{v}\"]"),
+            field: "service.read_write_paths",
+            value: Some(v),
+            message: "writable: configuration and programs stay read-only",
+        });
+    }
+}
+
+#[test]
+fn lint_forbidden_capabilities_even_with_a_reason() {
+    for v in [
+        "CAP_SYS_ADMIN",
+        "CAP_DAC_OVERRIDE",
+        "CAP_SYS_PTRACE",
+        "CAP_SETUID",
+    ] {
+        let new = format!("capabilities = [\"{v}\"]");
+        refused(&Case {
+            base: "blackbox_exporter",
+            stem: None,
+            edits: &[("capabilities = [\"CAP_NET_RAW\"]", &new)],
+            at: &format!("\"{v}\""),
+            field: "service.capabilities",
+            value: Some(v),
+            message: "refused even with a reason",
+        });
+    }
+    // and a capability without a reason
+    refused(&Case {
+        base: "blackbox_exporter",
+        stem: None,
+        edits: &[(
+            "capabilities = \"ICMP probes",
+            "#capabilities = \"ICMP probes",
+        )],
+        at: "\"CAP_NET_RAW\"",
+        field: "service.capabilities",
+        value: Some("CAP_NET_RAW"),
+        message: "add service.reason.capabilities",
+    });
+}
+
+#[test]
+fn lint_conflicts_with_itself_or_an_essential_package() {
+    for (fmt, old, v, msg) in [
+        (
+            "deb",
+            "deb = [\"prometheus-node-exporter\"]",
+            "node-exporter",
+            "names the package itself",
+        ),
+        (
+            "deb",
+            "deb = [\"prometheus-node-exporter\"]",
+            "systemd",
+            "essential system package",
+        ),
+        (
+            "deb",
+            "deb = [\"prometheus-node-exporter\"]",
+            "libc6",
+            "essential system package",
+        ),
+        (
+            "rpm",
+            "rpm = [\"golang-github-prometheus-node-exporter\"]",
+            "node_exporter",
+            "names the package itself",
+        ),
+        (
+            "rpm",
+            "rpm = [\"golang-github-prometheus-node-exporter\"]",
+            "glibc",
+            "essential system package",
+        ),
+    ] {
+        let new = format!("{fmt} = [\"{v}\"]");
+        refused(&Case {
+            base: "node_exporter",
+            stem: None,
+            edits: &[(old, &new)],
+            at: &format!("\"{v}\"]"),
+            field: &format!("conflicts.{fmt}"),
+            value: Some(v),
+            message: msg,
+        });
+    }
+}
+
+#[test]
+fn lint_smoke_metric_required_and_valid() {
+    refused(&Case {
+        base: "node_exporter",
+        stem: None,
+        edits: &[("[smoke]\nmetric = \"node_cpu_seconds_total\"\n", "")],
+        at: "\"node_exporter\"",
+        field: "smoke.metric",
+        value: None,
+        message: "missing: add [smoke] metric",
+    });
+    refused(&Case {
+        base: "node_exporter",
+        stem: None,
+        edits: &[(
+            "metric = \"node_cpu_seconds_total\"",
+            "metric = \"node-cpu\"",
+        )],
+        at: "\"node-cpu\"",
+        field: "smoke.metric",
+        value: Some("node-cpu"),
+        message: "a Prometheus metric name",
+    });
+    // test credentials are for credential files only, and are real (no placeholder)
+    refused(&Case {
+        base: "mysqld_exporter",
+        stem: None,
+        edits: &[(
+            "\"/etc/mysqld_exporter/my.cnf\" = \"[client]",
+            "\"/etc/mysqld_exporter/other.cnf\" = \"[client]",
+        )],
+        at: "\"/etc/mysqld_exporter/other.cnf\"",
+        field: "smoke.credentials./etc/mysqld_exporter/other.cnf",
+        value: Some("/etc/mysqld_exporter/other.cnf"),
+        message: "not a credential file of this component",
+    });
+}
+
+#[test]
+fn config_from_an_archive_member_or_content() {
+    refused(&Case {
+        base: "snmp_exporter",
+        stem: None,
+        edits: &[(
+            "source = \"snmp_exporter-{version}.linux-{arch}/snmp.yml\"",
+            "source = \"../snmp.yml\"",
+        )],
+        at: "\"../snmp.yml\"",
+        field: "config[0].source",
+        value: Some("../snmp.yml"),
+        message: "must be a relative path without",
+    });
+    refused(&Case {
+        base: "snmp_exporter",
+        stem: None,
+        edits: &[(
+            "source = \"snmp_exporter-{version}.linux-{arch}/snmp.yml\"\n",
+            "source = \"snmp_exporter-{version}.linux-{arch}/snmp.yml\"\ncontent = \"x\"\n",
+        )],
+        at: "\"snmp_exporter-{version}.linux-{arch}/snmp.yml\"",
+        field: "config[0].source",
+        value: Some("snmp_exporter-{version}.linux-{arch}/snmp.yml"),
+        message: "either content or source",
+    });
+    refused(&Case {
+        base: "snmp_exporter",
+        stem: None,
+        edits: &[(
+            "source = \"snmp_exporter-{version}.linux-{arch}/snmp.yml\"\n",
+            "",
+        )],
+        at: "\"/etc/snmp_exporter/snmp.yml\"",
+        field: "config[0].content",
+        value: None,
+        message: "missing: give content",
+    });
+    // An env file is read by systemd, not passed by a flag.
+    refused(&Case {
+        base: "postgres_exporter",
+        stem: None,
+        edits: &[("env = true\n", "env = true\nflag = \"--config.file\"\n")],
+        at: "\"--config.file\"",
+        field: "config[0].flag",
+        value: Some("--config.file"),
+        message: "EnvironmentFile=",
+    });
 }

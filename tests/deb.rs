@@ -477,10 +477,22 @@ fn maintainer_scripts_parse_and_do_what_dh_would() {
                 "{postrm}"
             );
         } else {
-            assert!(!post.contains("dpkg-statoverride"), "{post}");
+            // node_exporter's only file owned by its group is the (disabled) web config.
+            let wc = "'/etc/node_exporter/web-config.yml'";
             assert!(
-                !postrm.contains("rm -rf"),
-                "node_exporter has nothing to purge: {postrm}"
+                post.contains(&format!(
+                    "dpkg-statoverride --update --add 'root' 'node_exporter' '0640' {wc}\n"
+                )),
+                "{post}"
+            );
+            assert_eq!(
+                post.matches("dpkg-statoverride --update --add").count(),
+                1,
+                "{post}"
+            );
+            assert!(
+                postrm.contains("rm -rf \"${DPKG_ROOT:-}\"'/etc/node_exporter'\n"),
+                "{postrm}"
             );
         }
     }
@@ -828,10 +840,26 @@ fn purge_removes_credentials_and_the_stat_override() {
     std::fs::write(&db, "root root 0600 /etc/mysqld_exporter/my.cnf\n").unwrap();
     for _ in 0..2 {
         run_script(&ctrl, &root, "postinst", &["configure", ""]);
+        // (the web config's override is added too where this machine knows the group)
+        let text = std::fs::read_to_string(&db).unwrap();
+        // (dpkg-statoverride rewrites the database when it adds one: compare the fields,
+        // the mode as a number)
+        let cnf: Vec<(String, String, u32)> = text
+            .lines()
+            .filter(|l| l.ends_with(" /etc/mysqld_exporter/my.cnf"))
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (
+                    f[0].into(),
+                    f[1].into(),
+                    u32::from_str_radix(f[2], 8).unwrap(),
+                )
+            })
+            .collect();
         assert_eq!(
-            std::fs::read_to_string(&db).unwrap(),
-            "root root 0600 /etc/mysqld_exporter/my.cnf\n",
-            "postinst replaced an existing override"
+            cnf,
+            [("root".to_string(), "root".to_string(), 0o600)],
+            "postinst replaced an existing override:\n{text}"
         );
     }
     assert!(std::fs::read_to_string(root.join("etc/group"))

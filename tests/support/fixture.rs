@@ -35,7 +35,31 @@ pub fn staged(name: &str, work: &Path) -> Staged {
             sha256: lsha,
         }),
         elf: xtask::elf::inspect(&bin, Arch::Amd64).unwrap(),
+        configs: vec![],
     }
+}
+
+/// `staged` plus a small stand-in file for each archive member the component installs as
+/// configuration (`[[config]] source`).
+pub fn staged_for(c: &xtask::component::Component, work: &Path) -> Staged {
+    let mut s = staged(&c.name, work);
+    for f in c.config.iter().filter(|f| f.source.is_some()) {
+        let base = f.path.rsplit('/').next().unwrap();
+        let p = work.join(format!("member-{base}"));
+        std::fs::write(&p, format!("# stand-in for the archive's {base}\n")).unwrap();
+        let (sha256, size) = xtask::digest::sha256_file(&p).unwrap();
+        s.configs.push((
+            f.path.clone(),
+            Extracted {
+                member: f.source.clone().unwrap(),
+                path: p,
+                mode: 0o644,
+                size,
+                sha256,
+            },
+        ));
+    }
+    s
 }
 
 /// The amd64 package of the workspace's `components/<name>.toml` for `layout`.
@@ -44,7 +68,7 @@ pub fn package(name: &str, work: &Path, layout: &Layout, sde: u64) -> Package {
         &crate::cmd::workspace().join(format!("components/{name}.toml")),
     )
     .unwrap_or_else(|e| panic!("{name}: {e}"));
-    let staged = staged(name, work);
+    let staged = staged_for(&c, work);
     let t = Templates::load(None).unwrap();
     let rendered = render_component(&t, &c, layout).unwrap();
     let opts = BuildOptions {

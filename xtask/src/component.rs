@@ -82,6 +82,17 @@ struct Raw {
     config: Vec<RawConfig>,
     #[serde(default)]
     firewall: RawFirewall,
+    #[serde(default)]
+    smoke: Option<RawSmoke>,
+}
+
+/// What a live test checks on the running service (`[smoke]`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSmoke {
+    metric: S,
+    #[serde(default)]
+    credentials: BTreeMap<Spanned<String>, S>,
 }
 
 #[derive(Deserialize, Default)]
@@ -130,6 +141,12 @@ struct RawService {
     #[serde(default)]
     listen_flag: Option<S>,
     #[serde(default)]
+    listen_port_flag: Option<S>,
+    #[serde(default)]
+    subcommand: Option<S>,
+    #[serde(default)]
+    web_config_flag: Option<S>,
+    #[serde(default)]
     args: Vec<S>,
     #[serde(default)]
     protect_home: Option<S>,
@@ -165,11 +182,16 @@ struct RawConfig {
     owner: Option<S>,
     #[serde(default)]
     group: Option<S>,
-    content: S,
+    #[serde(default)]
+    content: Option<S>,
+    #[serde(default)]
+    source: Option<S>,
     #[serde(default)]
     credential: Option<Spanned<bool>>,
     #[serde(default)]
     flag: Option<S>,
+    #[serde(default)]
+    env: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -204,6 +226,8 @@ pub struct Component {
     pub service: Service,
     pub config: Vec<ConfigFile>,
     pub firewall: Firewall,
+    /// What a live test checks on the running service.
+    pub smoke: Option<Smoke>,
     /// The file it was loaded from.
     #[serde(skip)]
     pub file: PathBuf,
@@ -265,6 +289,14 @@ pub struct Service {
     pub group: String,
     pub listen: String,
     pub listen_flag: String,
+    /// When set, `listen_flag` takes the host and this flag the port (promtail's
+    /// `--server.http-listen-address`/`--server.http-listen-port`).
+    pub listen_port_flag: Option<String>,
+    /// A subcommand written right after the binary (`alloy run`, `php-fpm_exporter server`).
+    pub subcommand: Option<String>,
+    /// The exporter-toolkit flag that reads the optional TLS/basic-auth web config
+    /// (`--web.config.file`); None when the exporter has no such flag.
+    pub web_config_flag: Option<String>,
     pub args: Vec<String>,
     pub protect_home: String,
     pub protect_proc: String,
@@ -286,7 +318,13 @@ pub struct ConfigFile {
     pub mode: u32,
     pub owner: String,
     pub group: String,
+    /// The shipped text (empty when `source` names an archive member instead).
     pub content: String,
+    /// Archive member (template) installed as this file instead of `content`
+    /// (snmp_exporter's own snmp.yml).
+    pub source: Option<String>,
+    /// The unit reads this file as an EnvironmentFile= (postgres_exporter's DSN).
+    pub env: bool,
     /// A credential file: shipped with a placeholder; the service does not start while the
     /// placeholder marker is in it.
     pub credential: bool,
@@ -303,6 +341,26 @@ pub struct Firewall {
 pub struct Port {
     pub port: u16,
     pub proto: String,
+}
+
+/// `[smoke]`: a metric the running exporter must serve, and valid content for each credential
+/// file that a live test writes before it starts the service.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Smoke {
+    pub metric: String,
+    /// credential file path → content (without the placeholder marker).
+    pub credentials: BTreeMap<String, String>,
+}
+
+/// A Prometheus metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+fn valid_metric_name(v: &str) -> Result<(), String> {
+    let ok = v.chars().enumerate().all(|(i, c)| {
+        c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit())
+    });
+    if v.is_empty() || !ok {
+        return Err("a Prometheus metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)".into());
+    }
+    Ok(())
 }
 
 /// The marker a credential placeholder must contain; the unit refuses to start while it is there.
@@ -347,7 +405,19 @@ impl Component {
     pub fn unit_name(&self) -> String {
         format!("{}.service", self.name)
     }
+
+    /// The optional exporter-toolkit web config file (TLS, basic auth), shipped disabled, when
+    /// the exporter has a web config flag.
+    pub fn web_config_path(&self) -> Option<String> {
+        self.service
+            .web_config_flag
+            .as_ref()
+            .map(|_| format!("/etc/{}/{WEB_CONFIG_FILE}", self.name))
+    }
 }
+
+/// File name of the optional web config in the component's own /etc directory.
+pub const WEB_CONFIG_FILE: &str = "web-config.yml";
 
 // ---------------------------------------------------------------------------------------------
 // Loading
@@ -977,16 +1047,113 @@ fn valid_mode(v: &str) -> Result<u32, String> {
     Ok(m)
 }
 
+/// Capabilities a component may ask for, each with a reason.
 const KNOWN_CAPS: &[&str] = &[
     "CAP_NET_RAW",
     "CAP_NET_BIND_SERVICE",
     "CAP_NET_ADMIN",
     "CAP_DAC_READ_SEARCH",
-    "CAP_SYS_PTRACE",
-    "CAP_SYS_ADMIN",
-    "CAP_SYS_RAWIO",
     "CAP_SYSLOG",
 ];
+
+/// Capabilities that amount to root (or bypass file permissions, or other processes'
+/// isolation): refused whatever the reason.
+const FORBIDDEN_CAPS: &[&str] = &[
+    "CAP_SYS_ADMIN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_CHROOT",
+    "CAP_SETUID",
+    "CAP_SETGID",
+    "CAP_SETPCAP",
+    "CAP_SETFCAP",
+    "CAP_CHOWN",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_MAC_ADMIN",
+    "CAP_MAC_OVERRIDE",
+    "CAP_BPF",
+    "CAP_PERFMON",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_KILL",
+];
+
+/// Debian packages that are Essential or that boot, log in and install everything: a
+/// Conflicts on one would remove the system (or the package manager) to install an exporter.
+const ESSENTIAL_DEB: &[&str] = &[
+    "adduser",
+    "apt",
+    "base-files",
+    "base-passwd",
+    "bash",
+    "bsdutils",
+    "coreutils",
+    "dash",
+    "debconf",
+    "debianutils",
+    "diffutils",
+    "dpkg",
+    "e2fsprogs",
+    "findutils",
+    "gpgv",
+    "grep",
+    "gzip",
+    "hostname",
+    "init",
+    "init-system-helpers",
+    "libc-bin",
+    "libc6",
+    "login",
+    "mawk",
+    "mount",
+    "ncurses-base",
+    "ncurses-bin",
+    "passwd",
+    "perl-base",
+    "sed",
+    "systemd",
+    "systemd-sysv",
+    "sysvinit-utils",
+    "tar",
+    "tzdata",
+    "util-linux",
+    "zlib1g",
+];
+
+/// The RPM counterpart of [`ESSENTIAL_DEB`].
+const ESSENTIAL_RPM: &[&str] = &[
+    "basesystem",
+    "bash",
+    "coreutils",
+    "dnf",
+    "filesystem",
+    "glibc",
+    "grep",
+    "gzip",
+    "rpm",
+    "sed",
+    "setup",
+    "shadow-utils",
+    "systemd",
+    "tar",
+    "util-linux",
+    "yum",
+];
+
+fn not_self_or_essential(v: &str, own: &str, essential: &[&str]) -> Result<(), String> {
+    if v == own {
+        return Err("names the package itself".into());
+    }
+    if essential.contains(&v) {
+        return Err(format!(
+            "{v} is an essential system package: conflicting with it would remove the system"
+        ));
+    }
+    Ok(())
+}
 
 const KNOWN_FAMILIES: &[&str] = &["AF_NETLINK", "AF_PACKET", "AF_UNIX", "AF_INET", "AF_INET6"];
 
@@ -1059,13 +1226,23 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
         .conflicts
         .deb
         .iter()
-        .map(|s| cx.check(s, "conflicts.deb", valid_deb_name))
+        .map(|s| {
+            cx.check(s, "conflicts.deb", |v| {
+                valid_deb_name(v)?;
+                not_self_or_essential(v, &deb_name, ESSENTIAL_DEB)
+            })
+        })
         .collect();
     let conflicts_rpm = raw
         .conflicts
         .rpm
         .iter()
-        .map(|s| cx.check(s, "conflicts.rpm", valid_rpm_name))
+        .map(|s| {
+            cx.check(s, "conflicts.rpm", |v| {
+                valid_rpm_name(v)?;
+                not_self_or_essential(v, &name, ESSENTIAL_RPM)
+            })
+        })
         .collect();
 
     // source
@@ -1139,11 +1316,71 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
         .as_ref()
         .map(|f| cx.check(f, "service.listen_flag", valid_flag))
         .unwrap_or_else(|| "--web.listen-address".into());
-    let args: Vec<String> = s
-        .args
-        .iter()
-        .map(|a| cx.check(a, "service.args", valid_arg))
+    let listen_port_flag = s
+        .listen_port_flag
+        .as_ref()
+        .map(|f| cx.check(f, "service.listen_port_flag", valid_flag));
+    let subcommand = s.subcommand.as_ref().map(|f| {
+        cx.check(f, "service.subcommand", |v| {
+            charset(
+                v,
+                |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-',
+                "a subcommand (a-z 0-9 -)",
+            )?;
+            if !v.starts_with(|c: char| c.is_ascii_lowercase()) {
+                return Err("a subcommand starts with a-z".into());
+            }
+            Ok(())
+        })
+    });
+    let web_config_flag = s
+        .web_config_flag
+        .as_ref()
+        .map(|f| cx.check(f, "service.web_config_flag", valid_flag));
+    // Lint: every address the service binds is its own listen address (localhost by default,
+    // widened in the env file by the admin), never one hidden in the default flags.
+    if valid_listen(&listen).is_ok() {
+        let host = listen.rsplit_once(':').map(|x| x.0).unwrap_or_default();
+        if matches!(host, "0.0.0.0" | "[::]" | "[0:0:0:0:0:0:0:0]") {
+            cx.err(
+                s.listen.span(),
+                "service.listen",
+                &listen,
+                "listens on every interface: the default serves localhost only (the admin \
+                 widens it in the env file and opens the firewall)",
+            );
+        }
+    }
+    let own_listen_flags: Vec<&str> = std::iter::once(listen_flag.as_str())
+        .chain(listen_port_flag.as_deref())
         .collect();
+    let mut args: Vec<String> = Vec::new();
+    for a in &s.args {
+        let v = cx.check(a, "service.args", valid_arg);
+        let flag = v.split_once('=').map(|x| x.0).unwrap_or(&v);
+        let value = v.split_once('=').map(|x| x.1).unwrap_or("");
+        if own_listen_flags.contains(&flag) {
+            cx.err(
+                a.span(),
+                "service.args",
+                &v,
+                "sets the listen address: that is `service.listen` (the env file's \
+                 LISTEN_ADDRESS), not a default flag",
+            );
+        } else if value.starts_with("0.0.0.0")
+            || value.starts_with("[::]")
+            || value.starts_with("::")
+            || (value.starts_with(':') && value[1..].chars().all(|c| c.is_ascii_digit()))
+        {
+            cx.err(
+                a.span(),
+                "service.args",
+                &v,
+                "binds every interface: default flags listen on localhost only",
+            );
+        }
+        args.push(v);
+    }
     let mut reasons = BTreeMap::new();
     for (k, v) in &s.reason {
         let field = format!("service.reason.{}", k.get_ref());
@@ -1213,7 +1450,14 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
     };
     let mut capabilities = Vec::new();
     for c in &s.capabilities {
-        let x = cx.check(c, "service.capabilities", |x| one_of(x, KNOWN_CAPS));
+        let x = cx.check(c, "service.capabilities", |x| {
+            if FORBIDDEN_CAPS.contains(&x) {
+                return Err(format!(
+                    "{x} is (close to) root: refused even with a reason; find a narrower way"
+                ));
+            }
+            one_of(x, KNOWN_CAPS)
+        });
         need_reason(cx, "capabilities", c.span(), &x);
         capabilities.push(x);
     }
@@ -1230,7 +1474,18 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
     }
     let mut read_write_paths = Vec::new();
     for p in &s.read_write_paths {
-        let x = cx.check(p, "service.read_write_paths", valid_abs_path);
+        let x = cx.check(p, "service.read_write_paths", |x| {
+            for sys in ["/etc", "/usr", "/boot"] {
+                if x == "/" || x == sys || x.starts_with(&format!("{sys}/")) {
+                    return Err(format!(
+                        "makes {} writable: configuration and programs stay read-only \
+                         (state belongs in state_directory)",
+                        if x == "/" { "/" } else { sys }
+                    ));
+                }
+            }
+            valid_abs_path(x)
+        });
         need_reason(cx, "read_write_paths", p.span(), &x);
         read_write_paths.push(x);
     }
@@ -1254,7 +1509,28 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
     let memory_max = s
         .memory_max
         .as_ref()
-        .map(|m| cx.check(m, "service.memory_max", valid_memory))
+        .map(|m| {
+            cx.check(m, "service.memory_max", |v| {
+                valid_memory(v)?;
+                let digits = v.trim_end_matches(['K', 'M', 'G']);
+                let n: u64 = digits
+                    .parse()
+                    .map_err(|_| "must be a size like 256M or 1G")?;
+                let bytes = n.saturating_mul(match v.chars().last() {
+                    Some('K') => 1 << 10,
+                    Some('M') => 1 << 20,
+                    Some('G') => 1 << 30,
+                    _ => 1,
+                });
+                if bytes < 16 << 20 {
+                    return Err("below 16M: the exporter could not start".into());
+                }
+                if bytes > 64 << 30 {
+                    return Err("above 64G: that is no bound for an exporter".into());
+                }
+                Ok(())
+            })
+        })
         .unwrap_or_else(|| "512M".into());
     let int_field =
         |cx: &mut Ctx<'_>, v: &Option<Spanned<i64>>, field: &str, default: u32, max: i64| match v {
@@ -1328,20 +1604,61 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
                 })
             })
             .unwrap_or_else(|| group.clone());
-        let content = cx.check(&c.content, &f("content"), |t| {
-            if let Some(ch) = bad_char(t, &['\n', '\t']) {
-                return Err(format!(
-                    "contains the control character U+{:04X}",
-                    ch as u32
-                ));
-            }
-            Ok(())
-        });
+        let content = match &c.content {
+            Some(t) => cx.check(t, &f("content"), |t| {
+                if let Some(ch) = bad_char(t, &['\n', '\t']) {
+                    return Err(format!(
+                        "contains the control character U+{:04X}",
+                        ch as u32
+                    ));
+                }
+                Ok(())
+            }),
+            None => String::new(),
+        };
+        let source = c
+            .source
+            .as_ref()
+            .map(|m| cx.check(m, &f("source"), valid_member_template));
+        match (&c.content, &c.source) {
+            (Some(_), Some(m)) => cx.err(
+                m.span(),
+                &f("source"),
+                m.get_ref(),
+                "give either content or source (an archive member), not both",
+            ),
+            (None, None) => cx.err(
+                c.path.span(),
+                &f("content"),
+                "",
+                "missing: give content (the shipped text) or source (an archive member)",
+            ),
+            _ => {}
+        }
+        let env = c.env.as_ref().map(|b| *b.get_ref()).unwrap_or(false);
+        if let (true, Some(fl)) = (env, &c.flag) {
+            cx.err(
+                fl.span(),
+                &f("flag"),
+                fl.get_ref(),
+                "an env file is read by systemd (EnvironmentFile=), not passed with a flag",
+            );
+        }
         let credential = c.credential.as_ref().map(|b| *b.get_ref()).unwrap_or(false);
-        if credential {
+        if credential && c.source.is_some() {
+            cx.err(
+                c.path.span(),
+                &f("source"),
+                "",
+                "a credential file ships our placeholder, not an archive member",
+            );
+        } else if credential {
             if !content.contains(PLACEHOLDER_MARKER) {
                 cx.err(
-                    c.content.span(),
+                    c.content
+                        .as_ref()
+                        .map(|t| t.span())
+                        .unwrap_or(c.path.span()),
                     &f("content"),
                     "",
                     format!(
@@ -1374,12 +1691,22 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
                 ),
             );
         }
+        if web_config_flag.is_some() && path == format!("{own_etc}{WEB_CONFIG_FILE}") {
+            cx.err(
+                c.path.span(),
+                &f("path"),
+                &path,
+                "the web config file is shipped by every component with web_config_flag",
+            );
+        }
         config.push(ConfigFile {
             path,
             mode,
             owner,
             group: cgroup,
             content,
+            source,
+            env,
             credential,
             flag,
         });
@@ -1405,6 +1732,59 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
                 "must be PORT/tcp or PORT/udp with PORT 1-65535",
             ),
         }
+    }
+
+    // smoke
+    let smoke = raw.smoke.as_ref().map(|sm| {
+        let metric = cx.check(&sm.metric, "smoke.metric", valid_metric_name);
+        let mut credentials = BTreeMap::new();
+        for (k, v) in &sm.credentials {
+            let field = format!("smoke.credentials.{}", k.get_ref());
+            // Judged on the file as written, so that a bad config path is reported once.
+            let declared = raw.config.iter().any(|c| {
+                c.path.get_ref() == k.get_ref()
+                    && c.credential.as_ref().is_some_and(|b| *b.get_ref())
+            });
+            // A config path that is itself refused is reported once, there.
+            let paths_refused = cx
+                .errors
+                .iter()
+                .any(|e| e.field.starts_with("config[") && e.field.ends_with("].path"));
+            if !declared && !paths_refused {
+                cx.err(
+                    k.span(),
+                    &field,
+                    k.get_ref(),
+                    "not a credential file of this component ([[config]] with credential = true)",
+                );
+            }
+            let text = cx.check(v, &field, |t| {
+                if let Some(ch) = bad_char(t, &['\n', '\t']) {
+                    return Err(format!("contains the control character U+{:04X}", ch as u32));
+                }
+                if t.contains(PLACEHOLDER_MARKER) {
+                    return Err(format!(
+                        "test credentials must not contain {PLACEHOLDER_MARKER} (the unit would not start)"
+                    ));
+                }
+                Ok(())
+            });
+            credentials.insert(k.get_ref().clone(), text);
+        }
+        Smoke {
+            metric,
+            credentials,
+        }
+    });
+
+    if raw.smoke.is_none() {
+        cx.err(
+            raw.name.span(),
+            "smoke.metric",
+            "",
+            "missing: add [smoke] metric = \"…\", a metric the running exporter serves (the \
+             live test checks it)",
+        );
     }
 
     if !cx.errors.is_empty() {
@@ -1436,6 +1816,9 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
             group,
             listen,
             listen_flag,
+            listen_port_flag,
+            subcommand,
+            web_config_flag,
             args,
             protect_home,
             protect_proc,
@@ -1451,6 +1834,7 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
         },
         config,
         firewall: Firewall { ports },
+        smoke,
         file: cx.file.to_path_buf(),
         file_sha256,
     })

@@ -213,6 +213,9 @@ pub struct Staged {
     pub binary: Extracted,
     pub license: Option<Extracted>,
     pub elf: ElfInfo,
+    /// Archive members installed as configuration: (config path, extracted member), in the
+    /// order of the component's `[[config]]` entries with a `source`.
+    pub configs: Vec<(String, Extracted)>,
 }
 
 /// Safe extraction of the declared members, then ELF inspection.
@@ -220,6 +223,16 @@ pub fn stage(c: &Component, art: &VerifiedArtifact, work: &Path) -> Result<Stage
     let kind = ArchiveKind::from_name(&art.url)
         .ok_or_else(|| anyhow!("{}: {}: not a .tar.gz or .zip", c.name, art.url))?;
     let mut members = vec![c.expand(&c.source.binary, art.arch)];
+    let sources: Vec<(String, String)> = c
+        .config
+        .iter()
+        .filter_map(|f| {
+            f.source
+                .as_ref()
+                .map(|m| (f.path.clone(), c.expand(m, art.arch)))
+        })
+        .collect();
+    members.extend(sources.iter().map(|(_, m)| m.clone()));
     if let Some(l) = &c.source.license_file {
         members.push(c.expand(l, art.arch));
     }
@@ -234,7 +247,16 @@ pub fn stage(c: &Component, art: &VerifiedArtifact, work: &Path) -> Result<Stage
                 art.url
             )
         })?;
-    let license = if got.len() > 1 { got.pop() } else { None };
+    let license = if got.len() > 1 + sources.len() {
+        got.pop()
+    } else {
+        None
+    };
+    let configs: Vec<(String, Extracted)> = sources
+        .iter()
+        .map(|(p, _)| p.clone())
+        .zip(got.drain(1..))
+        .collect();
     let binary = got
         .pop()
         .ok_or_else(|| anyhow!("{}: binary not extracted", c.name))?;
@@ -244,6 +266,7 @@ pub fn stage(c: &Component, art: &VerifiedArtifact, work: &Path) -> Result<Stage
         binary,
         license,
         elf,
+        configs,
     })
 }
 
@@ -268,12 +291,35 @@ pub fn describe(
         sha256: staged.binary.sha256.clone(),
         size: staged.binary.size,
     }];
+    for (path, x) in &staged.configs {
+        let f = c
+            .config
+            .iter()
+            .find(|f| f.path == *path)
+            .ok_or_else(|| anyhow!("{}: staged config {path} is not declared", c.name))?;
+        files.push(FileEntry {
+            path: path.clone(),
+            mode: f.mode,
+            owner: f.owner.clone(),
+            group: f.group.clone(),
+            kind: FileKind::Config,
+            content: Content::File(x.path.clone()),
+            sha256: x.sha256.clone(),
+            size: x.size,
+        });
+    }
+    let web_config = c.web_config_path();
     for r in rendered {
         let owner_group = c
             .config
             .iter()
             .find(|f| f.path == r.path)
             .map(|f| (f.owner.clone(), f.group.clone()))
+            // The web config may name a TLS key and password hashes: root:<service group>.
+            .or_else(|| {
+                (web_config.as_deref() == Some(r.path.as_str()))
+                    .then(|| ("root".to_string(), c.service.group.clone()))
+            })
             .unwrap_or_else(|| ("root".into(), "root".into()));
         let bytes = r.text.into_bytes();
         files.push(FileEntry {
@@ -296,7 +342,7 @@ pub fn describe(
     let mut purge_paths = Vec::new();
     // A directory of its own under /etc for config files (e.g. /etc/mysqld_exporter).
     let own_etc = format!("/etc/{}", c.name);
-    if c.config
+    if files
         .iter()
         .any(|f| f.path.starts_with(&format!("{own_etc}/")))
     {

@@ -175,6 +175,27 @@ pub fn component_context(
         .iter()
         .filter_map(|f| f.flag.as_ref().map(|fl| format!("{fl}={}", f.path)))
         .collect();
+    let env_files: Vec<&str> = c
+        .config
+        .iter()
+        .filter(|f| f.env)
+        .map(|f| f.path.as_str())
+        .collect();
+    // How the listen address reaches the exporter: one host:port flag, or host and port flags.
+    let (listen_env, listen_args) = match &s.listen_port_flag {
+        None => (
+            vec![format!("LISTEN_ADDRESS={}", s.listen)],
+            format!("{}=${{LISTEN_ADDRESS}}", s.listen_flag),
+        ),
+        Some(pf) => {
+            let (h, p) = s.listen.rsplit_once(':').unwrap_or_default();
+            let h = h.trim_start_matches('[').trim_end_matches(']');
+            (
+                vec![format!("LISTEN_HOST={h}"), format!("LISTEN_PORT={p}")],
+                format!("{}=${{LISTEN_HOST}} {pf}=${{LISTEN_PORT}}", s.listen_flag),
+            )
+        }
+    };
     let home = s
         .state_directory
         .as_ref()
@@ -194,6 +215,13 @@ pub fn component_context(
         "home": home,
         "listen": s.listen,
         "listen_flag": s.listen_flag,
+        "listen_env": listen_env,
+        "listen_args": listen_args,
+        "split_listen": s.listen_port_flag.is_some(),
+        "subcommand": s.subcommand,
+        "env_files": env_files,
+        "web_config": c.web_config_path(),
+        "web_config_flag": s.web_config_flag,
         "port": port,
         "args": s.args.join(" "),
         "env_file": env_file,
@@ -277,7 +305,16 @@ pub fn render_component(
             text: r("nftables.nft")?,
         });
     }
-    for f in &c.config {
+    if let Some(path) = c.web_config_path() {
+        out.push(RenderedFile {
+            path,
+            mode: 0o640,
+            config: true,
+            text: r("web-config.yml")?,
+        });
+    }
+    // Archive members installed as configuration are staged from the archive, not rendered.
+    for f in c.config.iter().filter(|f| f.source.is_none()) {
         out.push(RenderedFile {
             path: f.path.clone(),
             mode: f.mode,
