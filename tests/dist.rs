@@ -1366,6 +1366,33 @@ fn index_merge_builds_one_repository_from_shards() {
             "node_exporter"
         ])
     );
+    // Every package keeps its shard's SBOM and provenance, byte for byte, signed again by the
+    // merge's key (verify_ok above checked those signatures and digests).
+    for (shard_dir, rel) in [
+        (&a, "sbom"),
+        (&a, "provenance"),
+        (&b, "sbom"),
+        (&b, "provenance"),
+    ] {
+        let theirs = shard_dir.join("current").join(rel);
+        let mut n = 0;
+        for e in std::fs::read_dir(&theirs).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().into_string().unwrap();
+            if name.ends_with(".asc") {
+                continue;
+            }
+            let ours = cur.join(rel).join(&name);
+            assert_eq!(
+                std::fs::read(e.path()).unwrap(),
+                std::fs::read(&ours).unwrap_or_else(|e| panic!("{}: {e}", ours.display())),
+                "{rel}/{name} changed in the merge"
+            );
+            assert!(cur.join(rel).join(format!("{name}.asc")).is_file());
+            n += 1;
+        }
+        assert!(n >= 2, "{}: expected the shard's {rel} documents", theirs.display());
+    }
     // Every package is the shard's own bytes.
     for (shard_dir, pkgs) in [
         (&a, ["node-exporter", "node_exporter"]),

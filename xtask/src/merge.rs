@@ -26,6 +26,8 @@ pub struct ShardPackage {
     pub shard: PathBuf,
     /// The file inside the shard's current generation.
     pub source: PathBuf,
+    /// The shard's generation directory (where its `sbom/` and `provenance/` are).
+    pub root: PathBuf,
     pub built: Built,
 }
 
@@ -110,6 +112,7 @@ fn read_manifest(shard: &Path, root: &Path) -> Result<Vec<ShardPackage>> {
         out.push(ShardPackage {
             shard: shard.to_path_buf(),
             source: root.join(file),
+            root: root.to_path_buf(),
             built: Built {
                 component: field(p, "component", &manifest, i)?.to_string(),
                 package: field(p, "package", &manifest, i)?.to_string(),
@@ -246,6 +249,23 @@ pub fn place(c: &Collected, build_dir: &Path) -> Result<Vec<Built>> {
         if std::fs::hard_link(&p.source, &dest).is_err() {
             std::fs::copy(&p.source, &dest)
                 .with_context(|| format!("copying {} to {}", p.source.display(), dest.display()))?;
+        }
+        // The shard's SBOM and provenance (verified with the shard) go along; assembling the
+        // merged generation signs them again with the merge's key.
+        for (adir, suffix) in [
+            (crate::attest::SBOM_DIR, crate::attest::SBOM_SUFFIX),
+            (crate::attest::PROVENANCE_DIR, crate::attest::PROVENANCE_SUFFIX),
+        ] {
+            let from = p.root.join(adir).join(format!("{name}{suffix}"));
+            if !from.is_file() {
+                continue;
+            }
+            let to_dir = build_dir.join(adir);
+            std::fs::create_dir_all(&to_dir)
+                .with_context(|| format!("creating {}", to_dir.display()))?;
+            let to = to_dir.join(format!("{name}{suffix}"));
+            std::fs::copy(&from, &to)
+                .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
         }
         let mut b = p.built.clone();
         b.file = rel;
