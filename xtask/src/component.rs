@@ -82,6 +82,8 @@ struct Raw {
     config: Vec<RawConfig>,
     #[serde(default)]
     firewall: RawFirewall,
+    #[serde(default)]
+    smoke: Option<Spanned<RawSmoke>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -167,6 +169,14 @@ struct RawFirewall {
     ports: Vec<S>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSmoke {
+    metric: S,
+    #[serde(default)]
+    credentials: BTreeMap<Spanned<String>, S>,
+}
+
 // ---------------------------------------------------------------------------------------------
 // Validated component
 
@@ -192,6 +202,8 @@ pub struct Component {
     pub service: Service,
     pub config: Vec<ConfigFile>,
     pub firewall: Firewall,
+    /// What the booted-host test (tests/host.rs) checks on the running service.
+    pub smoke: Option<Smoke>,
     /// The file it was loaded from.
     #[serde(skip)]
     pub file: PathBuf,
@@ -253,6 +265,16 @@ pub struct ConfigFile {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Firewall {
     pub ports: Vec<Port>,
+}
+
+/// `[smoke]`: how the booted-host test proves the installed service works.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Smoke {
+    /// A metric name the running exporter must serve on its listen address.
+    pub metric: String,
+    /// Valid content for each credential file (by path), written by the test before it
+    /// restarts the service. Every credential file has one.
+    pub credentials: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -811,6 +833,19 @@ fn valid_arg(v: &str) -> Result<(), String> {
     )
 }
 
+/// A Prometheus metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+pub fn valid_metric_name(v: &str) -> Result<(), String> {
+    charset(
+        v,
+        |c| c.is_ascii_alphanumeric() || c == '_' || c == ':',
+        "a metric name (letters, digits, _ and :)",
+    )?;
+    if v.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err("a metric name must not start with a digit".into());
+    }
+    Ok(())
+}
+
 pub fn valid_abs_path(v: &str) -> Result<(), String> {
     charset(
         v,
@@ -1140,6 +1175,7 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
     let limit_nofile = int_field(cx, &s.limit_nofile, "service.limit_nofile", 8192, 1048576);
 
     // config files
+    let errors_before_config = cx.errors.len();
     let mut config = Vec::new();
     for (i, c) in raw.config.iter().enumerate() {
         let f = |n: &str| format!("config[{i}].{n}");
@@ -1274,6 +1310,56 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
         }
     }
 
+    // smoke (its paths are checked against the config files only when those are valid)
+    let config_ok = cx.errors.len() == errors_before_config;
+    let smoke = raw.smoke.as_ref().map(|sm| {
+        let span = sm.span();
+        let sm = sm.get_ref();
+        let metric = cx.check(&sm.metric, "smoke.metric", valid_metric_name);
+        let mut credentials = BTreeMap::new();
+        for (k, v) in &sm.credentials {
+            let field = format!("smoke.credentials.{:?}", k.get_ref());
+            let path = k.get_ref().clone();
+            if config_ok && !config.iter().any(|c| c.credential && c.path == path) {
+                cx.err(
+                    k.span(),
+                    &field,
+                    &path,
+                    "is not the path of a credential file ([[config]] with credential = true)",
+                );
+            }
+            let content = cx.check(v, &field, |t| {
+                if let Some(ch) = bad_char(t, &['\n', '\t']) {
+                    return Err(format!(
+                        "contains the control character U+{:04X}",
+                        ch as u32
+                    ));
+                }
+                if t.contains(PLACEHOLDER_MARKER) {
+                    return Err(format!(
+                        "must be real credentials, without the placeholder marker {PLACEHOLDER_MARKER}"
+                    ));
+                }
+                Ok(())
+            });
+            credentials.insert(path, content);
+        }
+        for c in config.iter().filter(|c| c.credential && config_ok) {
+            if !credentials.contains_key(&c.path) {
+                cx.err(
+                    span.clone(),
+                    "smoke.credentials",
+                    &c.path,
+                    "every credential file needs valid test content here (the test writes it, then restarts the service)",
+                );
+            }
+        }
+        Smoke {
+            metric,
+            credentials,
+        }
+    });
+
     if !cx.errors.is_empty() {
         return None;
     }
@@ -1317,6 +1403,7 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
         },
         config,
         firewall: Firewall { ports },
+        smoke,
         file: cx.file.to_path_buf(),
         file_sha256,
     })
