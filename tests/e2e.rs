@@ -1,6 +1,7 @@
 //! Real input, end to end: the real-binary upstream mirror (../shared/upstream-mirror) served
 //! over HTTPS on loopback, pinned into a copy of components/, built by `dist`, judged by
-//! lintian, rpmlint and rpm, then installed and purged on this machine with dpkg.
+//! lintian, rpmlint and rpm, fetched by isolated apt and dnf clients. Nothing is installed on
+//! this machine: tests/host.rs installs, upgrades and purges on a booted systemd host.
 
 #[path = "support/clients.rs"]
 mod clients;
@@ -8,99 +9,15 @@ mod clients;
 mod cmd;
 #[path = "support/gpg.rs"]
 mod gpg;
+#[path = "support/mirror.rs"]
+mod mirror;
 
 use cmd::{must, run, workspace};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-
-fn shared() -> PathBuf {
-    std::env::var_os("OBS_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("../shared"))
-}
-
-/// The mirror's directory, built once (cached in target/ between runs).
-fn mirror_dir() -> PathBuf {
-    let dir = std::env::var_os("OBS_MIRROR_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/upstream-mirror"));
-    if !dir.join("manifest.tsv").is_file() {
-        must(
-            Command::new("bash")
-                .arg(shared().join("upstream-mirror/build.sh"))
-                .arg(&dir)
-                .env("ARCHES", "amd64 arm64"),
-        );
-    }
-    dir
-}
-
-struct Row {
-    component: String,
-    version: String,
-    arch: String,
-    sha256: String,
-}
-
-fn manifest(dir: &Path) -> Vec<Row> {
-    std::fs::read_to_string(dir.join("manifest.tsv"))
-        .unwrap()
-        .lines()
-        .skip(1)
-        .map(|l| {
-            let f: Vec<&str> = l.split('\t').collect();
-            Row {
-                component: f[0].into(),
-                version: f[1].into(),
-                arch: f[2].into(),
-                sha256: f[4].into(),
-            }
-        })
-        .collect()
-}
-
-struct Server {
-    child: Child,
-    url: String,
-    ca: PathBuf,
-}
-
-impl Server {
-    fn start(dir: &Path) -> Server {
-        let mut child = Command::new("python3")
-            .arg(shared().join("upstream-mirror/serve.py"))
-            .arg(dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("serve.py");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let mut it = line.split_whitespace();
-        let url = it.next().expect("serve.py printed no URL").to_string();
-        let ca = PathBuf::from(it.next().expect("serve.py printed no CA"));
-        Server { child, url, ca }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
-    }
-}
+use mirror::{manifest, mirror_dir, Server};
+use std::process::Command;
 
 fn xtask() -> Command {
     Command::new(env!("CARGO_BIN_EXE_xtask"))
-}
-
-fn installed(pkg: &str) -> bool {
-    run(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]))
-        .1
-        .contains("install ok installed")
 }
 
 #[test]
@@ -399,90 +316,5 @@ fn real_binaries_pin_dist_lint_install_purge() {
     );
     drop(http);
 
-    // Install, run, purge on this machine (amd64 only).
-    if must(Command::new("dpkg").arg("--print-architecture")).trim() != "amd64" {
-        return;
-    }
-    let deb = |name: &str| {
-        cur.join(
-            pkgs.iter()
-                .find(|p| p["package"] == name && p["arch"] == "amd64" && p["format"] == "deb")
-                .unwrap()["file"]
-                .as_str()
-                .unwrap(),
-        )
-    };
-    let node_version = &rows
-        .iter()
-        .find(|r| r.component == "node_exporter")
-        .unwrap()
-        .version;
-    assert!(
-        !installed("node-exporter"),
-        "node-exporter is already installed on this machine"
-    );
-    must(Command::new("dpkg").arg("-i").arg(deb("node-exporter")));
-    let guard = Purge("node-exporter");
-    let version = must(Command::new("/usr/bin/node_exporter").arg("--version"));
-    assert!(version.contains(node_version.as_str()), "{version}");
-    let pw = must(Command::new("getent").args(["passwd", "node_exporter"]));
-    assert!(pw.trim_end().ends_with("/usr/sbin/nologin"), "{pw}");
-    assert!(!pw.contains("/home/"), "{pw}");
-    let unit = Path::new("/usr/lib/systemd/system/node_exporter.service");
-    assert!(unit.is_file());
-    let (ok, text) = run(Command::new("systemd-analyze").arg("verify").arg(unit));
-    assert!(
-        ok && text.trim().is_empty(),
-        "systemd-analyze verify:\n{text}"
-    );
-    assert!(Path::new("/etc/default/node-exporter").is_file());
-    drop(guard);
-    assert!(!installed("node-exporter"));
-    assert!(!Path::new("/usr/bin/node_exporter").exists());
-    assert!(!unit.exists());
-    assert!(
-        !Path::new("/etc/default/node-exporter").exists(),
-        "purge keeps the env file"
-    );
-
-    assert!(
-        !installed("mysqld-exporter"),
-        "mysqld-exporter is already installed on this machine"
-    );
-    must(Command::new("dpkg").arg("-i").arg(deb("mysqld-exporter")));
-    let guard = Purge("mysqld-exporter");
-    let st = must(Command::new("stat").args(["-c", "%a %U %G", "/etc/mysqld_exporter/my.cnf"]));
-    assert_eq!(
-        st.trim(),
-        "640 root mysqld_exporter",
-        "credential file permissions"
-    );
-    let unit = must(Command::new("cat").arg("/usr/lib/systemd/system/mysqld_exporter.service"));
-    assert!(unit.contains("ExecCondition="), "{unit}");
-    assert!(
-        unit.contains("--config.my-cnf=/etc/mysqld_exporter/my.cnf"),
-        "{unit}"
-    );
-    drop(guard);
-    assert!(
-        !Path::new("/etc/mysqld_exporter").exists(),
-        "purge keeps /etc/mysqld_exporter"
-    );
-}
-
-/// Purges a package when dropped (also when an assertion fails).
-struct Purge(&'static str);
-
-impl Drop for Purge {
-    fn drop(&mut self) {
-        let (ok, text) = run(Command::new("dpkg").arg("--purge").arg(self.0));
-        if !ok {
-            eprintln!("dpkg --purge {} failed:\n{text}", self.0);
-        }
-        assert!(
-            ok || std::thread::panicking(),
-            "dpkg --purge {}:\n{text}",
-            self.0
-        );
-    }
+    // Installing, upgrading, removing and purging happen on a booted host: tests/host.rs.
 }
