@@ -123,8 +123,10 @@ pub fn rootfs() -> PathBuf {
     std::fs::create_dir_all(&parent)
         .unwrap_or_else(|e| panic!("cannot create {}: {e}", parent.display()));
     let lock = std::fs::File::create(parent.join(format!("{name}.lock"))).unwrap();
-    eprintln!("host: waiting for the lock on {}.lock", root.display());
-    lock.lock().unwrap();
+    if lock.try_lock().is_err() {
+        eprintln!("host: waiting for the lock on {}.lock", root.display());
+        lock.lock().unwrap();
+    }
     if is_current(&root) {
         return root; // another run built it while we waited
     }
@@ -238,9 +240,14 @@ impl Host {
             if let Some(st) = host.nspawn.as_mut().unwrap().try_wait().unwrap() {
                 panic!("systemd-nspawn exited ({st}) during boot:\n{}", host.logs());
             }
+            // nspawn's first child is a helper that forks the host's init and exits: wait
+            // for a child that is systemd.
             let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
                 .unwrap_or_default();
-            if let Some(p) = children.split_whitespace().next() {
+            let init = children.split_whitespace().find(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c == "systemd\n")
+            });
+            if let Some(p) = init {
                 host.leader = p.parse().unwrap();
                 break;
             }
@@ -346,7 +353,8 @@ impl Host {
         }
     }
 
-    /// Power the host off; kill it when it does not stop within 30 s.
+    /// Power the host off; kill it when it does not stop within 90 s (nspawn removes the
+    /// ephemeral copy before it exits).
     pub fn shutdown(&mut self) {
         let Some(mut child) = self.nspawn.take() else {
             return;
@@ -355,13 +363,13 @@ impl Host {
             let _ = self.cmd(&["systemctl", "poweroff"]).output();
         }
         let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(30) {
+        while t.elapsed() < Duration::from_secs(90) {
             if child.try_wait().ok().flatten().is_some() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        eprintln!("host: no power-off after 30 s; killing it");
+        eprintln!("host: no power-off after 90 s; killing it");
         if self.leader != 0 {
             // The host's init: killing it ends every process of its PID namespace.
             let _ = Command::new("kill")
