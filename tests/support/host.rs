@@ -1,6 +1,6 @@
 //! A booted systemd test host: a minimal Debian bookworm root file system (debootstrap),
-//! cached outside the checkout and booted as a throw-away copy with
-//! `systemd-nspawn --ephemeral --boot`; commands run inside with `nsenter -t <its systemd> -a`.
+//! cached outside the checkout and booted throw-away with
+//! `systemd-nspawn --volatile=overlay --boot` (writes go to a tmpfs over it); commands run inside with `nsenter -t <its systemd> -a`.
 //! (Include with `#[path = "support/host.rs"] mod host;`.)
 //!
 //! The cache is `OBS_HOST_ROOTFS` (default /var/cache/observability-stack/host-rootfs/bookworm).
@@ -201,7 +201,7 @@ pub struct Host {
 }
 
 impl Host {
-    /// Boot `rootfs` (ephemeral: the cache stays clean) with its own network namespace (its
+    /// Boot `rootfs` (a volatile overlay on it: the cache stays clean) with its own network namespace (its
     /// loopback is its own, so the exporters' ports cannot clash with this machine's), with
     /// each `(dir, target)` bind-mounted read-only. Waits until systemd says running or
     /// degraded.
@@ -213,7 +213,9 @@ impl Host {
             "--quiet",
             "--register=no",
             "--keep-unit",
-            "--ephemeral",
+            // The cache is the read-only lower layer of an overlay whose upper layer is a
+            // tmpfs: nothing is copied, nothing the host writes survives it.
+            "--volatile=overlay",
             "--private-network",
             "--console=pipe",
             "--machine=obs-test-host",
@@ -252,8 +254,8 @@ impl Host {
                 break;
             }
             assert!(
-                t.elapsed() < Duration::from_secs(60),
-                "no container init after 60 s:\n{}",
+                t.elapsed() < Duration::from_secs(120),
+                "no container init after 120 s:\n{}",
                 host.logs()
             );
             std::thread::sleep(Duration::from_millis(100));
@@ -353,23 +355,34 @@ impl Host {
         }
     }
 
-    /// Power the host off; kill it when it does not stop within 90 s (nspawn removes the
-    /// ephemeral copy before it exits).
+    /// Power the host off (systemctl poweroff; then SIGTERM to systemd-nspawn, which asks
+    /// the host to stop); kill it when it is still there after that.
     pub fn shutdown(&mut self) {
         let Some(mut child) = self.nspawn.take() else {
             return;
         };
+        let pid = child.id().to_string();
+        let exited = |child: &mut Child, secs: u64| {
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(secs) {
+                if child.try_wait().ok().flatten().is_some() {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            false
+        };
         if self.leader != 0 {
             let _ = self.cmd(&["systemctl", "poweroff"]).output();
-        }
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(90) {
-            if child.try_wait().ok().flatten().is_some() {
+            if exited(&mut child, 60) {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(200));
         }
-        eprintln!("host: no power-off after 90 s; killing it");
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        if exited(&mut child, 60) {
+            return;
+        }
+        eprintln!("host: still running after poweroff and SIGTERM; killing it");
         if self.leader != 0 {
             // The host's init: killing it ends every process of its PID namespace.
             let _ = Command::new("kill")
