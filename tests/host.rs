@@ -203,17 +203,25 @@ fn waits_for_credentials(h: &Host, case: &Case) {
     let unit = &case.unit;
     // Time for a would-be crash loop (RestartSec=5s) to show.
     std::thread::sleep(std::time::Duration::from_secs(6));
+    let (_, status) = h.sh(&format!("systemctl status --no-pager -l -n 20 {unit}"));
     let (_, active) = h.sh(&format!("systemctl is-active {unit}"));
-    assert_eq!(active.trim(), "inactive", "{unit} without credentials");
-    assert_eq!(prop(h, unit, "NRestarts"), "0", "{unit} restarts");
+    assert_eq!(
+        active.trim(),
+        "inactive",
+        "{unit} without credentials:\n{status}"
+    );
+    assert_eq!(
+        prop(h, unit, "NRestarts"),
+        "0",
+        "{unit} restarts:\n{status}"
+    );
     // ExecCondition= failing skips the start (systemd records "exec-condition"); it is not
     // a failure.
     assert_eq!(
         prop(h, unit, "Result"),
         "exec-condition",
-        "{unit}: not stopped by its credential condition"
+        "{unit}: not stopped by its credential condition:\n{status}"
     );
-    let (_, status) = h.sh(&format!("systemctl status --no-pager -l -n 20 {unit}"));
     for f in case.c.config.iter().filter(|f| f.credential) {
         assert!(
             status.contains(&format!("{} still holds the shipped placeholder", f.path)),
@@ -582,7 +590,12 @@ fn apt_and_rpm_lifecycle_on_a_booted_host() {
 
     // rpm with Debian's rpm. Its database knows nothing of what dpkg installed (libc, systemd,
     // /bin/sh, shadow's useradd), so every Requires of our package is unmet there although
-    // the files are present: --nodeps, for that reason only.
+    // the files are present: --nodeps, for that reason only. Debian's rpm refuses to install
+    // on a dpkg system (it points to alien) unless told --force-debian.
+    // The key, as README tells a dnf host (rpm's own database; dnf imports the same file).
+    h.must(&format!(
+        "rpmkeys --import {base}/keys/observability-stack.asc"
+    ));
     let rpm_of = |built: &Built, dist: &str, name: &str| {
         format!(
             "/srv/obs/{dist}/current/{}",
@@ -592,9 +605,10 @@ fn apt_and_rpm_lifecycle_on_a_booted_host() {
     for case in &cases {
         let (c, unit) = (&case.c, &case.unit);
         let out = h.must(&format!(
-            "rpm -i --nodeps {} 2>&1",
+            "rpm -i --nodeps --force-debian {} 2>&1",
             rpm_of(&built1, "dist1", &c.name)
         ));
+        println!("rpm -i {}:\n{out}", c.name);
         clean_output(&format!("rpm -i {}", c.name), &out);
         h.must(&format!("getent passwd {}", c.service.user));
         assert_eq!(
@@ -609,7 +623,7 @@ fn apt_and_rpm_lifecycle_on_a_booted_host() {
         let old = running_installed_binary(&h, case);
         metrics_served(&h, case, &c.service.listen);
         let out = h.must(&format!(
-            "rpm -U --nodeps {} 2>&1",
+            "rpm -U --nodeps --force-debian {} 2>&1",
             rpm_of(&built2, "dist2", &c.name)
         ));
         clean_output(&format!("rpm -U {}", c.name), &out);
