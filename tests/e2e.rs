@@ -21,7 +21,7 @@ fn xtask() -> Command {
 }
 
 #[test]
-fn real_binaries_pin_dist_lint_install_purge() {
+fn real_binaries_pin_dist_lint_fetch() {
     let mirror = mirror_dir();
     let rows = manifest(&mirror);
     let server = Server::start(&mirror);
