@@ -564,6 +564,101 @@ fn credential_files() {
 }
 
 #[test]
+fn smoke_table() {
+    let c = component::load_file(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../components/mysqld_exporter.toml"),
+    )
+    .unwrap();
+    let smoke = c.smoke.expect("mysqld_exporter has [smoke]");
+    assert_eq!(smoke.metric, "mysql_up");
+    assert!(smoke.credentials["/etc/mysqld_exporter/my.cnf"].starts_with("[client]\n"));
+    // Required: a component without it is refused (the live host test needs the metric).
+    let text = repo_component("node_exporter");
+    let text = text.split("\n[smoke]\n").next().unwrap();
+    let e = component::parse_str(Path::new("node_exporter.toml"), text, String::new())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("field `smoke.metric`") && e.contains("missing"),
+        "{e}"
+    );
+
+    let e = component::parse_str(
+        Path::new("node_exporter.toml"),
+        &edit(
+            repo_component("node_exporter"),
+            &[("metric = \"node_cpu_seconds_total\"", "metric = \"\"")],
+        ),
+        String::new(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("field `smoke.metric`: must not be empty"), "{e}");
+    for bad in ["9cpu", "node cpu", "node-cpu"] {
+        let new = format!("metric = \"{bad}\"");
+        refused(&Case {
+            base: "node_exporter",
+            stem: None,
+            edits: &[("metric = \"node_cpu_seconds_total\"", &new)],
+            at: &format!("\"{bad}\"\n"),
+            field: "smoke.metric",
+            value: Some(bad),
+            message: "metric name",
+        });
+    }
+    let e = component::parse_str(
+        Path::new("node_exporter.toml"),
+        &edit(
+            repo_component("node_exporter"),
+            &[("[smoke]\n", "[smoke]\nmetrics = \"x\"\n")],
+        ),
+        String::new(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("unknown field `metrics`"), "{e}");
+    // Credentials: only for credential files, real content, and every credential file has one.
+    refused(&Case {
+        base: "mysqld_exporter",
+        stem: None,
+        edits: &[(
+            "\"/etc/mysqld_exporter/my.cnf\" = \"[client]",
+            "# \"/etc/mysqld_exporter/my.cnf\" = \"[client]",
+        )],
+        at: "[smoke]\n",
+        field: "smoke.credentials",
+        value: Some("/etc/mysqld_exporter/my.cnf"),
+        message: "every credential file needs valid test content",
+    });
+    let e = component::parse_str(
+        Path::new("mysqld_exporter.toml"),
+        &edit(
+            repo_component("mysqld_exporter"),
+            &[(
+                "\"/etc/mysqld_exporter/my.cnf\" = \"[client]",
+                "\"/etc/mysqld_exporter/other.cnf\" = \"[client]",
+            )],
+        ),
+        String::new(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("\"/etc/mysqld_exporter/other.cnf\": is not the path of a credential file"),
+        "{e}"
+    );
+    refused(&Case {
+        base: "mysqld_exporter",
+        stem: None,
+        edits: &[("= \"[client]\\nuser", "= \"# OBSERVABILITY-STACK-PLACEHOLDER\\n[client]\\nuser")],
+        at: "\"# OBSERVABILITY-STACK-PLACEHOLDER\\n[client]",
+        field: "smoke.credentials.\"/etc/mysqld_exporter/my.cnf\"",
+        value: Some("# OBSERVABILITY-STACK-PLACEHOLDER\n[client]\nuser = exporter\npassword = test\nhost = 127.0.0.1\nport = 3306\n"),
+        message: "must be real credentials",
+    });
+}
+
+#[test]
 fn widenings_need_a_reason() {
     refused(&Case {
         base: "node_exporter",

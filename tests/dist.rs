@@ -1391,7 +1391,11 @@ fn index_merge_builds_one_repository_from_shards() {
             assert!(cur.join(rel).join(format!("{name}.asc")).is_file());
             n += 1;
         }
-        assert!(n >= 2, "{}: expected the shard's {rel} documents", theirs.display());
+        assert!(
+            n >= 2,
+            "{}: expected the shard's {rel} documents",
+            theirs.display()
+        );
     }
     // Every package is the shard's own bytes.
     for (shard_dir, pkgs) in [

@@ -11,6 +11,7 @@ use xtask::component;
 use xtask::package::Layout;
 use xtask::render::{render_component, Templates};
 
+/// The same bound as tests/host.rs checks on the live host.
 const MAX_EXPOSURE: f64 = 1.5;
 
 /// Render every component into `root` for a layout; returns the component names.

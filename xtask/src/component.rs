@@ -83,16 +83,7 @@ struct Raw {
     #[serde(default)]
     firewall: RawFirewall,
     #[serde(default)]
-    smoke: Option<RawSmoke>,
-}
-
-/// What a live test checks on the running service (`[smoke]`).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSmoke {
-    metric: S,
-    #[serde(default)]
-    credentials: BTreeMap<Spanned<String>, S>,
+    smoke: Option<Spanned<RawSmoke>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -201,6 +192,14 @@ struct RawFirewall {
     ports: Vec<S>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSmoke {
+    metric: S,
+    #[serde(default)]
+    credentials: BTreeMap<Spanned<String>, S>,
+}
+
 // ---------------------------------------------------------------------------------------------
 // Validated component
 
@@ -226,7 +225,7 @@ pub struct Component {
     pub service: Service,
     pub config: Vec<ConfigFile>,
     pub firewall: Firewall,
-    /// What a live test checks on the running service.
+    /// What the booted-host test (tests/host.rs) checks on the running service.
     pub smoke: Option<Smoke>,
     /// The file it was loaded from.
     #[serde(skip)]
@@ -337,30 +336,20 @@ pub struct Firewall {
     pub ports: Vec<Port>,
 }
 
+/// `[smoke]`: how the booted-host test proves the installed service works.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Smoke {
+    /// A metric name the running exporter must serve on its listen address.
+    pub metric: String,
+    /// Valid content for each credential file (by path), written by the test before it
+    /// restarts the service. Every credential file has one.
+    pub credentials: BTreeMap<String, String>,
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Port {
     pub port: u16,
     pub proto: String,
-}
-
-/// `[smoke]`: a metric the running exporter must serve, and valid content for each credential
-/// file that a live test writes before it starts the service.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Smoke {
-    pub metric: String,
-    /// credential file path → content (without the placeholder marker).
-    pub credentials: BTreeMap<String, String>,
-}
-
-/// A Prometheus metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
-fn valid_metric_name(v: &str) -> Result<(), String> {
-    let ok = v.chars().enumerate().all(|(i, c)| {
-        c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit())
-    });
-    if v.is_empty() || !ok {
-        return Err("a Prometheus metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)".into());
-    }
-    Ok(())
 }
 
 /// The marker a credential placeholder must contain; the unit refuses to start while it is there.
@@ -1008,6 +997,19 @@ fn valid_arg(v: &str) -> Result<(), String> {
     )
 }
 
+/// A Prometheus metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+pub fn valid_metric_name(v: &str) -> Result<(), String> {
+    charset(
+        v,
+        |c| c.is_ascii_alphanumeric() || c == '_' || c == ':',
+        "a metric name (letters, digits, _ and :)",
+    )?;
+    if v.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err("a metric name must not start with a digit".into());
+    }
+    Ok(())
+}
+
 pub fn valid_abs_path(v: &str) -> Result<(), String> {
     charset(
         v,
@@ -1549,6 +1551,7 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
     let limit_nofile = int_field(cx, &s.limit_nofile, "service.limit_nofile", 8192, 1048576);
 
     // config files
+    let errors_before_config = cx.errors.len();
     let mut config = Vec::new();
     for (i, c) in raw.config.iter().enumerate() {
         let f = |n: &str| format!("config[{i}].{n}");
@@ -1734,42 +1737,49 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
         }
     }
 
-    // smoke
+    // smoke (its paths are checked against the config files only when those are valid)
+    let config_ok = cx.errors.len() == errors_before_config;
     let smoke = raw.smoke.as_ref().map(|sm| {
+        let span = sm.span();
+        let sm = sm.get_ref();
         let metric = cx.check(&sm.metric, "smoke.metric", valid_metric_name);
         let mut credentials = BTreeMap::new();
         for (k, v) in &sm.credentials {
-            let field = format!("smoke.credentials.{}", k.get_ref());
-            // Judged on the file as written, so that a bad config path is reported once.
-            let declared = raw.config.iter().any(|c| {
-                c.path.get_ref() == k.get_ref()
-                    && c.credential.as_ref().is_some_and(|b| *b.get_ref())
-            });
-            // A config path that is itself refused is reported once, there.
-            let paths_refused = cx
-                .errors
-                .iter()
-                .any(|e| e.field.starts_with("config[") && e.field.ends_with("].path"));
-            if !declared && !paths_refused {
+            let field = format!("smoke.credentials.{:?}", k.get_ref());
+            let path = k.get_ref().clone();
+            if config_ok && !config.iter().any(|c| c.credential && c.path == path) {
                 cx.err(
                     k.span(),
                     &field,
-                    k.get_ref(),
-                    "not a credential file of this component ([[config]] with credential = true)",
+                    &path,
+                    "is not the path of a credential file ([[config]] with credential = true)",
                 );
             }
-            let text = cx.check(v, &field, |t| {
+            let content = cx.check(v, &field, |t| {
                 if let Some(ch) = bad_char(t, &['\n', '\t']) {
-                    return Err(format!("contains the control character U+{:04X}", ch as u32));
+                    return Err(format!(
+                        "contains the control character U+{:04X}",
+                        ch as u32
+                    ));
                 }
                 if t.contains(PLACEHOLDER_MARKER) {
                     return Err(format!(
-                        "test credentials must not contain {PLACEHOLDER_MARKER} (the unit would not start)"
+                        "must be real credentials, without the placeholder marker {PLACEHOLDER_MARKER}"
                     ));
                 }
                 Ok(())
             });
-            credentials.insert(k.get_ref().clone(), text);
+            credentials.insert(path, content);
+        }
+        for c in config.iter().filter(|c| c.credential && config_ok) {
+            if !credentials.contains_key(&c.path) {
+                cx.err(
+                    span.clone(),
+                    "smoke.credentials",
+                    &c.path,
+                    "every credential file needs valid test content here (the test writes it, then restarts the service)",
+                );
+            }
         }
         Smoke {
             metric,

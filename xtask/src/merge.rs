@@ -254,7 +254,10 @@ pub fn place(c: &Collected, build_dir: &Path) -> Result<Vec<Built>> {
         // merged generation signs them again with the merge's key.
         for (adir, suffix) in [
             (crate::attest::SBOM_DIR, crate::attest::SBOM_SUFFIX),
-            (crate::attest::PROVENANCE_DIR, crate::attest::PROVENANCE_SUFFIX),
+            (
+                crate::attest::PROVENANCE_DIR,
+                crate::attest::PROVENANCE_SUFFIX,
+            ),
         ] {
             let from = p.root.join(adir).join(format!("{name}{suffix}"));
             if !from.is_file() {
