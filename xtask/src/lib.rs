@@ -3,6 +3,8 @@
 //! Each stage is a function of its inputs; `dist` strings them together. See ARCHITECTURE.md.
 
 pub mod apt_repo;
+pub mod bench;
+pub mod build_cache;
 pub mod component;
 pub mod date;
 pub mod deb;

@@ -39,6 +39,11 @@ enum Cmd {
     Render(RenderArgs),
     /// Check a published tree (or a copy of it) offline: signatures, index and package hashes.
     Verify(VerifyArgs),
+    /// Measure the pipeline against dpkg-deb, rpmbuild, apt-ftparchive, createrepo_c, sha256sum.
+    Bench(xtask::bench::BenchArgs),
+    /// One measured step of `bench`, run as its own process (peak RSS per run).
+    #[command(hide = true)]
+    BenchChild(xtask::bench::ChildArgs),
 }
 
 #[derive(Args, Clone)]
@@ -122,6 +127,10 @@ struct DistArgs {
     /// Compression of dnf's primary/filelists/other.
     #[arg(long, value_enum, default_value_t = DnfMetadata::Gzip)]
     dnf_metadata: DnfMetadata,
+    /// Rebuild every package instead of reusing unchanged ones from the build cache
+    /// (CACHE/builds, keyed by sha256 of every input of a package's bytes).
+    #[arg(long)]
+    no_build_cache: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -213,6 +222,8 @@ fn main() -> ExitCode {
         Cmd::Fetch(a) => cmd_fetch(a),
         Cmd::Render(a) => cmd_render(a),
         Cmd::Verify(a) => cmd_verify(a),
+        Cmd::Bench(a) => xtask::bench::run(a),
+        Cmd::BenchChild(a) => xtask::bench::child(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -361,7 +372,19 @@ fn cmd_dist(a: DistArgs) -> Result<()> {
         source_date_epoch: None,
     };
     let rpm_signer = key.rpm_signer()?;
-    let mut built = dist::build_all(
+    let build_cache = if a.no_build_cache {
+        None
+    } else {
+        Some(xtask::build_cache::BuildCache::new(
+            &fetcher.options().cache_dir.join("builds"),
+            &format!(
+                "{} {} t={date}",
+                key.fingerprint(),
+                key.signing_fingerprint()
+            ),
+        )?)
+    };
+    let (mut built, stats) = dist::build_all_cached(
         &templates,
         &jobs,
         &arts,
@@ -370,7 +393,16 @@ fn cmd_dist(a: DistArgs) -> Result<()> {
         &rpm_signer,
         &key,
         &progress,
+        build_cache.as_ref(),
     )?;
+    if let Some(bc) = &build_cache {
+        eprintln!(
+            "build cache {}: {} package(s) reused, {} built",
+            bc.dir().display(),
+            stats.hits,
+            stats.built
+        );
+    }
     dist::assemble_repositories(staging.path(), &mut built, &repo, &key, &previous)?;
     // Never publish what does not verify: the whole tree is checked against the key's own
     // public half before the switch.
