@@ -16,10 +16,10 @@ const EXPECTED: &[(&str, &str)] = &[
     ("B4", "apt-add"),
     ("B4", "dnf-index"),
     ("B4", "dnf-add"),
-    ("B5", "sha256-16MiB"),
-    ("B6", "deb-xz-16MiB"),
-    ("B6", "deb-gzip-16MiB"),
-    ("B6", "rpm-xz-16MiB"),
+    ("B5", "sha256-8MiB"),
+    ("B6", "deb-xz-8MiB"),
+    ("B6", "deb-gzip-8MiB"),
+    ("B6", "rpm-xz-8MiB"),
 ];
 
 /// `B<n> <name> <unit>=<number> target=<t> PASS|MISS` → (id, name, unit, value, verdict).
@@ -64,12 +64,16 @@ fn small_bench_reports_every_benchmark() {
         "no `cores: {cores}` line:\n{stdout}"
     );
     assert!(
-        stdout.lines().any(|l| l.starts_with("machine: ") && l.contains(" CPU ")),
+        stdout
+            .lines()
+            .any(|l| l.starts_with("machine: ") && l.contains(" CPU ")),
         "{stdout}"
     );
     assert!(stdout.lines().any(|l| l.starts_with("date: ")), "{stdout}");
     assert!(
-        stdout.contains("| benchmark") && stdout.contains("| ratio"),
+        stdout.contains("| benchmark")
+            && stdout.contains(" ratio |")
+            && stdout.contains("RSS ours/them"),
         "no table:\n{stdout}"
     );
 

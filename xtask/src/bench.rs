@@ -162,8 +162,8 @@ pub fn child(a: ChildArgs) -> Result<()> {
             println!("{} packages", r.packages.len());
         }
         ChildCmd::Sha256 { file } => {
-            let (h, _) = crate::digest::sha256_file(&file)
-                .with_context(|| format!("{}", file.display()))?;
+            let (h, _) =
+                crate::digest::sha256_file(&file).with_context(|| format!("{}", file.display()))?;
             println!("{h}  {}", file.display());
         }
     }
@@ -171,10 +171,11 @@ pub fn child(a: ChildArgs) -> Result<()> {
 }
 
 fn load_key(path: &Path) -> Result<SigningKey> {
-    Ok(
-        SigningKey::load(&KeySource::File(path.to_path_buf()), &PassphraseSource::None)?
-            .with_signature_time(Some(SDE)),
-    )
+    Ok(SigningKey::load(
+        &KeySource::File(path.to_path_buf()),
+        &PassphraseSource::None,
+    )?
+    .with_signature_time(Some(SDE)))
 }
 
 /// Every `*.ext` in `dir`, sorted, plus `extra`.
@@ -387,9 +388,7 @@ struct Sample {
 /// stderr go to `log`; a failure shows its end.
 fn measure(cmd: &mut Command, log: &Path) -> Result<Sample> {
     let f = fs::File::create(log).with_context(|| format!("{}", log.display()))?;
-    cmd.stdin(Stdio::null())
-        .stdout(f.try_clone()?)
-        .stderr(f);
+    cmd.stdin(Stdio::null()).stdout(f.try_clone()?).stderr(f);
     let mut desc = format!("{cmd:?}");
     if desc.len() > 300 {
         let mut end = 300;
@@ -757,9 +756,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let sizes = if a.small {
         Sizes {
             b1_binary: 2 << 20,
-            catalogue_binary: 1 << 20,
-            index_packages: 200,
-            big_file: 16 << 20,
+            catalogue_binary: 512 << 10,
+            index_packages: 100,
+            big_file: 8 << 20,
         }
     } else {
         Sizes {
@@ -853,11 +852,18 @@ fn report(ctx: &Ctx, rows: &[Row], elapsed: f64) {
         .and_then(|t| {
             t.lines()
                 .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+                .and_then(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .and_then(|v| v.parse::<u64>().ok())
+                })
         })
         .map(|k| format!("{:.1} GiB", k as f64 / MIB))
         .unwrap_or_else(|| "?".into());
-    println!("# cargo xtask bench{}", if ctx.small { " --small" } else { "" });
+    println!(
+        "# cargo xtask bench{}",
+        if ctx.small { " --small" } else { "" }
+    );
     println!("date: {}", crate::date::rfc2822(now, "UTC"));
     println!("machine: {cores} cores, CPU {cpu}, memory {mem}");
     println!("cores: {cores}");
@@ -867,9 +873,9 @@ fn report(ctx: &Ctx, rows: &[Row], elapsed: f64) {
     );
     println!("large binary: {LARGE_BINARY_MIX}");
     println!(
-        "sizes: B1 {} MiB; B2/B3 catalogue binaries {} MiB each; B4 {} packages; B5/B6 {} MiB",
+        "sizes: B1 {} MiB; B2/B3 catalogue binaries {} KiB each; B4 {} packages; B5/B6 {} MiB",
         ctx.sizes.b1_binary >> 20,
-        ctx.sizes.catalogue_binary >> 20,
+        ctx.sizes.catalogue_binary >> 10,
         ctx.sizes.index_packages,
         ctx.sizes.big_file >> 20
     );
@@ -1127,8 +1133,9 @@ fn catalogue(ctx: &Ctx) -> Result<Catalogue> {
     let mut jobs = Vec::new();
     for c in &all {
         let src = fs::read_to_string(&c.file)?;
-        let mut doc: toml_edit::DocumentMut =
-            src.parse().with_context(|| format!("{}", c.file.display()))?;
+        let mut doc: toml_edit::DocumentMut = src
+            .parse()
+            .with_context(|| format!("{}", c.file.display()))?;
         for arch in c.pinned_arches() {
             let url = c.url(arch);
             let rest = url.split_once("://").map(|x| x.1).unwrap_or(&url);
@@ -1753,7 +1760,11 @@ fn big_file(ctx: &Ctx) -> Result<(PathBuf, String)> {
 fn b5(ctx: &Ctx) -> Result<Vec<Row>> {
     eprintln!("bench: B5 sha256 of a large file");
     let goal = Goal::ThroughputAtLeast(0.9);
-    let name = if ctx.small { "sha256-16MiB" } else { "sha256-1GiB" };
+    let name = if ctx.small {
+        "sha256-8MiB"
+    } else {
+        "sha256-1GiB"
+    };
     if let Some(t) = ctx.need(&["sha256sum"]) {
         return Ok(vec![Row::skipped("B5", name, goal, &t)]);
     }
@@ -1819,7 +1830,7 @@ fn b6(ctx: &Ctx) -> Result<Vec<Row>> {
     eprintln!("bench: B6 peak RSS packaging a large binary");
     let (p, sha) = big_file(ctx)?;
     let goal = Goal::RssAtMost(64.0);
-    let tag = if ctx.small { "16MiB" } else { "1GiB" };
+    let tag = if ctx.small { "8MiB" } else { "1GiB" };
     let mut rows = Vec::new();
     let dir = ctx.work.join("b6");
     for (fmt, c) in [
@@ -1833,7 +1844,13 @@ fn b6(ctx: &Ctx) -> Result<Vec<Row>> {
             ctx.ours()
                 .args(["bench-child", fmt])
                 .arg(&p)
-                .args(["--sha256", &sha, "--compression", compression_name(c), "--out"])
+                .args([
+                    "--sha256",
+                    &sha,
+                    "--compression",
+                    compression_name(c),
+                    "--out",
+                ])
                 .arg(&out),
             &ctx.log(&format!("b6-{fmt}-{}", compression_name(c))),
         )?;
@@ -1841,7 +1858,7 @@ fn b6(ctx: &Ctx) -> Result<Vec<Row>> {
         let note = match (fmt, c) {
             ("deb", Compression::Xz) => {
                 "one run; xz preset 6 (dpkg's default) with liblzma's multi-threaded encoder: \
-                 its own working memory is about 94 MiB per thread plus two 24 MiB blocks"
+                 its own working memory is about 94 MiB per thread plus two 8 MiB blocks"
             }
             ("deb", _) => "one run; gzip -9: the streaming of the writer alone",
             _ => "one run; the rpm crate holds the compressed payload in memory (see ARCHITECTURE)",

@@ -60,7 +60,8 @@ pub fn tool_digest() -> Result<String> {
     static DIGEST: OnceLock<std::result::Result<String, String>> = OnceLock::new();
     DIGEST
         .get_or_init(|| {
-            let exe = std::env::current_exe().map_err(|e| format!("the running executable: {e}"))?;
+            let exe =
+                std::env::current_exe().map_err(|e| format!("the running executable: {e}"))?;
             crate::digest::sha256_file(&exe)
                 .map(|(h, _)| h)
                 .map_err(|e| format!("{}: {e}", exe.display()))
