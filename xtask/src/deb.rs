@@ -43,8 +43,11 @@ const XZ_PRESET: u32 = 6;
 const GZIP_LEVEL: u32 = 9;
 const ZSTD_LEVEL: i32 = 9;
 /// xz block size for the multi-threaded encoder: fixed, so the output never depends on the
-/// machine (liblzma's default derives it from the preset; we pin it explicitly).
-const XZ_BLOCK_SIZE: u64 = 24 << 20;
+/// machine. 8 MiB = preset 6's dictionary, not liblzma's default of three dictionaries
+/// (24 MiB, what dpkg-deb uses): an exporter binary (15-30 MiB) then spans several blocks, so
+/// one package keeps every core busy (about 2x on 2 cores), for about 0.2% larger output and
+/// 16 MiB less buffer memory per thread.
+const XZ_BLOCK_SIZE: u64 = 8 << 20;
 /// Where systemd-sysusers looks for the package's entry (by name, also under --root).
 const SYSUSERS_DIR: &str = "/usr/lib/sysusers.d/";
 /// Upper bound for a license text read into the copyright file.

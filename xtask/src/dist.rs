@@ -441,8 +441,40 @@ pub fn build_all<S>(
 where
     S: rpm::signature::Signing<Signature = Vec<u8>> + Sync,
 {
+    build_all_cached(
+        templates, jobs, artifacts, staging, opts, rpm_signer, deb_signer, progress, None,
+    )
+    .map(|(b, _)| b)
+}
+
+/// How many packages came from the build cache and how many were built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub hits: usize,
+    pub built: usize,
+}
+
+/// As [`build_all`], reusing packages from `cache` whose key (every input of their bytes, see
+/// [`crate::build_cache`]) is already there, and storing the ones it builds. The cache's
+/// signer id must name the key behind `rpm_signer` and `deb_signer`. A job whose packages
+/// all hit is not even unpacked.
+#[allow(clippy::too_many_arguments)]
+pub fn build_all_cached<S>(
+    templates: &Templates,
+    jobs: &[(Component, Arch)],
+    artifacts: &[VerifiedArtifact],
+    staging: &Path,
+    opts: &BuildOptions,
+    rpm_signer: &S,
+    deb_signer: &dyn crate::signer::Signer,
+    progress: &Progress,
+    cache: Option<&crate::build_cache::BuildCache>,
+) -> Result<(Vec<Built>, CacheStats)>
+where
+    S: rpm::signature::Signing<Signature = Vec<u8>> + Sync,
+{
     let work = staging.join(".work");
-    let results: Vec<Result<Vec<Built>>> = jobs
+    let results: Vec<Result<(Vec<Built>, CacheStats)>> = jobs
         .par_iter()
         .zip(artifacts.par_iter())
         .map(|((c, arch), art)| {
@@ -457,6 +489,7 @@ where
                 opts,
                 rpm_signer,
                 deb_signer,
+                cache,
             );
             if let Some(sp) = sp {
                 sp.finish_and_clear();
@@ -465,10 +498,15 @@ where
         })
         .collect();
     let mut built = Vec::new();
+    let mut stats = CacheStats::default();
     let mut errors = Vec::new();
     for r in results {
         match r {
-            Ok(b) => built.extend(b),
+            Ok((b, s)) => {
+                built.extend(b);
+                stats.hits += s.hits;
+                stats.built += s.built;
+            }
             Err(e) => errors.push(format!("{e:#}")),
         }
     }
@@ -477,7 +515,7 @@ where
         bail!("{}", errors.join("\n"));
     }
     built.sort_by(|a, b| a.file.cmp(&b.file));
-    Ok(built)
+    Ok((built, stats))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -491,80 +529,181 @@ fn build_one<S>(
     opts: &BuildOptions,
     rpm_signer: &S,
     deb_signer: &dyn crate::signer::Signer,
-) -> Result<Vec<Built>>
+    cache: Option<&crate::build_cache::BuildCache>,
+) -> Result<(Vec<Built>, CacheStats)>
 where
     S: rpm::signature::Signing<Signature = Vec<u8>>,
 {
-    let staged = stage(c, art, work)?;
     let sde = source_date_epoch(c, opts.source_date_epoch);
-    let mut out = Vec::new();
-    for layout in [Layout::DEB, Layout::RPM] {
-        let rendered = crate::render::render_component(templates, c, &layout)?;
-        let pkg = describe(c, arch, &layout, &staged, rendered, opts, sde)?;
-        let (sub, w): (&str, Written) = match layout.format {
-            Format::Deb => {
-                let d = staging.join("deb");
-                std::fs::create_dir_all(&d)?;
-                (
-                    "deb",
-                    crate::deb::write_deb_signed(
-                        &pkg,
-                        templates,
-                        &d,
-                        opts.deb_compression,
-                        Some(deb_signer),
-                    )?,
-                )
-            }
-            Format::Rpm => {
-                let d = staging.join("rpm");
-                std::fs::create_dir_all(&d)?;
-                (
-                    "rpm",
-                    crate::rpm_writer::write_rpm_signed(
-                        &pkg,
-                        templates,
-                        &d,
-                        opts.rpm_compression,
-                        Some(rpm_signer),
-                    )?,
-                )
-            }
-        };
-        crate::attest::write(
-            staging,
-            &crate::attest::Inputs {
-                component: c,
-                arch,
-                format: layout.format,
-                artifact: art,
-                templates: &templates.digests,
-                package: &pkg,
-                written: &w,
-                source_date_epoch: sde,
-                compression: format!(
-                    "{:?}",
-                    match layout.format {
+    let sub = |f: Format| match f {
+        Format::Deb => "deb",
+        Format::Rpm => "rpm",
+    };
+    let layouts = [Layout::DEB, Layout::RPM];
+    let keys: Vec<Option<String>> = layouts
+        .iter()
+        .map(|l| {
+            cache.map(|bc| {
+                bc.key(&crate::build_cache::KeyInputs {
+                    format: l.format,
+                    arch,
+                    component_file_sha256: &c.file_sha256,
+                    asset_sha256: &art.sha256,
+                    templates: &templates.digests,
+                    compression: match l.format {
                         Format::Deb => opts.deb_compression,
                         Format::Rpm => opts.rpm_compression,
+                    },
+                    maintainer: &opts.maintainer,
+                    source_date_epoch: sde,
+                })
+            })
+        })
+        .collect();
+    let mut out: Vec<Option<Built>> = vec![None, None];
+    let mut stats = CacheStats::default();
+    if let Some(bc) = cache {
+        for (i, l) in layouts.iter().enumerate() {
+            let key = keys[i].as_deref().unwrap_or_default();
+            let dir = staging.join(sub(l.format));
+            // A hit needs the package and its SBOM and provenance (cached beside it under
+            // derived keys); any of them missing means the package is built again.
+            let attest_hit = |key: &str| -> Result<bool> {
+                for (adir, tag) in [
+                    (crate::attest::SBOM_DIR, "sbom"),
+                    (crate::attest::PROVENANCE_DIR, "provenance"),
+                ] {
+                    if bc
+                        .fetch(&format!("{key}-{tag}"), &staging.join(adir))?
+                        .is_none()
+                    {
+                        return Ok(false);
                     }
-                )
-                .to_lowercase(),
-            },
-        )
-        .with_context(|| format!("{}: SBOM and provenance", w.file_name))?;
-        out.push(Built {
-            component: c.name.clone(),
-            package: pkg.name.clone(),
-            format: layout.format,
-            version: format!("{}-{}", pkg.version, pkg.revision),
-            arch,
-            file: format!("{sub}/{}", w.file_name),
-            size: w.size,
-            sha256: w.sha256,
-        });
+                }
+                Ok(true)
+            };
+            if let Some(e) = bc
+                .fetch(key, &dir)?
+                .filter(|_| attest_hit(key).unwrap_or(false))
+            {
+                out[i] = Some(Built {
+                    component: c.name.clone(),
+                    package: e.package,
+                    format: l.format,
+                    version: e.version,
+                    arch,
+                    file: format!("{}/{}", sub(l.format), e.file_name),
+                    size: e.size,
+                    sha256: e.sha256,
+                });
+                stats.hits += 1;
+            }
+        }
     }
-    Ok(out)
+    if out.iter().any(Option::is_none) {
+        let staged = stage(c, art, work)?;
+        for (i, layout) in layouts.iter().enumerate() {
+            if out[i].is_some() {
+                continue;
+            }
+            let rendered = crate::render::render_component(templates, c, layout)?;
+            let pkg = describe(c, arch, layout, &staged, rendered, opts, sde)?;
+            let d = staging.join(sub(layout.format));
+            std::fs::create_dir_all(&d)?;
+            let w: Written = match layout.format {
+                Format::Deb => crate::deb::write_deb_signed(
+                    &pkg,
+                    templates,
+                    &d,
+                    opts.deb_compression,
+                    Some(deb_signer),
+                )?,
+                Format::Rpm => crate::rpm_writer::write_rpm_signed(
+                    &pkg,
+                    templates,
+                    &d,
+                    opts.rpm_compression,
+                    Some(rpm_signer),
+                )?,
+            };
+            crate::attest::write(
+                staging,
+                &crate::attest::Inputs {
+                    component: c,
+                    arch,
+                    format: layout.format,
+                    artifact: art,
+                    templates: &templates.digests,
+                    package: &pkg,
+                    written: &w,
+                    source_date_epoch: sde,
+                    compression: format!(
+                        "{:?}",
+                        match layout.format {
+                            Format::Deb => opts.deb_compression,
+                            Format::Rpm => opts.rpm_compression,
+                        }
+                    )
+                    .to_lowercase(),
+                },
+            )
+            .with_context(|| format!("{}: SBOM and provenance", w.file_name))?;
+            let version = format!("{}-{}", pkg.version, pkg.revision);
+            if let (Some(bc), Some(key)) = (cache, keys[i].as_deref()) {
+                let entry =
+                    |file_name: String, size: u64, sha256: String| crate::build_cache::Entry {
+                        file_name,
+                        package: pkg.name.clone(),
+                        version: version.clone(),
+                        size,
+                        sha256,
+                    };
+                let mut stored = bc.store(
+                    key,
+                    &w.path,
+                    &entry(w.file_name.clone(), w.size, w.sha256.clone()),
+                );
+                for (adir, suffix, tag) in [
+                    (crate::attest::SBOM_DIR, crate::attest::SBOM_SUFFIX, "sbom"),
+                    (
+                        crate::attest::PROVENANCE_DIR,
+                        crate::attest::PROVENANCE_SUFFIX,
+                        "provenance",
+                    ),
+                ] {
+                    if stored.is_err() {
+                        break;
+                    }
+                    let name = format!("{}{suffix}", w.file_name);
+                    let path = staging.join(adir).join(&name);
+                    stored = std::fs::read(&path)
+                        .with_context(|| format!("reading {}", path.display()))
+                        .and_then(|bytes| {
+                            bc.store(
+                                &format!("{key}-{tag}"),
+                                &path,
+                                &entry(name, bytes.len() as u64, crate::digest::sha256_hex(&bytes)),
+                            )
+                        });
+                }
+                if let Err(e) = stored {
+                    eprintln!("warning: build cache: {e:#}");
+                }
+            }
+            out[i] = Some(Built {
+                component: c.name.clone(),
+                package: pkg.name.clone(),
+                format: layout.format,
+                version,
+                arch,
+                file: format!("{}/{}", sub(layout.format), w.file_name),
+                size: w.size,
+                sha256: w.sha256,
+            });
+            stats.built += 1;
+        }
+    }
+    Ok((out.into_iter().flatten().collect(), stats))
 }
 
 /// How the repositories of a generation are made.

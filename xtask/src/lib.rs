@@ -4,6 +4,8 @@
 
 pub mod apt_repo;
 pub mod attest;
+pub mod bench;
+pub mod build_cache;
 pub mod component;
 pub mod date;
 pub mod deb;

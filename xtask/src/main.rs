@@ -44,6 +44,11 @@ enum Cmd {
     Mirror(MirrorCmd),
     /// Build and sign one repository generation from several shard outputs (`--merge`).
     Index(IndexArgs),
+    /// Measure the pipeline against dpkg-deb, rpmbuild, apt-ftparchive, createrepo_c, sha256sum.
+    Bench(xtask::bench::BenchArgs),
+    /// One measured step of `bench`, run as its own process (peak RSS per run).
+    #[command(hide = true)]
+    BenchChild(xtask::bench::ChildArgs),
 }
 
 #[derive(Subcommand)]
@@ -157,6 +162,10 @@ struct DistArgs {
     /// Maintainer / packager field.
     #[arg(long, value_name = "NAME <EMAIL>", default_value = dist::DEFAULT_MAINTAINER)]
     maintainer: String,
+    /// Rebuild every package instead of reusing unchanged ones from the build cache
+    /// (CACHE/builds, keyed by sha256 of every input of a package's bytes).
+    #[arg(long)]
+    no_build_cache: bool,
     #[command(flatten)]
     repo: RepoArgs,
 }
@@ -287,6 +296,8 @@ fn main() -> ExitCode {
         Cmd::Mirror(MirrorCmd::Bundle(a)) => cmd_bundle(a),
         Cmd::Mirror(MirrorCmd::Import(a)) => cmd_import(a),
         Cmd::Index(a) => cmd_index(a),
+        Cmd::Bench(a) => xtask::bench::run(a),
+        Cmd::BenchChild(a) => xtask::bench::child(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -403,7 +414,19 @@ fn cmd_dist(a: DistArgs) -> Result<()> {
         source_date_epoch: None,
     };
     let rpm_signer = key.rpm_signer()?;
-    let built = dist::build_all(
+    let build_cache = if a.no_build_cache {
+        None
+    } else {
+        Some(xtask::build_cache::BuildCache::new(
+            &fetcher.options().cache_dir.join("builds"),
+            &format!(
+                "{} {} t={date}",
+                key.fingerprint(),
+                key.signing_fingerprint()
+            ),
+        )?)
+    };
+    let (built, stats) = dist::build_all_cached(
         &templates,
         &jobs,
         &arts,
@@ -412,7 +435,16 @@ fn cmd_dist(a: DistArgs) -> Result<()> {
         &rpm_signer,
         &key,
         &progress,
+        build_cache.as_ref(),
     )?;
+    if let Some(bc) = &build_cache {
+        eprintln!(
+            "build cache {}: {} package(s) reused, {} built",
+            bc.dir().display(),
+            stats.hits,
+            stats.built
+        );
+    }
     let trusted = TrustedKeys::from_armored(&key.public_key_armored()?)?;
     publish_generation(
         lock,
