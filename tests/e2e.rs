@@ -116,8 +116,12 @@ fn real_binaries_pin_dist_lint_fetch() {
         "a real key was given:\n{json}"
     );
     let start = json.find('{').expect("json output");
-    let v: serde_json::Value =
-        serde_json::from_str(&json[start..]).unwrap_or_else(|e| panic!("{e}: {json}"));
+    // (stdout's JSON document comes first; stderr's status lines follow it)
+    let v: serde_json::Value = serde_json::Deserializer::from_str(&json[start..])
+        .into_iter()
+        .next()
+        .expect("json output")
+        .unwrap_or_else(|e| panic!("{e}: {json}"));
     assert_eq!(v["signing_key"].as_str().unwrap(), key.fpr);
     let pkgs = v["packages"].as_array().unwrap();
     assert_eq!(pkgs.len(), 8, "2 components × 2 arches × 2 formats: {json}");

@@ -79,8 +79,13 @@ fn dist(
             .env("SOURCE_DATE_EPOCH", sde.to_string()),
     );
     assert!(ok, "dist failed:\n{json}");
-    let v: serde_json::Value = serde_json::from_str(&json[json.find('{').expect("json")..])
-        .unwrap_or_else(|e| panic!("{e}: {json}"));
+    // (stdout's JSON document comes first; stderr's status lines follow it)
+    let v: serde_json::Value =
+        serde_json::Deserializer::from_str(&json[json.find('{').expect("json")..])
+            .into_iter()
+            .next()
+            .expect("json")
+            .unwrap_or_else(|e| panic!("{e}: {json}"));
     let mut files = BTreeMap::new();
     for p in v["packages"].as_array().unwrap() {
         files.insert(

@@ -270,7 +270,12 @@ fn components_without_real_binaries_build_from_their_upstream_layouts() {
         .env("XDG_DATA_HOME", tmp.path().join("xdg"))
         .env("SOURCE_DATE_EPOCH", "1700000000"));
     assert!(ok, "dist failed:\n{json}");
-    let v: serde_json::Value = serde_json::from_str(&json[json.find('{').unwrap()..]).unwrap();
+    // (stdout's JSON document comes first; stderr's status lines follow it)
+    let v: serde_json::Value = serde_json::Deserializer::from_str(&json[json.find('{').unwrap()..])
+        .into_iter()
+        .next()
+        .unwrap()
+        .unwrap();
     let pkgs = v["packages"].as_array().unwrap();
     assert_eq!(
         pkgs.len(),
