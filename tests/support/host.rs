@@ -347,10 +347,13 @@ impl Host {
             if ok {
                 return text;
             }
-            assert!(
-                t.elapsed() < Duration::from_secs(secs),
-                "in the host, after {secs} s still failing: {script}\n{text}"
-            );
+            if t.elapsed() >= Duration::from_secs(secs) {
+                let (_, journal) = self.sh("journalctl -b --no-pager -n 40");
+                panic!(
+                    "in the host, after {secs} s still failing: {script}\n{text}\n\
+                     the host's journal (last 40 lines):\n{journal}"
+                );
+            }
             std::thread::sleep(Duration::from_millis(250));
         }
     }
