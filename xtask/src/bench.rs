@@ -1187,7 +1187,7 @@ fn release_archive(
     dest: &Path,
 ) -> Result<String> {
     let stamp = dest.with_extension("stamp");
-    let stamp_text = format!("{GEN_VERSION} {} {arch} {bin_sha}", c.name);
+    let stamp_text = format!("{GEN_VERSION} members2 {} {arch} {bin_sha}", c.name);
     if let Ok(s) = fs::read_to_string(&stamp) {
         if let Some((t, sha)) = s.rsplit_once(' ') {
             if t == stamp_text && dest.is_file() {
@@ -1196,8 +1196,47 @@ fn release_archive(
         }
     }
     fs::create_dir_all(dest.parent().unwrap_or(Path::new(".")))?;
+    // The members the component reads from the archive: the binary, the license text and any
+    // configuration it installs from the archive (`[[config]] source`, e.g. snmp.yml).
+    let license = b"Apache License 2.0 (text generated for cargo xtask bench)\n";
+    let config_text = b"# configuration generated for cargo xtask bench\n{}\n";
+    let mut texts: Vec<(String, &[u8])> = Vec::new();
+    if let Some(l) = &c.source.license_file {
+        texts.push((c.expand(l, arch), &license[..]));
+    }
+    for cf in &c.config {
+        if let Some(src) = &cf.source {
+            texts.push((c.expand(src, arch), &config_text[..]));
+        }
+    }
     let f = fs::File::create(dest).with_context(|| format!("{}", dest.display()))?;
-    let hw = crate::digest::HashingWriter::new(BufWriter::new(f));
+    let mut hw = crate::digest::HashingWriter::new(BufWriter::new(f));
+    if dest.to_string_lossy().ends_with(".zip") {
+        // zip needs Seek: write it in memory-free steps through a temporary file, then hash.
+        let tmp = dest.with_extension("zip.tmp");
+        {
+            let mut z = zip::ZipWriter::new(fs::File::create(&tmp)?);
+            let opts = |mode: u32| {
+                zip::write::SimpleFileOptions::default()
+                    .compression_method(zip::CompressionMethod::Deflated)
+                    .last_modified_time(zip::DateTime::default())
+                    .unix_permissions(mode)
+            };
+            z.start_file(c.expand(&c.source.binary, arch), opts(0o755))?;
+            io::copy(&mut fs::File::open(bin)?, &mut z)?;
+            for (name, text) in &texts {
+                z.start_file(name.as_str(), opts(0o644))?;
+                z.write_all(text)?;
+            }
+            z.finish()?.sync_all()?;
+        }
+        io::copy(&mut fs::File::open(&tmp)?, &mut hw)?;
+        fs::remove_file(&tmp)?;
+        let (bw, sha, _) = hw.finish();
+        bw.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        fs::write(&stamp, format!("{stamp_text} {sha}"))?;
+        return Ok(sha);
+    }
     let gz = flate2::GzBuilder::new()
         .mtime(SDE as u32)
         .write(hw, flate2::Compression::new(6));
@@ -1219,10 +1258,9 @@ fn release_archive(
         c.expand(&c.source.binary, arch),
         fs::File::open(bin)?,
     )?;
-    if let Some(l) = &c.source.license_file {
-        let text = b"Apache License 2.0 (text generated for cargo xtask bench)\n";
+    for (name, text) in &texts {
         let mut h = header(text.len() as u64, 0o644);
-        tar.append_data(&mut h, c.expand(l, arch), &text[..])?;
+        tar.append_data(&mut h, name, &text[..])?;
     }
     let gz = tar.into_inner()?;
     let hw = gz.finish()?;
@@ -1465,15 +1503,23 @@ fn baseline_script(ctx: &Ctx, cat: &Catalogue, dir: &Path) -> Result<String> {
         let deb_name = format!("{}_{}-{}_{arch}.deb", c.deb_name, c.version, c.revision);
         s.push_str(&format!(
             "# {id}\nw=\"$O\"/work/{id}\nmkdir -p \"$w\"\n\
-             tar -xzf {archive} -O {member} > \"$w\"/bin\nchmod 0755 \"$w\"/bin\n\
+             {extract} > \"$w\"/bin\nchmod 0755 \"$w\"/bin\n\
              cp -a {deb_tree} \"$w\"/deb\ncp -l \"$w\"/bin \"$w\"/deb/usr/bin/{name}\n\
              (cd \"$w\"/deb && find . -path ./DEBIAN -prune -o -type f -printf '%P\\0' | sort -z | xargs -0 md5sum > DEBIAN/md5sums)\n\
              dpkg-deb --root-owner-group -Zxz -z6 --build \"$w\"/deb \"$O\"/debs/{deb_name} >/dev/null\n\
              G --detach-sign --armor -o \"$O\"/debs/{deb_name}.asc \"$O\"/debs/{deb_name}\n\
              rpmbuild -bb --quiet --target {rarch} --define \"_topdir $w/rpmbuild\" --define \"_rpmdir $O/rpms\" \
              --define \"bin $w/bin\" {spec} >/dev/null\n",
-            archive = q(archive),
-            member = q(&bin_member),
+            // (zip assets — promtail, alloy — through python3's zipfile: GNU tar reads no zip)
+            extract = if archive.to_string_lossy().ends_with(".zip") {
+                format!(
+                    "python3 -c 'import sys,zipfile; sys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read(sys.argv[2]))' {} {}",
+                    q(archive),
+                    q(&bin_member)
+                )
+            } else {
+                format!("tar -xzf {} -O {}", q(archive), q(&bin_member))
+            },
             deb_tree = q(&deb_tree),
             name = c.name,
             rarch = arch.rpm(),
