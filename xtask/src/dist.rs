@@ -582,10 +582,13 @@ where
                 }
                 Ok(true)
             };
-            if let Some(e) = bc
-                .fetch(key, &dir)?
-                .filter(|_| attest_hit(key).unwrap_or(false))
-            {
+            if let Some(e) = bc.fetch(key, &dir)? {
+                if !attest_hit(key)? {
+                    // Built again below: drop the placed link first, so that the writer never
+                    // writes through a hard link into the cache entry.
+                    let _ = std::fs::remove_file(dir.join(&e.file_name));
+                    continue;
+                }
                 out[i] = Some(Built {
                     component: c.name.clone(),
                     package: e.package,
