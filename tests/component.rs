@@ -1252,20 +1252,20 @@ fn lint_smoke_metric_required_and_valid() {
         at: "\"node-cpu\"",
         field: "smoke.metric",
         value: Some("node-cpu"),
-        message: "a Prometheus metric name",
+        message: "is not allowed in a metric name",
     });
     // test credentials are for credential files only, and are real (no placeholder)
     refused(&Case {
         base: "mysqld_exporter",
         stem: None,
         edits: &[(
-            "\"/etc/mysqld_exporter/my.cnf\" = \"[client]",
-            "\"/etc/mysqld_exporter/other.cnf\" = \"[client]",
+            "[smoke.credentials]\n",
+            "[smoke.credentials]\n\"/etc/mysqld_exporter/other.cnf\" = \"[client]\\n\"\n",
         )],
         at: "\"/etc/mysqld_exporter/other.cnf\"",
-        field: "smoke.credentials./etc/mysqld_exporter/other.cnf",
+        field: "smoke.credentials.\"/etc/mysqld_exporter/other.cnf\"",
         value: Some("/etc/mysqld_exporter/other.cnf"),
-        message: "not a credential file of this component",
+        message: "is not the path of a credential file",
     });
 }
 
