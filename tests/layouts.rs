@@ -9,30 +9,15 @@
 mod cmd;
 #[path = "support/gpg.rs"]
 mod gpg;
+#[path = "support/mirror.rs"]
+mod mirror;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use cmd::{must, run, workspace};
-
-fn mirror_dir() -> PathBuf {
-    let dir = std::env::var_os("OBS_MIRROR_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/upstream-mirror"));
-    if !dir.join("manifest.tsv").is_file() {
-        let shared = std::env::var_os("OBS_SHARED_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| workspace().join("../shared"));
-        must(
-            Command::new("bash")
-                .arg(shared.join("upstream-mirror/build.sh"))
-                .arg(&dir)
-                .env("ARCHES", "amd64 arm64"),
-        );
-    }
-    dir
-}
+use mirror::mirror_dir;
 
 /// A real exporter ELF of `arch` from the mirror (nginx_exporter's, the smallest), extracted
 /// with the pipeline's own safe unpacker.

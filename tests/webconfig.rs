@@ -6,13 +6,15 @@
 
 #[path = "support/cmd.rs"]
 mod cmd;
+#[path = "support/mirror.rs"]
+mod mirror;
 #[path = "support/webconfig.rs"]
 mod webconfig;
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use cmd::{must, workspace};
+use cmd::workspace;
+use mirror::mirror_dir;
 use xtask::component;
 use xtask::package::Layout;
 use xtask::render::{render_component, Templates};
@@ -72,12 +74,6 @@ fn web_config_is_shipped_disabled_and_switched_on_by_one_line() {
     );
 }
 
-fn mirror_dir() -> PathBuf {
-    std::env::var_os("OBS_MIRROR_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/upstream-mirror"))
-}
-
 /// A free loopback port (bound, then released).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -90,18 +86,6 @@ fn free_port() -> u16 {
 #[test]
 fn enabled_web_config_serves_tls_and_basic_auth_with_a_real_exporter() {
     let mirror = mirror_dir();
-    if !mirror.join("manifest.tsv").is_file() {
-        // The mirror is built by tests/e2e.rs (same location); build it here if it is not.
-        let shared = std::env::var_os("OBS_SHARED_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| workspace().join("../shared"));
-        must(
-            Command::new("bash")
-                .arg(shared.join("upstream-mirror/build.sh"))
-                .arg(&mirror)
-                .env("ARCHES", "amd64 arm64"),
-        );
-    }
     let manifest = std::fs::read_to_string(mirror.join("manifest.tsv")).unwrap();
     let arch = if cfg!(target_arch = "aarch64") {
         "arm64"
