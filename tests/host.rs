@@ -263,16 +263,7 @@ fn write_credentials(h: &Host, case: &Case) {
 
 fn exposure(h: &Host, unit: &str) -> f64 {
     let (_, text) = h.sh(&format!("systemd-analyze security --no-pager {unit}"));
-    let line = text
-        .lines()
-        .find(|l| l.contains("Overall exposure level"))
-        .unwrap_or_else(|| panic!("{unit}: no exposure score:\n{text}"));
-    let score: f64 = line
-        .split(':')
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("cannot parse {line:?}"));
+    let score = cmd::exposure_score(unit, &text);
     println!("exposure {unit} {score}");
     assert!(
         score <= MAX_EXPOSURE,

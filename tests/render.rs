@@ -48,16 +48,7 @@ fn units_score_within_the_hardening_target() {
                 .arg("--offline=true")
                 .arg(format!("--root={}", root.path().display()))
                 .arg(&unit));
-            let line = text
-                .lines()
-                .find(|l| l.contains("Overall exposure level"))
-                .unwrap_or_else(|| panic!("{unit}: no exposure score (ok={ok}):\n{text}"));
-            let score: f64 = line
-                .split(':')
-                .nth(1)
-                .and_then(|s| s.split_whitespace().next())
-                .and_then(|s| s.parse().ok())
-                .unwrap_or_else(|| panic!("cannot parse {line:?}"));
+            let score = cmd::exposure_score(&format!("{unit} (ok={ok})"), &text);
             println!("{unit} ({:?}): exposure {score}", layout.format);
             assert!(
                 score <= MAX_EXPOSURE,

@@ -33,3 +33,17 @@ pub fn must(cmd: &mut Command) -> String {
     assert!(ok, "{desc} failed:\n{text}");
     text
 }
+
+/// The overall score from `systemd-analyze security` output; `what` names the unit in the
+/// panic when the output has none.
+pub fn exposure_score(what: &str, text: &str) -> f64 {
+    let line = text
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or_else(|| panic!("{what}: no exposure score:\n{text}"));
+    line.split(':')
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("cannot parse {line:?}"))
+}
