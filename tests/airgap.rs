@@ -290,21 +290,11 @@ fn bundle_imports_into_an_empty_directory_apt_installs_and_every_refusal_changes
     // served over loopback HTTP as a mirror's web server would), installs.
     let http = clients::Http::serve(&imported);
     let sources = std::fs::read_to_string(imported.join("observability-stack.sources")).unwrap();
-    let sources: String = sources
-        .lines()
-        .map(|l| {
-            if l.starts_with("URIs:") {
-                format!("URIs: {}/apt\n", http.url)
-            } else if l.starts_with("Signed-By:") {
-                format!(
-                    "Signed-By: {}\n",
-                    imported.join("keys/observability-stack.gpg").display()
-                )
-            } else {
-                format!("{l}\n")
-            }
-        })
-        .collect();
+    let sources = clients::sources_at(
+        &sources,
+        &format!("{}/apt", http.url),
+        &imported.join("keys/observability-stack.gpg"),
+    );
     let apt = clients::Apt::new(&sources);
     // This machine's installed packages, so that apt resolves the package's Depends (libc6).
     std::fs::copy("/var/lib/dpkg/status", apt.dir.path().join("status")).unwrap();

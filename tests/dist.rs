@@ -11,8 +11,12 @@
 mod clients;
 #[path = "support/cmd.rs"]
 mod cmd;
+#[path = "support/distfx.rs"]
+mod distfx;
 #[path = "support/fixture.rs"]
 mod fixture;
+#[path = "support/gpg.rs"]
+mod gpg;
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -20,10 +24,9 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use distfx::{listing, COMPONENTS};
 use sha2::{Digest, Sha256};
 
-/// The components of the repository and the versions pinned there.
-const COMPONENTS: [(&str, &str); 2] = [("node_exporter", "1.10.2"), ("mysqld_exporter", "0.18.0")];
 const SDE: &str = "1700000000";
 const PASS: &str = "dist test passphrase";
 
@@ -37,11 +40,6 @@ fn sha256_file(p: &Path) -> String {
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-/// The URL path of a component's upstream asset (the mirror keeps it).
-fn asset_path(comp: &str, version: &str, arch: &str) -> String {
-    format!("prometheus/{comp}/releases/download/v{version}/{comp}-{version}.linux-{arch}.tar.gz")
 }
 
 // ------------------------------------------------------------------------------------------
@@ -187,34 +185,7 @@ impl Fx {
             .prefix("xtask-dist-")
             .tempdir()
             .unwrap();
-        let components = dir.path().join("components");
-        let mirror = dir.path().join("mirror");
-        std::fs::create_dir(&components).unwrap();
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../components");
-        for (comp, version) in COMPONENTS {
-            let file = src.join(format!("{comp}.toml"));
-            let orig = xtask::component::load_file(&file).unwrap();
-            assert_eq!(orig.version, version, "{comp}: update COMPONENTS");
-            let bytes = fixture::release_tar_gz(comp, version, "amd64", "");
-            let p = mirror.join(asset_path(comp, version, "amd64"));
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(&p, &bytes).unwrap();
-            let a = xtask::package::Arch::parse("amd64").unwrap();
-            assert_eq!(
-                orig.url(a),
-                format!("https://github.com/{}", asset_path(comp, version, "amd64"))
-            );
-            let old = &orig.source.sha256[&a];
-            let t = std::fs::read_to_string(&file).unwrap();
-            assert!(t.contains(old.as_str()));
-            let t: String = t
-                .replace(old.as_str(), &sha256(&bytes))
-                .lines()
-                .filter(|l| !l.starts_with("arm64 = "))
-                .map(|l| format!("{l}\n"))
-                .collect();
-            std::fs::write(components.join(format!("{comp}.toml")), t).unwrap();
-        }
+        let (components, mirror) = distfx::pinned_components(dir.path());
         let xdg_data = dir.path().join("xdg-data");
         if !fresh_dev_key {
             let to = xdg_data.join("observability-stack");
@@ -361,35 +332,6 @@ impl Fx {
     fn gen(&self, n: u32) -> PathBuf {
         self.out.join(format!("generations/{n:04}"))
     }
-}
-
-/// Relative path → sha256 of every file below `root` (symlinks as `-> target`).
-fn listing(root: &Path) -> BTreeMap<String, String> {
-    fn walk(root: &Path, dir: &Path, m: &mut BTreeMap<String, String>) {
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in rd {
-            let e = e.unwrap();
-            let p = e.path();
-            let rel = p.strip_prefix(root).unwrap().display().to_string();
-            let t = e.file_type().unwrap();
-            if t.is_symlink() {
-                m.insert(
-                    rel,
-                    format!("-> {}", std::fs::read_link(&p).unwrap().display()),
-                );
-            } else if t.is_dir() {
-                m.insert(format!("{rel}/"), String::new());
-                walk(root, &p, m);
-            } else {
-                m.insert(rel, sha256_file(&p));
-            }
-        }
-    }
-    let mut m = BTreeMap::new();
-    walk(root, root, &mut m);
-    m
 }
 
 /// Files (relative paths) of every `by-hash/SHA*` directory below `root`.

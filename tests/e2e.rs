@@ -305,22 +305,7 @@ fn real_binaries_pin_dist_lint_fetch() {
     // pointing at our keyring, over file: and over loopback HTTP.
     let sources = std::fs::read_to_string(cur.join("observability-stack.sources")).unwrap();
     let keyring = cur.join("keys/observability-stack.gpg");
-    let with_keyring = |uri: &str| {
-        sources
-            .lines()
-            .map(|l| {
-                if l.starts_with("Signed-By:") {
-                    format!("Signed-By: {}", keyring.display())
-                } else if l.starts_with("URIs:") {
-                    format!("URIs: {uri}")
-                } else {
-                    l.to_string()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-            + "\n"
-    };
+    let with_keyring = |uri: &str| clients::sources_at(&sources, uri, &keyring);
     let node_deb = |arch: &str| {
         pkgs.iter()
             .find(|p| p["package"] == "node-exporter" && p["arch"] == arch && p["format"] == "deb")
@@ -444,21 +429,11 @@ fn real_binaries_pin_dist_lint_fetch() {
     // apt (own config and state: nothing of this machine's apt setup) downloads node-exporter
     // from the imported repository through its own .sources file and keyring: signatures
     // and index hashes check out and the package it fetches is the published one.
-    let imported_sources: String = sources
-        .lines()
-        .map(|l| {
-            if l.starts_with("URIs:") {
-                format!("URIs: file:{}\n", imported.join("apt").display())
-            } else if l.starts_with("Signed-By:") {
-                format!(
-                    "Signed-By: {}\n",
-                    imported.join("keys/observability-stack.gpg").display()
-                )
-            } else {
-                format!("{l}\n")
-            }
-        })
-        .collect();
+    let imported_sources = clients::sources_at(
+        &sources,
+        &format!("file:{}", imported.join("apt").display()),
+        &imported.join("keys/observability-stack.gpg"),
+    );
     let apt = clients::Apt::new(&imported_sources);
     apt.update_ok();
     let (ok, text) = apt.get(&["download", "node-exporter:amd64"]);

@@ -16,6 +16,24 @@ pub struct Apt {
     pub dir: tempfile::TempDir,
 }
 
+/// A published `.sources` file pointed at another place: its `URIs:` replaced by `uri` and its
+/// `Signed-By:` by `keyring` (an administrator's copy of the tree: a mirror, an import, a
+/// checkout). Every other line is kept as written.
+pub fn sources_at(sources: &str, uri: &str, keyring: &Path) -> String {
+    sources
+        .lines()
+        .map(|l| {
+            if l.starts_with("URIs:") {
+                format!("URIs: {uri}\n")
+            } else if l.starts_with("Signed-By:") {
+                format!("Signed-By: {}\n", keyring.display())
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect()
+}
+
 impl Apt {
     /// apt with its own config, state and cache, trusting nothing but the `.sources` file's
     /// Signed-By keyring.

@@ -15,6 +15,47 @@ pub fn sha256(b: &[u8]) -> String {
     xtask::digest::sha256_hex(b)
 }
 
+/// `DIR/components`: a copy of the repository's COMPONENTS pinned (amd64 only: the arm64 pin
+/// lines are dropped) to generated release archives (tests/support/fixture.rs) kept in
+/// `DIR/mirror` at their upstream URL paths. Returns (components, mirror).
+pub fn pinned_components(dir: &Path) -> (PathBuf, PathBuf) {
+    let components = dir.join("components");
+    let mirror = dir.join("mirror");
+    std::fs::create_dir(&components).unwrap();
+    for (comp, version) in COMPONENTS {
+        let file = crate::cmd::workspace().join(format!("components/{comp}.toml"));
+        let orig = xtask::component::load_file(&file).unwrap();
+        assert_eq!(orig.version, version, "{comp}: update COMPONENTS");
+        let bytes = crate::fixture::release_tar_gz(comp, version, "amd64", "");
+        let rel = asset_path(comp, version, "amd64");
+        let p = mirror.join(&rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, &bytes).unwrap();
+        let a = xtask::package::Arch::Amd64;
+        assert_eq!(orig.url(a), format!("https://github.com/{rel}"));
+        let old = &orig.source.sha256[&a];
+        let t = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            t.contains(old.as_str()),
+            "{comp}: pin not found in {}",
+            file.display()
+        );
+        let t: String = t
+            .replace(old.as_str(), &sha256(&bytes))
+            .lines()
+            .filter(|l| !l.starts_with("arm64 = "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(components.join(format!("{comp}.toml")), t).unwrap();
+    }
+    (components, mirror)
+}
+
+/// The URL path of a component's upstream asset (the mirror keeps it).
+pub fn asset_path(comp: &str, version: &str, arch: &str) -> String {
+    format!("prometheus/{comp}/releases/download/v{version}/{comp}-{version}.linux-{arch}.tar.gz")
+}
+
 pub struct Fx {
     pub dir: tempfile::TempDir,
     pub components: PathBuf,
@@ -32,30 +73,7 @@ impl Fx {
             .prefix("xtask-airgap-")
             .tempdir()
             .unwrap();
-        let components = dir.path().join("components");
-        let mirror = dir.path().join("mirror");
-        std::fs::create_dir(&components).unwrap();
-        for (comp, version) in COMPONENTS {
-            let file = crate::cmd::workspace().join(format!("components/{comp}.toml"));
-            let orig = xtask::component::load_file(&file).unwrap();
-            assert_eq!(orig.version, version, "{comp}: update COMPONENTS");
-            let bytes = crate::fixture::release_tar_gz(comp, version, "amd64", "");
-            let rel = format!(
-                "prometheus/{comp}/releases/download/v{version}/{comp}-{version}.linux-amd64.tar.gz"
-            );
-            let p = mirror.join(&rel);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(&p, &bytes).unwrap();
-            let a = xtask::package::Arch::Amd64;
-            let t: String = std::fs::read_to_string(&file)
-                .unwrap()
-                .replace(orig.source.sha256[&a].as_str(), &sha256(&bytes))
-                .lines()
-                .filter(|l| !l.starts_with("arm64 = "))
-                .map(|l| format!("{l}\n"))
-                .collect();
-            std::fs::write(components.join(format!("{comp}.toml")), t).unwrap();
-        }
+        let (components, mirror) = pinned_components(dir.path());
         let key = crate::gpg::GpgKey::generate("airgap test <airgap@example.invalid>");
         let key_file = dir.path().join("release.asc");
         std::fs::write(&key_file, key.export_secret_armored()).unwrap();
