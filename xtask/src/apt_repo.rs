@@ -368,6 +368,12 @@ pub struct DebFile {
     pub sha512: String,
 }
 
+impl crate::index_cache::Cached for DebFile {
+    fn sha256(&self) -> &str {
+        &self.sha256
+    }
+}
+
 impl DebFile {
     /// `pool/main/<prefix>/<source>/<package>_<version without epoch>_<arch>.deb`
     pub fn pool_path(&self) -> String {
@@ -440,8 +446,11 @@ fn read_control_member(name: &str, r: impl Read) -> Result<Option<Vec<u8>>> {
 pub fn read_deb(path: &Path) -> Result<DebFile> {
     let ctx = || format!("{}", path.display());
     let f = File::open(path).with_context(ctx)?;
+    // A buffer the size of the file, at most 1 MiB: most packages are small, and a large
+    // buffer per file is an mmap/munmap pair each.
+    let len = f.metadata().with_context(ctx)?.len();
     let mut hr = HashingReader {
-        inner: io::BufReader::with_capacity(1 << 20, f),
+        inner: io::BufReader::with_capacity(len.clamp(8192, 1 << 20) as usize, f),
         sha256: Sha256::new(),
         sha512: Sha512::new(),
         count: 0,
@@ -713,9 +722,26 @@ fn gzip(data: &[u8]) -> Result<Vec<u8>> {
     Ok(e.finish()?)
 }
 
+/// xz block size of `Packages.xz`: blocks are compressed in parallel (liblzma's multi-threaded
+/// encoder), and the output depends on the block size only, never on the number of threads.
+/// 10,000 packages make a Packages file of about 8 MiB: 8 blocks for 2 cores; the ratio lost to
+/// the block boundaries is well under 1%.
+const PACKAGES_XZ_BLOCK: u64 = 1 << 20;
+
 fn xz(data: &[u8]) -> Result<Vec<u8>> {
-    // Single-threaded preset 6: deterministic block layout.
-    let mut e = liblzma::write::XzEncoder::new(Vec::new(), 6);
+    // Preset 6 (xz's and apt-ftparchive's default), CRC64 (xz's default check).
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8) as u32;
+    let stream = liblzma::stream::MtStreamBuilder::new()
+        .threads(threads)
+        .preset(6)
+        .block_size(PACKAGES_XZ_BLOCK)
+        .check(liblzma::stream::Check::Crc64)
+        .encoder()
+        .context("initialising the xz encoder")?;
+    let mut e = liblzma::write::XzEncoder::new_stream(Vec::new(), stream);
     e.write_all(data)?;
     Ok(e.finish()?)
 }
@@ -737,13 +763,12 @@ pub fn read_debs(debs: &[PathBuf]) -> Result<Vec<DebFile>> {
 /// [`read_debs`], taking what `cache` knows about unchanged files instead of reading them.
 pub fn read_debs_cached(
     debs: &[PathBuf],
-    cache: &crate::index_cache::IndexCache,
+    cache: &crate::index_cache::IndexCache<DebFile>,
 ) -> Result<Vec<DebFile>> {
     let read: Vec<DebFile> = debs
         .par_iter()
         .map(|p| {
-            let key = crate::index_cache::IndexCache::key(p)?;
-            let mut d: DebFile = cache.get_or(&key, || read_deb(p))?;
+            let mut d: DebFile = cache.get_or(p, || read_deb(p))?;
             d.path = p.clone();
             Ok(d)
         })
@@ -841,7 +866,7 @@ pub fn write_apt_repo_cached(
     debs: &[PathBuf],
     settings: &AptSettings,
     signer: &dyn Signer,
-    cache: &crate::index_cache::IndexCache,
+    cache: &crate::index_cache::IndexCache<DebFile>,
 ) -> Result<AptRepo> {
     settings.validate()?;
     let debs = read_debs_cached(debs, cache)?;

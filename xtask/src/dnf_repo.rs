@@ -39,7 +39,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufRead, BufWriter, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -198,27 +198,32 @@ const HEADER_MAGIC: [u8; 3] = [0x8e, 0xad, 0xe8];
 const MAX_HEADER_BYTES: u64 = 256 << 20;
 
 /// Where the main header lies in an rpm file: after the 96-byte lead and the signature header
-/// (padded to a multiple of 8 bytes). Reads only the two 16-byte header intros.
+/// (padded to a multiple of 8 bytes). Reads only the lead and the two 16-byte header intros.
 pub fn header_range(path: &Path) -> Result<HeaderRange> {
-    let mut f = File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let f = File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let len = f.metadata()?.len();
+    header_range_of(&f, len, path)
+}
+
+/// [`header_range`] of an open file of `file_len` bytes (positioned reads: the file offset is
+/// not moved).
+fn header_range_of(f: &File, file_len: u64, path: &Path) -> Result<HeaderRange> {
+    use std::os::unix::fs::FileExt;
     let mut lead = [0u8; LEAD_SIZE as usize];
-    f.read_exact(&mut lead)
+    f.read_exact_at(&mut lead, 0)
         .with_context(|| format!("{}: shorter than an rpm lead", path.display()))?;
     if lead[..4] != [0xed, 0xab, 0xee, 0xdb] {
         bail!("{}: not an rpm file (bad lead magic)", path.display());
     }
-    let (sig_index, sig_data) = read_header_intro(&mut f, path, "signature")?;
+    let (sig_index, sig_data) = read_header_intro(f, LEAD_SIZE, path, "signature")?;
     let sig_len = sig_index * 16 + sig_data;
     let pad = (8 - sig_len % 8) % 8;
     let start = LEAD_SIZE + 16 + sig_len + pad;
-    let mut skip = (&mut f).take(sig_len + pad);
-    let skipped = io::copy(&mut skip, &mut io::sink())?;
-    if skipped != sig_len + pad {
+    if start > file_len {
         bail!("{}: truncated signature header", path.display());
     }
-    let (index, data) = read_header_intro(&mut f, path, "main")?;
+    let (index, data) = read_header_intro(f, start, path, "main")?;
     let end = start + 16 + index * 16 + data;
-    let file_len = f.metadata()?.len();
     if end > file_len {
         bail!(
             "{}: main header ends at byte {end}, past the end of the file ({file_len})",
@@ -228,9 +233,10 @@ pub fn header_range(path: &Path) -> Result<HeaderRange> {
     Ok(HeaderRange { start, end })
 }
 
-fn read_header_intro(f: &mut File, path: &Path, which: &str) -> Result<(u64, u64)> {
+fn read_header_intro(f: &File, at: u64, path: &Path, which: &str) -> Result<(u64, u64)> {
+    use std::os::unix::fs::FileExt;
     let mut intro = [0u8; 16];
-    f.read_exact(&mut intro)
+    f.read_exact_at(&mut intro, at)
         .with_context(|| format!("{}: truncated {which} header", path.display()))?;
     if intro[..3] != HEADER_MAGIC || intro[3] != 1 {
         bail!("{}: bad {which} header magic", path.display());
@@ -414,10 +420,59 @@ pub fn is_primary_file(path: &str) -> bool {
 
 /// Read everything the index needs from an rpm file (headers only).
 pub fn read_rpm(path: &Path) -> Result<RpmInfo> {
+    Ok(read_rpm_hashed(path, false)?.0)
+}
+
+/// A `BufRead` that hashes (sha256) and counts every byte consumed from it.
+struct HashingBufReader<R> {
+    inner: R,
+    hasher: sha2::Sha256,
+    count: u64,
+}
+
+impl<R: BufRead> Read for HashingBufReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = {
+            let avail = self.fill_buf()?;
+            let n = avail.len().min(buf.len());
+            buf[..n].copy_from_slice(&avail[..n]);
+            n
+        };
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for HashingBufReader<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+    fn consume(&mut self, amt: usize) {
+        use sha2::Digest;
+        if let Ok(b) = self.inner.fill_buf() {
+            self.hasher.update(&b[..amt.min(b.len())]);
+        }
+        self.count += amt as u64;
+        self.inner.consume(amt);
+    }
+}
+
+/// [`read_rpm`], opening the file once; with `hash`, the whole file is streamed on through
+/// sha256 after the headers: (info, Some((sha256, size))).
+fn read_rpm_hashed(path: &Path, hash: bool) -> Result<(RpmInfo, Option<(String, u64)>)> {
     let ctx = || format!("{}", path.display());
+    let f = File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let len = f.metadata().with_context(ctx)?.len();
     // Our own reading first: it names what is wrong with a file that is not an rpm.
-    let range = header_range(path)?;
-    let meta = PackageMetadata::open(path)
+    let range = header_range_of(&f, len, path)?;
+    // Sized to the file (at most 1 MiB): small packages need no large buffer each.
+    let cap = if hash { len } else { range.end }.clamp(8192, 1 << 20) as usize;
+    let mut r = HashingBufReader {
+        inner: io::BufReader::with_capacity(cap, f),
+        hasher: <sha2::Sha256 as sha2::Digest>::new(),
+        count: 0,
+    };
+    let meta = PackageMetadata::parse(&mut r)
         .map_err(|e| anyhow!("{e}"))
         .with_context(ctx)?;
     let offsets = meta.get_package_segment_offsets();
@@ -431,7 +486,13 @@ pub fn read_rpm(path: &Path) -> Result<RpmInfo> {
             offsets.payload
         );
     }
-    read_info(&meta, range).with_context(ctx)
+    let info = read_info(&meta, range).with_context(ctx)?;
+    if !hash {
+        return Ok((info, None));
+    }
+    io::copy(&mut r, &mut io::sink()).with_context(|| format!("hash {}", path.display()))?;
+    let sha256 = hex::encode(sha2::Digest::finalize(r.hasher));
+    Ok((info, Some((sha256, r.count))))
 }
 
 fn read_info(meta: &PackageMetadata, header_range: HeaderRange) -> Result<RpmInfo> {
@@ -1015,6 +1076,17 @@ fn place(src: &Path, dest: &Path) -> Result<()> {
     Ok(())
 }
 
+/// [`place`] `src` (described by `d`) at `dest`, then check that the copy has `d`'s sha256 and
+/// size, so `d` describes the placed file too (the input may have changed since it was read).
+fn place_checked(src: &Path, dest: &Path, d: Described) -> Result<Described> {
+    place(src, dest)?;
+    let (sha256, size) = sha256_file(dest).with_context(|| format!("hash {}", dest.display()))?;
+    if sha256 != d.sha256 || size != d.size {
+        bail!("{} changed while the index was being built", src.display());
+    }
+    Ok(d)
+}
+
 /// Place `rpms` under `root/Packages/`, write the repodata and sign repomd.xml.
 pub fn write_repo(
     root: &Path,
@@ -1032,16 +1104,23 @@ pub fn write_repo(
 }
 
 /// What the index cache keeps about one rpm file.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Described {
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+pub struct Described {
     info: RpmInfo,
     sha256: String,
     size: u64,
 }
 
+impl crate::index_cache::Cached for Described {
+    fn sha256(&self) -> &str {
+        &self.sha256
+    }
+}
+
+/// Headers and sha256 of an rpm file, in one pass over it.
 fn describe_rpm(path: &Path) -> Result<Described> {
-    let info = read_rpm(path)?;
-    let (sha256, size) = sha256_file(path).with_context(|| format!("hash {}", path.display()))?;
+    let (info, hashed) = read_rpm_hashed(path, true)?;
+    let (sha256, size) = hashed.expect("hashed");
     Ok(Described { info, sha256, size })
 }
 
@@ -1052,7 +1131,7 @@ pub fn write_repo_cached(
     rpms: &[PathBuf],
     settings: &Settings,
     signer: &dyn Signer,
-    cache: &crate::index_cache::IndexCache,
+    cache: &crate::index_cache::IndexCache<Described>,
 ) -> Result<DnfRepo> {
     let repodata = root.join("repodata");
     fs::create_dir_all(&repodata).with_context(|| format!("create {}", repodata.display()))?;
@@ -1079,25 +1158,23 @@ pub fn write_repo_cached(
     let packages: Vec<IndexedPackage> = entries
         .par_iter()
         .map(|(file_name, src)| -> Result<IndexedPackage> {
-            let key = |p: &Path| crate::index_cache::IndexCache::key(p);
             let from_src = if cache.enabled() {
-                Some(cache.get_or(&key(src)?, || describe_rpm(src))?)
+                Some(cache.get_or(src, || describe_rpm(src))?)
             } else {
                 None
             };
-            let info = match &from_src {
-                Some(d) => d.info.clone(),
-                None => read_rpm(src)?,
+            let place_of = |info: &RpmInfo| -> Result<(String, PathBuf)> {
+                let first = info
+                    .name
+                    .chars()
+                    .next()
+                    .filter(|c| c.is_ascii_alphanumeric())
+                    .ok_or_else(|| anyhow!("{}: package name {:?}", src.display(), info.name))?
+                    .to_ascii_lowercase();
+                let href = format!("Packages/{first}/{file_name}");
+                let dest = root.join(&href);
+                Ok((href, dest))
             };
-            let first = info
-                .name
-                .chars()
-                .next()
-                .filter(|c| c.is_ascii_alphanumeric())
-                .ok_or_else(|| anyhow!("{}: package name {:?}", src.display(), info.name))?
-                .to_ascii_lowercase();
-            let href = format!("Packages/{first}/{file_name}");
-            let dest = root.join(&href);
             let done = |d: Described, href: String| IndexedPackage {
                 info: d.info,
                 sha256: d.sha256,
@@ -1105,33 +1182,35 @@ pub fn write_repo_cached(
                 href,
             };
             if let Some(d) = from_src {
+                let (href, dest) = place_of(&d.info)?;
                 if same_file(src, &dest) {
                     set_mode(&dest, 0o644)?;
                     return Ok(done(d, href));
                 }
                 // Placed by an earlier run and unchanged since: nothing to copy or read.
                 if dest.is_file() {
-                    let placed: Described = cache.get_or(&key(&dest)?, || describe_rpm(&dest))?;
+                    let placed: Described = cache.get_or(&dest, || describe_rpm(&dest))?;
                     if placed.sha256 == d.sha256 {
                         return Ok(done(placed, href));
                     }
                 }
-                place(src, &dest)?;
-                let placed: Described = cache.get_or(&key(&dest)?, || describe_rpm(&dest))?;
+                let placed = place_checked(src, &dest, d)?;
+                let placed: Described = cache.get_or(&dest, || Ok(placed))?;
                 return Ok(done(placed, href));
             }
-            let in_place = same_file(src, &dest);
-            place(src, &dest)?;
-            // Describe the placed file: the index must match the bytes a client downloads.
-            let (sha256, size) =
-                sha256_file(&dest).with_context(|| format!("hash {}", dest.display()))?;
-            let placed = if in_place { info } else { read_rpm(&dest)? };
-            Ok(IndexedPackage {
-                info: placed,
-                sha256,
-                size,
-                href,
-            })
+            // No cache. Already in place: one pass (headers + sha256) over the file. Else the
+            // input's headers name the place, and the placed copy is described: the index must
+            // match the bytes a client downloads.
+            let (info, hashed) = read_rpm_hashed(src, true)?;
+            let (href, dest) = place_of(&info)?;
+            if same_file(src, &dest) {
+                set_mode(&dest, 0o644)?;
+                let (sha256, size) = hashed.expect("hashed");
+                return Ok(done(Described { info, sha256, size }, href));
+            }
+            let (sha256, size) = hashed.expect("hashed");
+            let placed = place_checked(src, &dest, Described { info, sha256, size })?;
+            Ok(done(placed, href))
         })
         .collect::<Result<_>>()?;
     let mut nevras: HashMap<String, String> = HashMap::new();
