@@ -208,21 +208,36 @@ pub fn header_range(path: &Path) -> Result<HeaderRange> {
 /// [`header_range`] of an open file of `file_len` bytes (positioned reads: the file offset is
 /// not moved).
 fn header_range_of(f: &File, file_len: u64, path: &Path) -> Result<HeaderRange> {
-    use std::os::unix::fs::FileExt;
+    header_range_in(f, &[], file_len, path)
+}
+
+/// [`header_range_of`], taking bytes from `prefix` (the file's first bytes, already read)
+/// where it covers them.
+fn header_range_in(f: &File, prefix: &[u8], file_len: u64, path: &Path) -> Result<HeaderRange> {
+    let read_at = |buf: &mut [u8], at: u64| -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        match prefix.get(at as usize..at as usize + buf.len()) {
+            Some(b) => {
+                buf.copy_from_slice(b);
+                Ok(())
+            }
+            None => f.read_exact_at(buf, at),
+        }
+    };
     let mut lead = [0u8; LEAD_SIZE as usize];
-    f.read_exact_at(&mut lead, 0)
+    read_at(&mut lead, 0)
         .with_context(|| format!("{}: shorter than an rpm lead", path.display()))?;
     if lead[..4] != [0xed, 0xab, 0xee, 0xdb] {
         bail!("{}: not an rpm file (bad lead magic)", path.display());
     }
-    let (sig_index, sig_data) = read_header_intro(f, LEAD_SIZE, path, "signature")?;
+    let (sig_index, sig_data) = read_header_intro(&read_at, LEAD_SIZE, path, "signature")?;
     let sig_len = sig_index * 16 + sig_data;
     let pad = (8 - sig_len % 8) % 8;
     let start = LEAD_SIZE + 16 + sig_len + pad;
     if start > file_len {
         bail!("{}: truncated signature header", path.display());
     }
-    let (index, data) = read_header_intro(f, start, path, "main")?;
+    let (index, data) = read_header_intro(&read_at, start, path, "main")?;
     let end = start + 16 + index * 16 + data;
     if end > file_len {
         bail!(
@@ -233,10 +248,14 @@ fn header_range_of(f: &File, file_len: u64, path: &Path) -> Result<HeaderRange> 
     Ok(HeaderRange { start, end })
 }
 
-fn read_header_intro(f: &File, at: u64, path: &Path, which: &str) -> Result<(u64, u64)> {
-    use std::os::unix::fs::FileExt;
+fn read_header_intro(
+    read_at: &dyn Fn(&mut [u8], u64) -> io::Result<()>,
+    at: u64,
+    path: &Path,
+    which: &str,
+) -> Result<(u64, u64)> {
     let mut intro = [0u8; 16];
-    f.read_exact_at(&mut intro, at)
+    read_at(&mut intro, at)
         .with_context(|| format!("{}: truncated {which} header", path.display()))?;
     if intro[..3] != HEADER_MAGIC || intro[3] != 1 {
         bail!("{}: bad {which} header magic", path.display());
@@ -463,12 +482,15 @@ fn read_rpm_hashed(path: &Path, hash: bool) -> Result<(RpmInfo, Option<(String, 
     let ctx = || format!("{}", path.display());
     let f = File::open(path).with_context(|| format!("open {}", path.display()))?;
     let len = f.metadata().with_context(ctx)?.len();
-    // Our own reading first: it names what is wrong with a file that is not an rpm.
-    let range = header_range_of(&f, len, path)?;
     // Sized to the file (at most 1 MiB): small packages need no large buffer each.
-    let cap = if hash { len } else { range.end }.clamp(8192, 1 << 20) as usize;
+    let cap = if hash { len } else { len.min(64 << 10) }.clamp(8192, 1 << 20) as usize;
+    let mut inner = io::BufReader::with_capacity(cap, f);
+    inner.fill_buf().with_context(ctx)?;
+    // Our own reading first (from the buffered start of the file where it reaches): it names
+    // what is wrong with a file that is not an rpm.
+    let range = header_range_in(inner.get_ref(), inner.buffer(), len, path)?;
     let mut r = HashingBufReader {
-        inner: io::BufReader::with_capacity(cap, f),
+        inner,
         hasher: <sha2::Sha256 as sha2::Digest>::new(),
         count: 0,
     };
@@ -1183,7 +1205,7 @@ pub fn write_repo_cached(
             };
             if let Some(d) = from_src {
                 let (href, dest) = place_of(&d.info)?;
-                if same_file(src, &dest) {
+                if **src == dest || same_file(src, &dest) {
                     set_mode(&dest, 0o644)?;
                     return Ok(done(d, href));
                 }
@@ -1203,7 +1225,7 @@ pub fn write_repo_cached(
             // match the bytes a client downloads.
             let (info, hashed) = read_rpm_hashed(src, true)?;
             let (href, dest) = place_of(&info)?;
-            if same_file(src, &dest) {
+            if **src == dest || same_file(src, &dest) {
                 set_mode(&dest, 0o644)?;
                 let (sha256, size) = hashed.expect("hashed");
                 return Ok(done(Described { info, sha256, size }, href));

@@ -43,7 +43,8 @@ struct Stored<T> {
 pub struct IndexCache<T> {
     path: Option<PathBuf>,
     old: BTreeMap<String, T>,
-    new: Mutex<BTreeMap<String, T>>,
+    /// Entries used by this run: `None` = the entry of `old` under the same key.
+    new: Mutex<BTreeMap<String, Option<T>>>,
 }
 
 impl<T: Cached> IndexCache<T> {
@@ -104,10 +105,7 @@ impl<T: Cached> IndexCache<T> {
         let (key, size) = Self::key(file)?;
         if let Some(v) = self.old.get(&key) {
             if sha256_file(file, size)? == v.sha256() {
-                self.new
-                    .lock()
-                    .expect("cache lock")
-                    .insert(key, v.clone());
+                self.new.lock().expect("cache lock").insert(key, None);
                 return Ok(v.clone());
             }
         }
@@ -115,7 +113,7 @@ impl<T: Cached> IndexCache<T> {
         self.new
             .lock()
             .expect("cache lock")
-            .insert(key, t.clone());
+            .insert(key, Some(t.clone()));
         Ok(t)
     }
 
@@ -124,8 +122,20 @@ impl<T: Cached> IndexCache<T> {
         let Some(path) = &self.path else {
             return Ok(());
         };
-        let entries = std::mem::take(&mut *self.new.lock().expect("cache lock"));
-        let v = serde_json::json!({ "version": VERSION, "entries": entries });
+        let used = std::mem::take(&mut *self.new.lock().expect("cache lock"));
+        let entries: BTreeMap<&String, &T> = used
+            .iter()
+            .filter_map(|(k, v)| Some((k, v.as_ref().or_else(|| self.old.get(k))?)))
+            .collect();
+        #[derive(Serialize)]
+        struct Out<'a, T> {
+            version: u32,
+            entries: &'a BTreeMap<&'a String, &'a T>,
+        }
+        let v = Out {
+            version: VERSION,
+            entries: &entries,
+        };
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let tmp = tempfile::NamedTempFile::new_in(dir)
@@ -160,21 +170,30 @@ fn sha256_file(path: &Path, size: u64) -> Result<String> {
 }
 
 /// Every regular file under `dir` whose name ends in `ext`, sorted (symlinks not followed).
+/// Subdirectories are listed in parallel (a pool has a directory per source package).
 pub fn files_under(dir: &Path, ext: &str) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
+    use rayon::prelude::*;
+    fn walk(d: &Path, ext: &str) -> Result<Vec<PathBuf>> {
+        let mut files = Vec::new();
+        let mut dirs = Vec::new();
+        for e in std::fs::read_dir(d).with_context(|| format!("reading {}", d.display()))? {
             let e = e?;
             let t = e.file_type()?;
             let p = e.path();
             if t.is_dir() {
-                stack.push(p);
+                dirs.push(p);
             } else if t.is_file() && p.to_string_lossy().ends_with(ext) {
-                out.push(p);
+                files.push(p);
             }
         }
+        let below: Vec<Vec<PathBuf>> = dirs
+            .par_iter()
+            .map(|d| walk(d, ext))
+            .collect::<Result<_>>()?;
+        files.extend(below.into_iter().flatten());
+        Ok(files)
     }
+    let mut out = walk(dir, ext)?;
     out.sort();
     Ok(out)
 }
