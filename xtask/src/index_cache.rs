@@ -72,6 +72,15 @@ impl<T: Cached> IndexCache<T> {
         }
     }
 
+    /// A directory beside the cache file for what a writer keeps besides the entries
+    /// (`<cache file>.<what>`); `None` without a cache file.
+    pub fn side_dir(&self, what: &str) -> Option<PathBuf> {
+        let p = self.path.as_ref()?;
+        let mut name = p.file_name()?.to_os_string();
+        name.push(format!(".{what}"));
+        Some(p.with_file_name(name))
+    }
+
     /// Whether entries are kept (a cache file was given).
     pub fn enabled(&self) -> bool {
         self.path.is_some()
@@ -235,7 +244,9 @@ mod tests {
 
         // Unchanged: served from the cache (compute is not called).
         let c = IndexCache::<V>::open(&cache_file);
-        let v = c.get_or(&f, || panic!("unchanged file read again")).unwrap();
+        let v = c
+            .get_or(&f, || panic!("unchanged file read again"))
+            .unwrap();
         assert_eq!(v.text, "first");
         c.save().unwrap();
 
