@@ -756,31 +756,91 @@ fn fnv1a(b: &[u8]) -> u64 {
 
 /// Split the stanzas (joined by "\n" in `Packages`) into the chunks' byte ranges of the text.
 fn chunk_ranges(stanzas: &[String]) -> Vec<std::ops::Range<usize>> {
-    let mut out = Vec::new();
-    let (mut start, mut pos) = (0, 0);
+    let mut ends = Vec::with_capacity(stanzas.len());
+    let mut pos = 0;
     for (i, s) in stanzas.iter().enumerate() {
         pos += s.len() + usize::from(i + 1 < stanzas.len());
+        ends.push((pos, fnv1a(s.as_bytes())));
+    }
+    chunk_bounds(&ends, pos)
+}
+
+/// Chunks of a text made of pieces: `ends` = (end offset of each piece, hash of the piece),
+/// `total` = the text's length (anything after the last piece joins the last chunk).
+pub(crate) fn chunk_bounds(ends: &[(usize, u64)], total: usize) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for &(pos, h) in ends {
         let len = pos - start;
-        if len >= CHUNK_MAX || (len >= CHUNK_MIN && fnv1a(s.as_bytes()) % CHUNK_SPREAD == 0) {
+        if len >= CHUNK_MAX || (len >= CHUNK_MIN && h % CHUNK_SPREAD == 0) {
             out.push(start..pos);
             start = pos;
         }
     }
-    if pos > start {
-        out.push(start..pos);
+    if total > start {
+        out.push(start..total);
     }
     out
 }
 
+/// FNV-1a of a piece (what chunk boundaries are drawn by).
+pub(crate) fn piece_hash(b: &[u8]) -> u64 {
+    fnv1a(b)
+}
+
+/// gzip (no name, mtime 0) of `bytes` at `level`, one sync-flushed deflate run per range
+/// (compressed in parallel, taken from `cache` when an earlier run made the same one).
+pub(crate) fn gzip_chunked(
+    bytes: &[u8],
+    ranges: &[std::ops::Range<usize>],
+    level: u32,
+    cache: &ChunkCache,
+) -> Result<Vec<u8>> {
+    let n = ranges.len();
+    let parts: Vec<Vec<u8>> = ranges
+        .par_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let plain = &bytes[r.clone()];
+            let last = i + 1 == n;
+            let sum = hex::encode(Sha256::digest(plain));
+            cache.get(
+                format!(
+                    "{sum}-{CHUNK_FORMAT}-gz{level}{}",
+                    if last { "-last" } else { "" }
+                ),
+                plain,
+                || deflate_chunk(plain, last, level),
+                inflate_chunk,
+            )
+        })
+        .collect::<Result<_>>()?;
+    let xfl = match level {
+        9 => 2,
+        1 => 4,
+        _ => 0,
+    };
+    let mut gz = vec![0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, xfl, 0xff];
+    for p in parts {
+        gz.extend_from_slice(&p);
+    }
+    if n == 0 {
+        gz.extend_from_slice(&deflate_chunk(b"", true, level)?);
+    }
+    gz.extend_from_slice(&crc32(&[bytes]).to_le_bytes());
+    gz.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    Ok(gz)
+}
+
 /// Compressed chunks kept between runs (next to the index cache file), named by the sha256 of
 /// the uncompressed chunk; a cached chunk is used only if it decompresses to that chunk.
-struct ChunkCache {
+pub(crate) struct ChunkCache {
     dir: Option<PathBuf>,
     used: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl ChunkCache {
-    fn new(dir: Option<PathBuf>) -> ChunkCache {
+    pub(crate) fn new(dir: Option<PathBuf>) -> ChunkCache {
         ChunkCache {
             dir,
             used: Default::default(),
@@ -813,7 +873,7 @@ impl ChunkCache {
     }
 
     /// Remove the chunks this run did not use.
-    fn prune(&self) -> Result<()> {
+    pub(crate) fn prune(&self) -> Result<()> {
         let Some(dir) = &self.dir else {
             return Ok(());
         };
@@ -831,11 +891,11 @@ impl ChunkCache {
     }
 }
 
-/// Raw deflate (level 9) of one chunk: ends with a sync flush (byte-aligned, not final), or
+/// Raw deflate (at `level`) of one chunk: ends with a sync flush (byte-aligned, not final), or
 /// with the final block for the last chunk, so the chunks concatenate into one deflate stream.
-fn deflate_chunk(data: &[u8], last: bool) -> Result<Vec<u8>> {
+fn deflate_chunk(data: &[u8], last: bool, level: u32) -> Result<Vec<u8>> {
     use flate2::{Compress, FlushCompress, Status};
-    let mut c = Compress::new(flate2::Compression::best(), false);
+    let mut c = Compress::new(flate2::Compression::new(level), false);
     let mut out = Vec::with_capacity(data.len() / 3 + 1024);
     let flush = if last {
         FlushCompress::Finish
@@ -1040,7 +1100,7 @@ fn compress_packages(
                         if last { "-last" } else { "" }
                     ),
                     plain,
-                    || deflate_chunk(plain, last),
+                    || deflate_chunk(plain, last, 9),
                     |c| inflate_chunk(c),
                 )
             }
@@ -1057,7 +1117,7 @@ fn compress_packages(
         }
     }
     if n == 0 {
-        gz.extend_from_slice(&deflate_chunk(b"", true)?);
+        gz.extend_from_slice(&deflate_chunk(b"", true, 9)?);
     }
     gz.extend_from_slice(&crc32(&[bytes]).to_le_bytes());
     gz.extend_from_slice(&(bytes.len() as u32).to_le_bytes());

@@ -929,6 +929,9 @@ fn other_package(p: &IndexedPackage, limit: usize) -> Result<String> {
 // ---------------------------------------------------------------------------------------------
 // Files
 
+/// gzip level of the metadata (zlib's default, as createrepo_c).
+const GZIP_LEVEL: u32 = 6;
+
 enum Encoder {
     Gz(flate2::write::GzEncoder<HashingWriter<BufWriter<File>>>),
     Zst(zstd::Encoder<'static, HashingWriter<BufWriter<File>>>),
@@ -956,7 +959,7 @@ impl Encoder {
             MetadataCompression::Gzip => Encoder::Gz(
                 flate2::GzBuilder::new()
                     .mtime(0)
-                    .write(out, flate2::Compression::default()),
+                    .write(out, flate2::Compression::new(GZIP_LEVEL)),
             ),
             MetadataCompression::Zstd => Encoder::Zst(zstd::Encoder::new(out, 10)?),
         })
@@ -984,11 +987,51 @@ fn write_data(
     packages: &[IndexedPackage],
     chunk: &(dyn Fn(&IndexedPackage) -> Result<String> + Sync),
     tail: &str,
+    chunks: &crate::apt_repo::ChunkCache,
 ) -> Result<RepoData> {
     let tmp = tempfile::Builder::new()
         .prefix(".tmp-")
         .tempfile_in(repodata)
         .with_context(|| format!("temporary file in {}", repodata.display()))?;
+    if c == MetadataCompression::Gzip {
+        // The whole document in memory (10,000 packages: a few MiB), each package rendered in
+        // parallel, then gzip in content-defined chunks (compressed in parallel; with a cache,
+        // unchanged chunks are reused).
+        let pieces: Vec<String> = packages.par_iter().map(chunk).collect::<Result<_>>()?;
+        let mut text = String::with_capacity(
+            head.len() + tail.len() + pieces.iter().map(String::len).sum::<usize>(),
+        );
+        text.push_str(head);
+        let mut ends = Vec::with_capacity(pieces.len());
+        for p in &pieces {
+            text.push_str(p);
+            ends.push((text.len(), crate::apt_repo::piece_hash(p.as_bytes())));
+        }
+        text.push_str(tail);
+        drop(pieces);
+        let ranges = crate::apt_repo::chunk_bounds(&ends, text.len());
+        let gz = crate::apt_repo::gzip_chunked(text.as_bytes(), &ranges, GZIP_LEVEL, chunks)?;
+        let open_sha256 = crate::digest::sha256_hex(text.as_bytes());
+        let sha256 = crate::digest::sha256_hex(&gz);
+        {
+            let mut f = tmp.as_file();
+            f.write_all(&gz)?;
+            f.sync_all()?;
+        }
+        let name = format!("{sha256}-{kind}.xml.{}", c.extension());
+        let dest = repodata.join(&name);
+        set_mode(tmp.path(), 0o644)?;
+        tmp.persist(&dest)
+            .map_err(|e| anyhow!("rename to {}: {}", dest.display(), e.error))?;
+        return Ok(RepoData {
+            kind,
+            href: format!("repodata/{name}"),
+            sha256,
+            size: gz.len() as u64,
+            open_sha256,
+            open_size: text.len() as u64,
+        });
+    }
     let file = tmp.reopen()?;
     let mut w = HashingWriter::new(Encoder::new(c, HashingWriter::new(BufWriter::new(file)))?);
     w.write_all(head.as_bytes())?;
@@ -1249,6 +1292,7 @@ pub fn write_repo_cached(
 
     let n = packages.len();
     let c = settings.compression;
+    let chunks = crate::apt_repo::ChunkCache::new(cache.side_dir("xml-chunks"));
     let limit = settings.changelog_limit;
     // The three files are independent: written (rendered and compressed) in parallel.
     let primary = || {
@@ -1262,6 +1306,7 @@ pub fn write_repo_cached(
         &packages,
         &primary_package,
         "</metadata>\n",
+        &chunks,
         )
     };
     let filelists = || {
@@ -1275,6 +1320,7 @@ pub fn write_repo_cached(
         &packages,
         &filelists_package,
         "</filelists>\n",
+        &chunks,
         )
     };
     let other = || {
@@ -1288,11 +1334,13 @@ pub fn write_repo_cached(
         &packages,
         &|p| other_package(p, limit),
         "</otherdata>\n",
+        &chunks,
         )
     };
     let (primary, (filelists, other)) = rayon::join(primary, || rayon::join(filelists, other));
     let (primary, filelists, other) = (primary?, filelists?, other?);
     let data = vec![primary, filelists, other];
+    chunks.prune()?;
 
     let repomd = repomd_xml(settings.date, &data);
     let repomd_path = repodata.join("repomd.xml");
