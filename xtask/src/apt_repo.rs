@@ -1101,7 +1101,7 @@ fn compress_packages(
                     ),
                     plain,
                     || deflate_chunk(plain, last, 9),
-                    |c| inflate_chunk(c),
+                    inflate_chunk,
                 )
             }
         })

@@ -979,16 +979,22 @@ fn set_mode(path: &Path, mode: u32) -> Result<()> {
 
 /// Write an XML document (header, open tag, one chunk per package, close tag), compressed and
 /// content-addressed, into `repodata/`. Streams: only one package's XML is in memory at a time.
-fn write_data(
-    repodata: &Path,
-    kind: &'static str,
+/// Where and how [`write_data`] writes: `repodata/`, the compression, the chunk cache.
+struct DataOut<'a> {
+    repodata: &'a Path,
     c: MetadataCompression,
+    chunks: &'a crate::apt_repo::ChunkCache,
+}
+
+fn write_data(
+    out: &DataOut,
+    kind: &'static str,
     head: &str,
     packages: &[IndexedPackage],
     chunk: &(dyn Fn(&IndexedPackage) -> Result<String> + Sync),
     tail: &str,
-    chunks: &crate::apt_repo::ChunkCache,
 ) -> Result<RepoData> {
+    let (repodata, c, chunks) = (out.repodata, out.c, out.chunks);
     let tmp = tempfile::Builder::new()
         .prefix(".tmp-")
         .tempfile_in(repodata)
@@ -1293,48 +1299,47 @@ pub fn write_repo_cached(
     let n = packages.len();
     let c = settings.compression;
     let chunks = crate::apt_repo::ChunkCache::new(cache.side_dir("xml-chunks"));
+    let out = DataOut {
+        repodata: &repodata,
+        c,
+        chunks: &chunks,
+    };
     let limit = settings.changelog_limit;
     // The three files are independent: written (rendered and compressed) in parallel.
     let primary = || {
         write_data(
-        &repodata,
+        &out,
         "primary",
-        c,
         &format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<metadata xmlns=\"http://linux.duke.edu/metadata/common\" xmlns:rpm=\"http://linux.duke.edu/metadata/rpm\" packages=\"{n}\">\n"
         ),
         &packages,
         &primary_package,
         "</metadata>\n",
-        &chunks,
         )
     };
     let filelists = || {
         write_data(
-        &repodata,
+        &out,
         "filelists",
-        c,
         &format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<filelists xmlns=\"http://linux.duke.edu/metadata/filelists\" packages=\"{n}\">\n"
         ),
         &packages,
         &filelists_package,
         "</filelists>\n",
-        &chunks,
         )
     };
     let other = || {
         write_data(
-        &repodata,
+        &out,
         "other",
-        c,
         &format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<otherdata xmlns=\"http://linux.duke.edu/metadata/other\" packages=\"{n}\">\n"
         ),
         &packages,
         &|p| other_package(p, limit),
         "</otherdata>\n",
-        &chunks,
         )
     };
     let (primary, (filelists, other)) = rayon::join(primary, || rayon::join(filelists, other));
