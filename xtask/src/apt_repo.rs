@@ -746,7 +746,7 @@ const XZ_DICT: u32 = CHUNK_MAX as u32;
 /// The LZMA2 dictionary-size property byte for [`XZ_DICT`] (2^(16/2 + 12) = 1 MiB).
 const XZ_DICT_PROP: u8 = 16;
 /// Names cached chunk files: bumped when the encoders' parameters change.
-const CHUNK_FORMAT: &str = "c1";
+const CHUNK_FORMAT: &str = "c2";
 
 fn fnv1a(b: &[u8]) -> u64 {
     b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &c| {
@@ -809,9 +809,7 @@ pub(crate) fn gzip_chunked(
                     "{sum}-{CHUNK_FORMAT}-gz{level}{}",
                     if last { "-last" } else { "" }
                 ),
-                plain,
                 || deflate_chunk(plain, last, level),
-                inflate_chunk,
             )
         })
         .collect::<Result<_>>()?;
@@ -833,7 +831,7 @@ pub(crate) fn gzip_chunked(
 }
 
 /// Compressed chunks kept between runs (next to the index cache file), named by the sha256 of
-/// the uncompressed chunk; a cached chunk is used only if it decompresses to that chunk.
+/// the uncompressed chunk (see [`ChunkCache::get`]).
 pub(crate) struct ChunkCache {
     dir: Option<PathBuf>,
     used: std::sync::Mutex<std::collections::BTreeSet<String>>,
@@ -847,27 +845,28 @@ impl ChunkCache {
         }
     }
 
-    fn get(
-        &self,
-        name: String,
-        plain: &[u8],
-        compress: impl FnOnce() -> Result<Vec<u8>>,
-        decompress: impl FnOnce(&[u8]) -> Option<Vec<u8>>,
-    ) -> Result<Vec<u8>> {
+    /// The compressed chunk `name` (sha256 of the uncompressed chunk + format) from the
+    /// cache, or `compress()`'s (then stored). A stored chunk is the sha256 of the compressed
+    /// bytes followed by them; one whose digest does not match (damaged, truncated) is made
+    /// again. Like the index cache's entries, it trusts whoever can write the cache directory.
+    fn get(&self, name: String, compress: impl FnOnce() -> Result<Vec<u8>>) -> Result<Vec<u8>> {
         let Some(dir) = &self.dir else {
             return compress();
         };
         let path = dir.join(&name);
         self.used.lock().expect("chunk cache").insert(name);
-        if let Ok(c) = fs::read(&path) {
-            if decompress(&c).as_deref() == Some(plain) {
+        if let Ok(mut c) = fs::read(&path) {
+            if c.len() >= 32 && Sha256::digest(&c[32..])[..] == c[..32] {
+                c.drain(..32);
                 return Ok(c);
             }
         }
         let c = compress()?;
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let tmp = temp_name(&path);
-        fs::write(&tmp, &c).with_context(|| format!("writing {}", tmp.display()))?;
+        let mut stored = Sha256::digest(&c).to_vec();
+        stored.extend_from_slice(&c);
+        fs::write(&tmp, &stored).with_context(|| format!("writing {}", tmp.display()))?;
         fs::rename(&tmp, &path).with_context(|| format!("renaming into {}", path.display()))?;
         Ok(c)
     }
@@ -918,29 +917,6 @@ fn deflate_chunk(data: &[u8], last: bool, level: u32) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// The bytes of one raw deflate chunk (as [`deflate_chunk`] makes it), or `None`.
-fn inflate_chunk(c: &[u8]) -> Option<Vec<u8>> {
-    let mut d = flate2::Decompress::new(false);
-    let mut out = Vec::new();
-    loop {
-        out.reserve(256 << 10);
-        let (i0, o0) = (d.total_in(), d.total_out());
-        let st = d
-            .decompress_vec(&c[i0 as usize..], &mut out, flate2::FlushDecompress::None)
-            .ok()?;
-        if st == flate2::Status::StreamEnd {
-            return (d.total_in() as usize == c.len()).then_some(out);
-        }
-        let all_in = d.total_in() as usize == c.len();
-        if all_in && out.len() < out.capacity() {
-            return Some(out);
-        }
-        if d.total_in() == i0 && d.total_out() == o0 {
-            return None;
-        }
-    }
-}
-
 /// Raw LZMA2 (preset 6, dictionary [`XZ_DICT`]) of one chunk.
 fn lzma2_filters() -> Result<liblzma::stream::Filters> {
     let mut o = liblzma::stream::LzmaOptions::new_preset(6).context("xz preset 6")?;
@@ -962,28 +938,6 @@ fn lzma2_chunk(data: &[u8]) -> Result<Vec<u8>> {
         let st = s.process_vec(&data[consumed..], &mut out, liblzma::stream::Action::Finish)?;
         if st == liblzma::stream::Status::StreamEnd {
             return Ok(out);
-        }
-    }
-}
-
-fn unlzma2_chunk(raw: &[u8]) -> Option<Vec<u8>> {
-    let mut s = liblzma::stream::Stream::new_raw_decoder(&lzma2_filters().ok()?).ok()?;
-    let mut out = Vec::new();
-    loop {
-        out.reserve(256 << 10);
-        let (i0, o0) = (s.total_in(), s.total_out());
-        let st = s
-            .process_vec(
-                &raw[i0 as usize..],
-                &mut out,
-                liblzma::stream::Action::Finish,
-            )
-            .ok()?;
-        if st == liblzma::stream::Status::StreamEnd {
-            return (s.total_in() as usize == raw.len()).then_some(out);
-        }
-        if s.total_in() == i0 && s.total_out() == o0 {
-            return None;
         }
     }
 }
@@ -1085,12 +1039,9 @@ fn compress_packages(
         .map(|&(i, is_xz)| {
             let plain = &bytes[ranges[i].clone()];
             if is_xz {
-                cache.get(
-                    format!("{}-{CHUNK_FORMAT}-xz", sums[i]),
-                    plain,
-                    || lzma2_chunk(plain),
-                    unlzma2_chunk,
-                )
+                cache.get(format!("{}-{CHUNK_FORMAT}-xz", sums[i]), || {
+                    lzma2_chunk(plain)
+                })
             } else {
                 let last = i + 1 == n;
                 cache.get(
@@ -1099,9 +1050,7 @@ fn compress_packages(
                         sums[i],
                         if last { "-last" } else { "" }
                     ),
-                    plain,
                     || deflate_chunk(plain, last, 9),
-                    inflate_chunk,
                 )
             }
         })
