@@ -1683,13 +1683,27 @@ fn index_case(ctx: &Ctx, c: &IndexCase, n: usize) -> Result<Vec<Row>> {
     let theirs_db = dir.join(format!("theirs-{}.db", c.fmt));
     populate(c.fmt, c.inputs, &ours_root, n)?;
     populate(c.fmt, c.inputs, &theirs_root, n)?;
-    // Untimed, before each cold run: no index, no cache, no extra package.
+    // Untimed, before each cold run: no index, no cache (nor what is kept beside it: the
+    // compressed chunks in `<cache>.*/`), no extra package.
     let reset = |root: &Path, cache: &Path| -> Result<()> {
         remove(&root.join(&extra_rel))?;
         for o in c.outputs {
             remove(&root.join(o))?;
         }
-        remove(cache)
+        remove(cache)?;
+        let prefix = format!(
+            "{}.",
+            cache.file_name().unwrap_or_default().to_string_lossy()
+        );
+        for e in fs::read_dir(cache.parent().expect("parent"))? {
+            let p = e?.path();
+            if p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+            {
+                remove(&p)?;
+            }
+        }
+        Ok(())
     };
     let add_extra = |root: &Path| -> Result<()> {
         let dest = root.join(&extra_rel);
