@@ -730,6 +730,14 @@ fn read_info(meta: &PackageMetadata, header_range: HeaderRange) -> Result<RpmInf
 // XML
 
 fn check_xml_chars(s: &str) -> Result<()> {
+    // Fast path: no C0 control other than tab/LF/CR and no 0xEF lead byte (U+FFFE/U+FFFF
+    // start with it) means nothing to refuse.
+    if !s
+        .bytes()
+        .any(|b| (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) || b == 0xEF)
+    {
+        return Ok(());
+    }
     if let Some(c) = s.chars().find(|&c| {
         matches!(c, '\u{0}'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}')
     }) {
@@ -741,6 +749,9 @@ fn check_xml_chars(s: &str) -> Result<()> {
 /// Escape character data.
 pub fn xml_text(s: &str) -> Result<String> {
     check_xml_chars(s)?;
+    if !s.bytes().any(|b| matches!(b, b'&' | b'<' | b'>' | b'\r')) {
+        return Ok(s.to_string());
+    }
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -758,6 +769,12 @@ pub fn xml_text(s: &str) -> Result<String> {
 /// would turn into spaces is written as character references.
 pub fn xml_attr(s: &str) -> Result<String> {
     check_xml_chars(s)?;
+    if !s
+        .bytes()
+        .any(|b| matches!(b, b'&' | b'<' | b'>' | b'"' | b'\'' | b'\t' | b'\n' | b'\r'))
+    {
+        return Ok(s.to_string());
+    }
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
