@@ -368,6 +368,12 @@ pub struct DebFile {
     pub sha512: String,
 }
 
+impl crate::index_cache::Cached for DebFile {
+    fn sha256(&self) -> &str {
+        &self.sha256
+    }
+}
+
 impl DebFile {
     /// `pool/main/<prefix>/<source>/<package>_<version without epoch>_<arch>.deb`
     pub fn pool_path(&self) -> String {
@@ -440,8 +446,11 @@ fn read_control_member(name: &str, r: impl Read) -> Result<Option<Vec<u8>>> {
 pub fn read_deb(path: &Path) -> Result<DebFile> {
     let ctx = || format!("{}", path.display());
     let f = File::open(path).with_context(ctx)?;
+    // A buffer the size of the file, at most 1 MiB: most packages are small, and a large
+    // buffer per file is an mmap/munmap pair each.
+    let len = f.metadata().with_context(ctx)?.len();
     let mut hr = HashingReader {
-        inner: io::BufReader::with_capacity(1 << 20, f),
+        inner: io::BufReader::with_capacity(len.clamp(8192, 1 << 20) as usize, f),
         sha256: Sha256::new(),
         sha512: Sha512::new(),
         count: 0,
@@ -591,6 +600,17 @@ fn write_file(path: &Path, data: &[u8]) -> Result<()> {
     fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))
 }
 
+/// Give the written file `src` the name `dest` too (a hard link, atomically replacing `dest`);
+/// where hard links are not possible, write `data` there instead.
+fn link_or_copy(src: &Path, dest: &Path, data: &[u8]) -> Result<()> {
+    let tmp = temp_name(dest);
+    let _ = fs::remove_file(&tmp);
+    if fs::hard_link(src, &tmp).is_ok() {
+        return fs::rename(&tmp, dest).with_context(|| format!("renaming into {}", dest.display()));
+    }
+    write_file(dest, data)
+}
+
 fn write_temp(path: &Path, data: &[u8]) -> Result<PathBuf> {
     let tmp = temp_name(path);
     let ctx = || format!("writing {}", tmp.display());
@@ -620,6 +640,10 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 fn place_in_pool(deb: &DebFile, dest: &Path, link: PoolLink) -> Result<()> {
+    // Read from its pool path (indexing `root/pool` itself): the very file, nothing to do.
+    if dest == deb.path {
+        return Ok(());
+    }
     if dest.exists() {
         // The very file that was read (or hard-linked there by an earlier run): nothing to do.
         if same_file(dest, &deb.path) {
@@ -706,18 +730,347 @@ fn stanza(deb: &DebFile) -> String {
     s
 }
 
-fn gzip(data: &[u8]) -> Result<Vec<u8>> {
-    // GzEncoder writes mtime 0 and no file name: the bytes depend only on `data`.
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    e.write_all(data)?;
-    Ok(e.finish()?)
+// ---------------------------------------------------------------------------------------------
+// Packages compression in content-defined chunks
+
+/// A chunk of `Packages` ends after a stanza once it holds at least this many bytes and the
+/// stanza's FNV-1a hash is 0 mod [`CHUNK_SPREAD`], or once it holds [`CHUNK_MAX`] bytes. The
+/// boundaries depend on the text only (never on the thread count or on what is cached), and a
+/// package added or changed changes only the chunk around it (the boundaries after it fall on
+/// the same stanzas again), so an add recompresses about one chunk, not the whole file.
+const CHUNK_MIN: usize = 512 << 10;
+const CHUNK_MAX: usize = 1 << 20;
+const CHUNK_SPREAD: u64 = 256;
+/// xz dictionary: a chunk (an xz block of its own) never refers past its start.
+const XZ_DICT: u32 = CHUNK_MAX as u32;
+/// The LZMA2 dictionary-size property byte for [`XZ_DICT`] (2^(16/2 + 12) = 1 MiB).
+const XZ_DICT_PROP: u8 = 16;
+/// Names cached chunk files: bumped when the encoders' parameters change.
+const CHUNK_FORMAT: &str = "c2";
+
+fn fnv1a(b: &[u8]) -> u64 {
+    b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &c| {
+        (h ^ u64::from(c)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
-fn xz(data: &[u8]) -> Result<Vec<u8>> {
-    // Single-threaded preset 6: deterministic block layout.
-    let mut e = liblzma::write::XzEncoder::new(Vec::new(), 6);
-    e.write_all(data)?;
-    Ok(e.finish()?)
+/// Split the stanzas (joined by "\n" in `Packages`) into the chunks' byte ranges of the text.
+fn chunk_ranges(stanzas: &[String]) -> Vec<std::ops::Range<usize>> {
+    let mut ends = Vec::with_capacity(stanzas.len());
+    let mut pos = 0;
+    for (i, s) in stanzas.iter().enumerate() {
+        pos += s.len() + usize::from(i + 1 < stanzas.len());
+        ends.push((pos, fnv1a(s.as_bytes())));
+    }
+    chunk_bounds(&ends, pos)
+}
+
+/// Chunks of a text made of pieces: `ends` = (end offset of each piece, hash of the piece),
+/// `total` = the text's length (anything after the last piece joins the last chunk).
+pub(crate) fn chunk_bounds(ends: &[(usize, u64)], total: usize) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for &(pos, h) in ends {
+        let len = pos - start;
+        if len >= CHUNK_MAX || (len >= CHUNK_MIN && h % CHUNK_SPREAD == 0) {
+            out.push(start..pos);
+            start = pos;
+        }
+    }
+    if total > start {
+        out.push(start..total);
+    }
+    out
+}
+
+/// FNV-1a of a piece (what chunk boundaries are drawn by).
+pub(crate) fn piece_hash(b: &[u8]) -> u64 {
+    fnv1a(b)
+}
+
+/// gzip (no name, mtime 0) of `bytes` at `level`, one sync-flushed deflate run per range
+/// (compressed in parallel, taken from `cache` when an earlier run made the same one).
+pub(crate) fn gzip_chunked(
+    bytes: &[u8],
+    ranges: &[std::ops::Range<usize>],
+    level: u32,
+    cache: &ChunkCache,
+) -> Result<Vec<u8>> {
+    let n = ranges.len();
+    let parts: Vec<Vec<u8>> = ranges
+        .par_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let plain = &bytes[r.clone()];
+            let last = i + 1 == n;
+            let sum = hex::encode(Sha256::digest(plain));
+            cache.get(
+                format!(
+                    "{sum}-{CHUNK_FORMAT}-gz{level}{}",
+                    if last { "-last" } else { "" }
+                ),
+                || deflate_chunk(plain, last, level),
+            )
+        })
+        .collect::<Result<_>>()?;
+    let xfl = match level {
+        9 => 2,
+        1 => 4,
+        _ => 0,
+    };
+    let mut gz = vec![0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, xfl, 0xff];
+    for p in parts {
+        gz.extend_from_slice(&p);
+    }
+    if n == 0 {
+        gz.extend_from_slice(&deflate_chunk(b"", true, level)?);
+    }
+    gz.extend_from_slice(&crc32(&[bytes]).to_le_bytes());
+    gz.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    Ok(gz)
+}
+
+/// Compressed chunks kept between runs (next to the index cache file), named by the sha256 of
+/// the uncompressed chunk (see [`ChunkCache::get`]).
+pub(crate) struct ChunkCache {
+    dir: Option<PathBuf>,
+    used: std::sync::Mutex<std::collections::BTreeSet<String>>,
+}
+
+impl ChunkCache {
+    pub(crate) fn new(dir: Option<PathBuf>) -> ChunkCache {
+        ChunkCache {
+            dir,
+            used: Default::default(),
+        }
+    }
+
+    /// The compressed chunk `name` (sha256 of the uncompressed chunk + format) from the
+    /// cache, or `compress()`'s (then stored). A stored chunk is the sha256 of the compressed
+    /// bytes followed by them; one whose digest does not match (damaged, truncated) is made
+    /// again. Like the index cache's entries, it trusts whoever can write the cache directory.
+    fn get(&self, name: String, compress: impl FnOnce() -> Result<Vec<u8>>) -> Result<Vec<u8>> {
+        let Some(dir) = &self.dir else {
+            return compress();
+        };
+        let path = dir.join(&name);
+        self.used.lock().expect("chunk cache").insert(name);
+        if let Ok(mut c) = fs::read(&path) {
+            if c.len() >= 32 && Sha256::digest(&c[32..])[..] == c[..32] {
+                c.drain(..32);
+                return Ok(c);
+            }
+        }
+        let c = compress()?;
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let tmp = temp_name(&path);
+        let mut stored = Sha256::digest(&c).to_vec();
+        stored.extend_from_slice(&c);
+        fs::write(&tmp, &stored).with_context(|| format!("writing {}", tmp.display()))?;
+        fs::rename(&tmp, &path).with_context(|| format!("renaming into {}", path.display()))?;
+        Ok(c)
+    }
+
+    /// Remove the chunks this run did not use.
+    pub(crate) fn prune(&self) -> Result<()> {
+        let Some(dir) = &self.dir else {
+            return Ok(());
+        };
+        let used = self.used.lock().expect("chunk cache");
+        let Ok(rd) = fs::read_dir(dir) else {
+            return Ok(());
+        };
+        for e in rd {
+            let e = e?;
+            if !used.contains(e.file_name().to_string_lossy().as_ref()) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Raw deflate (at `level`) of one chunk: ends with a sync flush (byte-aligned, not final), or
+/// with the final block for the last chunk, so the chunks concatenate into one deflate stream.
+fn deflate_chunk(data: &[u8], last: bool, level: u32) -> Result<Vec<u8>> {
+    use flate2::{Compress, FlushCompress, Status};
+    let mut c = Compress::new(flate2::Compression::new(level), false);
+    let mut out = Vec::with_capacity(data.len() / 3 + 1024);
+    let flush = if last {
+        FlushCompress::Finish
+    } else {
+        FlushCompress::Sync
+    };
+    loop {
+        let consumed = c.total_in() as usize;
+        if out.len() == out.capacity() {
+            out.reserve(64 << 10);
+        }
+        let st = c.compress_vec(&data[consumed..], &mut out, flush)?;
+        let done_input = c.total_in() as usize == data.len();
+        match st {
+            Status::StreamEnd => break,
+            _ if done_input && !last && out.len() < out.capacity() => break,
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Raw LZMA2 (preset 6, dictionary [`XZ_DICT`]) of one chunk.
+fn lzma2_filters() -> Result<liblzma::stream::Filters> {
+    let mut o = liblzma::stream::LzmaOptions::new_preset(6).context("xz preset 6")?;
+    o.dict_size(XZ_DICT);
+    let mut f = liblzma::stream::Filters::new();
+    f.lzma2(&o);
+    Ok(f)
+}
+
+fn lzma2_chunk(data: &[u8]) -> Result<Vec<u8>> {
+    let mut s = liblzma::stream::Stream::new_raw_encoder(&lzma2_filters()?)
+        .context("initialising the xz encoder")?;
+    let mut out = Vec::with_capacity(data.len() / 4 + 1024);
+    loop {
+        if out.len() == out.capacity() {
+            out.reserve(64 << 10);
+        }
+        let consumed = s.total_in() as usize;
+        let st = s.process_vec(&data[consumed..], &mut out, liblzma::stream::Action::Finish)?;
+        if st == liblzma::stream::Status::StreamEnd {
+            return Ok(out);
+        }
+    }
+}
+
+fn crc32(parts: &[&[u8]]) -> u32 {
+    let mut c = flate2::Crc::new();
+    for p in parts {
+        c.update(p);
+    }
+    c.sum()
+}
+
+/// CRC-64/XZ (ECMA-182 polynomial, reflected), the check of each xz block.
+fn crc64(data: &[u8]) -> u64 {
+    static TABLE: std::sync::OnceLock<[u64; 256]> = std::sync::OnceLock::new();
+    let t = TABLE.get_or_init(|| {
+        let mut t = [0u64; 256];
+        for (i, e) in t.iter_mut().enumerate() {
+            let mut c = i as u64;
+            for _ in 0..8 {
+                c = if c & 1 == 1 {
+                    (c >> 1) ^ 0xC96C_5795_D787_0F42
+                } else {
+                    c >> 1
+                };
+            }
+            *e = c;
+        }
+        t
+    });
+    !data.iter().fold(!0u64, |c, &b| {
+        t[((c ^ u64::from(b)) & 0xff) as usize] ^ (c >> 8)
+    })
+}
+
+fn xz_vli(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// An .xz stream (CRC64 checks) of one block per chunk: (raw LZMA2 data, uncompressed bytes).
+fn xz_stream(blocks: &[(Vec<u8>, &[u8])]) -> Vec<u8> {
+    const FLAGS: [u8; 2] = [0x00, 0x04];
+    let mut out = vec![0xFD, b'7', b'z', b'X', b'Z', 0x00];
+    out.extend_from_slice(&FLAGS);
+    out.extend_from_slice(&crc32(&[&FLAGS]).to_le_bytes());
+    let mut records = Vec::new();
+    for (raw, plain) in blocks {
+        // Header: size/4-1, flags (one filter, no sizes), LZMA2 id, 1 property byte, padding.
+        let mut h = vec![0x02, 0x00, 0x21, 0x01, XZ_DICT_PROP, 0, 0, 0];
+        h.extend_from_slice(&crc32(&[&h]).to_le_bytes());
+        out.extend_from_slice(&h);
+        out.extend_from_slice(raw);
+        out.resize(out.len() + (4 - raw.len() % 4) % 4, 0);
+        out.extend_from_slice(&crc64(plain).to_le_bytes());
+        records.push(((h.len() + raw.len() + 8) as u64, plain.len() as u64));
+    }
+    let mut index = vec![0x00];
+    xz_vli(&mut index, records.len() as u64);
+    for (unpadded, size) in &records {
+        xz_vli(&mut index, *unpadded);
+        xz_vli(&mut index, *size);
+    }
+    index.resize(index.len() + (4 - index.len() % 4) % 4, 0);
+    let c = crc32(&[&index]);
+    index.extend_from_slice(&c.to_le_bytes());
+    let backward = ((index.len() / 4) - 1) as u32;
+    out.extend_from_slice(&index);
+    let mut tail = backward.to_le_bytes().to_vec();
+    tail.extend_from_slice(&FLAGS);
+    out.extend_from_slice(&crc32(&[&tail]).to_le_bytes());
+    out.extend_from_slice(&tail);
+    out.extend_from_slice(b"YZ");
+    out
+}
+
+/// `Packages.gz` (gzip -9, no name, mtime 0) and `Packages.xz` (xz preset 6, CRC64) of the
+/// stanzas joined by "\n": each content-defined chunk is compressed on its own, all of them in
+/// parallel, and taken from `cache` when an earlier run compressed the same chunk.
+fn compress_packages(
+    text: &str,
+    stanzas: &[String],
+    cache: &ChunkCache,
+) -> Result<(Vec<u8>, Vec<u8>)> {
+    let ranges = chunk_ranges(stanzas);
+    let n = ranges.len();
+    let bytes = text.as_bytes();
+    let sums: Vec<String> = ranges
+        .par_iter()
+        .map(|r| hex::encode(Sha256::digest(&bytes[r.clone()])))
+        .collect();
+    // (chunk, is xz) pairs, compressed in parallel.
+    let jobs: Vec<(usize, bool)> = (0..n).flat_map(|i| [(i, true), (i, false)]).collect();
+    let parts: Vec<Vec<u8>> = jobs
+        .par_iter()
+        .map(|&(i, is_xz)| {
+            let plain = &bytes[ranges[i].clone()];
+            if is_xz {
+                cache.get(format!("{}-{CHUNK_FORMAT}-xz", sums[i]), || {
+                    lzma2_chunk(plain)
+                })
+            } else {
+                let last = i + 1 == n;
+                cache.get(
+                    format!(
+                        "{}-{CHUNK_FORMAT}-gz{}",
+                        sums[i],
+                        if last { "-last" } else { "" }
+                    ),
+                    || deflate_chunk(plain, last, 9),
+                )
+            }
+        })
+        .collect::<Result<_>>()?;
+    let mut gz = vec![0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0x02, 0xff];
+    let mut xz_blocks = Vec::with_capacity(n);
+    for (k, p) in parts.into_iter().enumerate() {
+        let (i, is_xz) = jobs[k];
+        if is_xz {
+            xz_blocks.push((p, &bytes[ranges[i].clone()]));
+        } else {
+            gz.extend_from_slice(&p);
+        }
+    }
+    if n == 0 {
+        gz.extend_from_slice(&deflate_chunk(b"", true, 9)?);
+    }
+    gz.extend_from_slice(&crc32(&[bytes]).to_le_bytes());
+    gz.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    Ok((gz, xz_stream(&xz_blocks)))
 }
 
 fn index_entry(path: String, data: &[u8]) -> IndexFile {
@@ -737,13 +1090,12 @@ pub fn read_debs(debs: &[PathBuf]) -> Result<Vec<DebFile>> {
 /// [`read_debs`], taking what `cache` knows about unchanged files instead of reading them.
 pub fn read_debs_cached(
     debs: &[PathBuf],
-    cache: &crate::index_cache::IndexCache,
+    cache: &crate::index_cache::IndexCache<DebFile>,
 ) -> Result<Vec<DebFile>> {
     let read: Vec<DebFile> = debs
         .par_iter()
         .map(|p| {
-            let key = crate::index_cache::IndexCache::key(p)?;
-            let mut d: DebFile = cache.get_or(&key, || read_deb(p))?;
+            let mut d: DebFile = cache.get_or(p, || read_deb(p))?;
             d.path = p.clone();
             Ok(d)
         })
@@ -841,7 +1193,7 @@ pub fn write_apt_repo_cached(
     debs: &[PathBuf],
     settings: &AptSettings,
     signer: &dyn Signer,
-    cache: &crate::index_cache::IndexCache,
+    cache: &crate::index_cache::IndexCache<DebFile>,
 ) -> Result<AptRepo> {
     settings.validate()?;
     let debs = read_debs_cached(debs, cache)?;
@@ -869,26 +1221,31 @@ pub fn write_apt_repo_cached(
     let mut index_files = Vec::new();
     // Each architecture's Packages, rendered and compressed (gzip and xz side by side) in
     // parallel; written in order below.
+    let chunks = ChunkCache::new(
+        cache
+            .side_dir("packages-chunks")
+            .map(|d| d.join(&settings.suite)),
+    );
     let rendered: Vec<(String, ArchIndexes)> = arches
         .par_iter()
         .map(|arch| -> Result<(String, ArchIndexes)> {
-            let text: String = debs
+            let stanzas: Vec<String> = debs
                 .iter()
                 .filter(|d| &d.architecture == arch || d.architecture == "all")
                 .map(stanza)
-                .collect::<Vec<_>>()
-                .join("\n");
+                .collect();
+            let text = stanzas.join("\n");
             let component_release = format!(
                 "Archive: {}\nOrigin: {}\nLabel: {}\nAcquire-By-Hash: yes\nComponent: {COMPONENT}\nArchitecture: {arch}\n",
                 settings.suite, settings.origin, settings.label
             );
-            let (gz, xzd) = rayon::join(|| gzip(text.as_bytes()), || xz(text.as_bytes()));
+            let (gz, xzd) = compress_packages(&text, &stanzas, &chunks)?;
             Ok((
                 arch.clone(),
                 vec![
                     ("Packages", text.into_bytes()),
-                    ("Packages.gz", gz?),
-                    ("Packages.xz", xzd?),
+                    ("Packages.gz", gz),
+                    ("Packages.xz", xzd),
                     ("Release", component_release.into_bytes()),
                 ],
             ))
@@ -904,14 +1261,19 @@ pub fn write_apt_repo_cached(
         create_dir_0755(&sha512_dir)?;
         for (name, data) in files {
             let entry = index_entry(format!("{rel_dir}/{name}"), &data);
-            // by-hash first: a client that already has the new Release finds them at once.
-            write_file(&sha256_dir.join(&entry.sha256), &data)?;
-            write_file(&sha512_dir.join(&entry.sha512), &data)?;
-            write_file(&dir.join(name), &data)?;
+            // Written (and synced) once; the by-hash names are hard links to it, made before
+            // the file gets its own name: a client that already has the new Release finds
+            // them at once.
+            let tmp = write_temp(&dir.join(name), &data)?;
+            link_or_copy(&tmp, &sha256_dir.join(&entry.sha256), &data)?;
+            link_or_copy(&tmp, &sha512_dir.join(&entry.sha512), &data)?;
+            fs::rename(&tmp, dir.join(name))
+                .with_context(|| format!("renaming into {}", dir.join(name).display()))?;
             index_files.push(entry);
         }
     }
     index_files.sort_by(|a, b| a.path.cmp(&b.path));
+    chunks.prune()?;
 
     let release = release_text(settings, &arches, &index_files);
     let detached = signer
@@ -1173,6 +1535,95 @@ mod tests {
         ] {
             assert!(Control::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// Chunked Packages compression: gzip and xz decode to the text (real tools in
+    /// tests/apt_repo.rs); the same bytes with and without cached chunks; an added stanza
+    /// changes few chunks; a corrupt cached chunk is not used.
+    #[test]
+    fn chunked_compression() {
+        use std::io::Read as _;
+        let stanzas: Vec<String> = (0..6000)
+            .map(|i| {
+                format!(
+                    "Package: p{i:05}\nVersion: 1.{i}\nDescription: {}\nSHA256: {}\n",
+                    "x".repeat(i % 300),
+                    hex::encode(Sha256::digest(i.to_string()))
+                )
+            })
+            .collect();
+        let text = stanzas.join("\n");
+        let none = ChunkCache::new(None);
+        let (gz, xzd) = compress_packages(&text, &stanzas, &none).unwrap();
+        let mut back = String::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_string(&mut back)
+            .unwrap();
+        assert_eq!(back, text);
+        let mut back = String::new();
+        liblzma::read::XzDecoder::new(&xzd[..])
+            .read_to_string(&mut back)
+            .unwrap();
+        assert_eq!(back, text);
+        let before = chunk_ranges(&stanzas);
+        assert!(before.len() > 2);
+
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = ChunkCache::new(Some(tmp.path().join("c")));
+        assert_eq!(
+            compress_packages(&text, &stanzas, &cache).unwrap(),
+            (gz.clone(), xzd.clone())
+        );
+        cache.prune().unwrap();
+        let files = || std::fs::read_dir(tmp.path().join("c")).unwrap().count();
+        assert_eq!(files(), 2 * before.len());
+        // Corrupt every cached chunk: not used, the output stays the same.
+        for e in std::fs::read_dir(tmp.path().join("c")).unwrap() {
+            std::fs::write(e.unwrap().path(), b"garbage").unwrap();
+        }
+        let cache = ChunkCache::new(Some(tmp.path().join("c")));
+        assert_eq!(
+            compress_packages(&text, &stanzas, &cache).unwrap(),
+            (gz, xzd)
+        );
+
+        let mut more = stanzas.clone();
+        more.insert(3000, "Package: added\nVersion: 1\n".into());
+        let after = chunk_ranges(&more);
+        let t2 = more.join("\n");
+        let same = after
+            .iter()
+            .filter(|r| before.iter().any(|b| text[b.clone()] == t2[(*r).clone()]))
+            .count();
+        assert!(
+            after.len() - same <= 2,
+            "{} of {} chunks changed",
+            after.len() - same,
+            after.len()
+        );
+        let cache = ChunkCache::new(Some(tmp.path().join("c")));
+        let (gz2, xz2) = compress_packages(&t2, &more, &cache).unwrap();
+        cache.prune().unwrap();
+        assert_eq!(
+            files(),
+            2 * after.len(),
+            "only the chunks of the last run are kept"
+        );
+        let mut back = String::new();
+        liblzma::read::XzDecoder::new(&xz2[..])
+            .read_to_string(&mut back)
+            .unwrap();
+        assert_eq!(back, t2);
+        let mut back = String::new();
+        flate2::read::GzDecoder::new(&gz2[..])
+            .read_to_string(&mut back)
+            .unwrap();
+        assert_eq!(back, t2);
+    }
+
+    #[test]
+    fn crc64_check_value() {
+        assert_eq!(crc64(b"123456789"), 0x995D_C9BB_DF19_39FA);
     }
 
     #[test]

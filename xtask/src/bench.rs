@@ -78,25 +78,27 @@ enum ChildCmd {
         #[arg(long)]
         out: PathBuf,
     },
-    /// The apt repository of every .deb in DIR (plus --extra) under OUT.
+    /// The apt repository at OUT of every .deb below DIR (`apt_repo::index_dir`, with its
+    /// metadata cache in CACHE).
     AptIndex {
         dir: PathBuf,
         #[arg(long)]
-        extra: Option<PathBuf>,
-        #[arg(long)]
         out: PathBuf,
         #[arg(long)]
         key: PathBuf,
+        #[arg(long)]
+        cache: PathBuf,
     },
-    /// The dnf repository of every .rpm in DIR (plus --extra) under OUT.
+    /// The dnf repository at OUT of every .rpm below DIR (`dnf_repo::index_dir`, with its
+    /// metadata cache in CACHE).
     DnfIndex {
         dir: PathBuf,
         #[arg(long)]
-        extra: Option<PathBuf>,
-        #[arg(long)]
         out: PathBuf,
         #[arg(long)]
         key: PathBuf,
+        #[arg(long)]
+        cache: PathBuf,
     },
     /// sha256 of FILE (digest::sha256_file), printed like sha256sum.
     Sha256 { file: PathBuf },
@@ -132,33 +134,27 @@ pub fn child(a: ChildArgs) -> Result<()> {
         }
         ChildCmd::AptIndex {
             dir,
-            extra,
             out,
             key,
+            cache,
         } => {
             let key = load_key(&key)?;
-            let files = listing(&dir, "deb", extra)?;
             let settings = crate::apt_repo::AptSettings {
                 date: SDE,
                 ..Default::default()
             };
-            let r = crate::apt_repo::write_apt_repo(&out, &files, &settings, &key)?;
+            let r = crate::apt_repo::index_dir(&dir, &out, &settings, &key, Some(&cache))?;
             println!("{} packages", r.packages.len());
         }
         ChildCmd::DnfIndex {
             dir,
-            extra,
             out,
             key,
+            cache,
         } => {
             let key = load_key(&key)?;
-            let files = listing(&dir, "rpm", extra)?;
-            let r = crate::dnf_repo::write_repo(
-                &out,
-                &files,
-                &crate::dnf_repo::Settings::new(SDE),
-                &key,
-            )?;
+            let settings = crate::dnf_repo::Settings::new(SDE);
+            let r = crate::dnf_repo::index_dir(&dir, &out, &settings, &key, Some(&cache))?;
             println!("{} packages", r.packages.len());
         }
         ChildCmd::Sha256 { file } => {
@@ -176,18 +172,6 @@ fn load_key(path: &Path) -> Result<SigningKey> {
         &PassphraseSource::None,
     )?
     .with_signature_time(Some(SDE)))
-}
-
-/// Every `*.ext` in `dir`, sorted, plus `extra`.
-fn listing(dir: &Path, ext: &str, extra: Option<PathBuf>) -> Result<Vec<PathBuf>> {
-    let mut v: Vec<PathBuf> = fs::read_dir(dir)
-        .with_context(|| format!("{}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == ext))
-        .collect();
-    v.sort();
-    v.extend(extra);
-    Ok(v)
 }
 
 fn base_package(name: &str, version: &str, files: Vec<FileEntry>) -> Package {
@@ -1623,175 +1607,246 @@ fn index_inputs(ctx: &Ctx, n: usize) -> Result<(PathBuf, PathBuf, PathBuf, PathB
     Ok((debs, rpms, extra_deb, extra_rpm))
 }
 
+/// One format's half of B4: its inputs, where a package sits in a repository, what our
+/// `bench-child` indexes and the baseline script.
+struct IndexCase<'a> {
+    fmt: &'static str,
+    goal: Goal,
+    tools: &'static [&'static str],
+    inputs: &'a Path,
+    extra: &'a Path,
+    /// `apt-index` / `dnf-index`.
+    child: &'static str,
+    /// Directory below a repository root that holds the packages (what is indexed).
+    pool: &'static str,
+    /// Index outputs removed before a cold run (relative to the root).
+    outputs: &'static [&'static str],
+    /// The baseline's index command (cold and add alike; its own cache where it has one).
+    theirs: String,
+    note_index: String,
+    note_add: String,
+}
+
+/// Where `file` (a generated package) sits in a repository: the place our writer gives it, so
+/// that our side finds every package already in place (nothing copied) and the baseline
+/// indexes the same tree.
+fn pool_place(fmt: &str, file: &str) -> String {
+    match fmt {
+        // pool/main/<first letter>/<source = package>/<file>
+        "apt" => {
+            let package = file.split('_').next().unwrap_or(file);
+            format!("pool/main/{}/{package}/{file}", &package[..1])
+        }
+        // Packages/<first letter>/<file>
+        _ => format!("Packages/{}/{file}", &file[..1]),
+    }
+}
+
+/// Hard-link every package of `inputs` to its place under `root`, once (a stamp records it).
+fn populate(fmt: &str, inputs: &Path, root: &Path, n: usize) -> Result<()> {
+    let stamp = root.join(format!(".populated-{GEN_VERSION}-{n}"));
+    if stamp.is_file() {
+        return Ok(());
+    }
+    reset_dir(root)?;
+    for e in fs::read_dir(inputs).with_context(|| format!("{}", inputs.display()))? {
+        let p = e?.path();
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let dest = root.join(pool_place(fmt, name));
+        fs::create_dir_all(dest.parent().expect("parent"))?;
+        fs::hard_link(&p, &dest)
+            .with_context(|| format!("linking {} to {}", p.display(), dest.display()))?;
+    }
+    fs::write(&stamp, "")?;
+    Ok(())
+}
+
+/// Both sides of one format: `runs` alternating pairs of (cold index, then add one package).
+fn index_case(ctx: &Ctx, c: &IndexCase, n: usize) -> Result<Vec<Row>> {
+    let add_goal = Goal::OursSecsAtMost(1.0);
+    let (index_name, add_name) = (format!("{}-index", c.fmt), format!("{}-add", c.fmt));
+    if let Some(t) = ctx.need(c.tools) {
+        return Ok(vec![
+            Row::skipped("B4", &index_name, c.goal, &t),
+            Row::skipped("B4", &add_name, add_goal, &t),
+        ]);
+    }
+    let key = ctx.key.as_ref().expect("key");
+    let dir = ctx.work.join("b4");
+    let extra_name = c.extra.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let extra_rel = pool_place(c.fmt, extra_name);
+    // Ours: the repository root, its pool (what index_dir reads) and its cache file (outside
+    // the tree, as `dist` keeps build state). Theirs: a root of the same layout.
+    let ours_root = dir.join(format!("ours-{}", c.fmt));
+    let ours_cache = dir.join(format!("ours-{}-cache.json", c.fmt));
+    let theirs_root = dir.join(format!("theirs-{}", c.fmt));
+    let theirs_db = dir.join(format!("theirs-{}.db", c.fmt));
+    populate(c.fmt, c.inputs, &ours_root, n)?;
+    populate(c.fmt, c.inputs, &theirs_root, n)?;
+    // Untimed, before each cold run: no index, no cache (nor what is kept beside it: the
+    // compressed chunks in `<cache>.*/`), no extra package.
+    let reset = |root: &Path, cache: &Path| -> Result<()> {
+        remove(&root.join(&extra_rel))?;
+        for o in c.outputs {
+            remove(&root.join(o))?;
+        }
+        remove(cache)?;
+        let prefix = format!(
+            "{}.",
+            cache.file_name().unwrap_or_default().to_string_lossy()
+        );
+        for e in fs::read_dir(cache.parent().expect("parent"))? {
+            let p = e?.path();
+            if p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+            {
+                remove(&p)?;
+            }
+        }
+        Ok(())
+    };
+    let add_extra = |root: &Path| -> Result<()> {
+        let dest = root.join(&extra_rel);
+        fs::create_dir_all(dest.parent().expect("parent"))?;
+        fs::hard_link(c.extra, &dest).with_context(|| format!("linking {}", dest.display()))
+    };
+    let ours_cmd = || {
+        let mut cmd = ctx.ours();
+        cmd.args(["bench-child", c.child])
+            .arg(ours_root.join(c.pool))
+            .arg("--out")
+            .arg(&ours_root)
+            .arg("--key")
+            .arg(&key.secret)
+            .arg("--cache")
+            .arg(&ours_cache);
+        cmd
+    };
+    let theirs_script = format!(
+        "{g}cd {r}\n{t}",
+        g = ctx.gpg_prefix(),
+        r = q(&theirs_root),
+        t = c.theirs.replace("{db}", &q(&theirs_db))
+    );
+    let (mut ours_add, mut theirs_add) = (Vec::new(), Vec::new());
+    let (o, t) = ab(
+        ctx.runs,
+        |i| {
+            reset(&ours_root, &ours_cache)?;
+            let s = measure(&mut ours_cmd(), &ctx.log(&format!("b4-ours-{}", c.fmt)))?;
+            add_extra(&ours_root)?;
+            ours_add.push(measure(
+                &mut ours_cmd(),
+                &ctx.log(&format!("b4-ours-{}-add-{i}", c.fmt)),
+            )?);
+            Ok(s)
+        },
+        |i| {
+            reset(&theirs_root, &theirs_db)?;
+            let s = measure(
+                &mut bash(&theirs_script),
+                &ctx.log(&format!("b4-theirs-{}", c.fmt)),
+            )?;
+            add_extra(&theirs_root)?;
+            theirs_add.push(measure(
+                &mut bash(&theirs_script),
+                &ctx.log(&format!("b4-theirs-{}-add-{i}", c.fmt)),
+            )?);
+            Ok(s)
+        },
+    )?;
+    Ok(vec![
+        Row::new("B4", &index_name, c.goal)
+            .measured(o, Some(t))
+            .with_note(c.note_index.clone()),
+        Row::new("B4", &add_name, add_goal)
+            .measured(side(&ours_add), Some(side(&theirs_add)))
+            .with_note(c.note_add.clone()),
+    ])
+}
+
 fn b4(ctx: &Ctx) -> Result<Vec<Row>> {
     eprintln!("bench: B4 indexes of many packages");
     let n = ctx.sizes.index_packages;
     let apt_goal = Goal::RatioAtMost(0.5);
     let dnf_goal = Goal::RatioAtMost(0.7);
-    let add_goal = Goal::OursSecsAtMost(1.0);
-    let mut rows = Vec::new();
-    let apt_skip = ctx.need(&["apt-ftparchive", "gpg", "gzip", "xz"]);
-    let dnf_skip = ctx.need(&["createrepo_c", "gpg"]);
-    if ctx.key.is_none() || (apt_skip.is_some() && dnf_skip.is_some()) {
-        let why = apt_skip.clone().unwrap_or("gpg".into());
-        let dwhy = dnf_skip.clone().unwrap_or("gpg".into());
-        rows.push(Row::skipped("B4", "apt-index", apt_goal, &why));
-        rows.push(Row::skipped("B4", "apt-add", add_goal, &why));
-        rows.push(Row::skipped("B4", "dnf-index", dnf_goal, &dwhy));
-        rows.push(Row::skipped("B4", "dnf-add", add_goal, &dwhy));
-        return Ok(rows);
+    if ctx.key.is_none() {
+        let add_goal = Goal::OursSecsAtMost(1.0);
+        return Ok(vec![
+            Row::skipped("B4", "apt-index", apt_goal, "gpg"),
+            Row::skipped("B4", "apt-add", add_goal, "gpg"),
+            Row::skipped("B4", "dnf-index", dnf_goal, "gpg"),
+            Row::skipped("B4", "dnf-add", add_goal, "gpg"),
+        ]);
     }
-    let key = ctx.key.as_ref().expect("key");
     let (debs, rpms, extra_deb, extra_rpm) = index_inputs(ctx, n)?;
-    let dir = ctx.work.join("b4");
-    fs::create_dir_all(&dir)?;
-    let g = ctx.gpg_prefix();
-
-    // apt
-    if let Some(t) = apt_skip {
-        rows.push(Row::skipped("B4", "apt-index", apt_goal, &t));
-        rows.push(Row::skipped("B4", "apt-add", add_goal, &t));
-    } else {
-        let ours_out = dir.join("ours-apt");
-        let theirs_out = dir.join("theirs-apt");
-        let db = dir.join("theirs-apt.db");
-        let index = format!(
-            "{g}cd {r}\nmkdir -p dists/stable/main/binary-amd64\n\
-             apt-ftparchive --db {db} packages pool > dists/stable/main/binary-amd64/Packages\n\
-             gzip -9nf -k dists/stable/main/binary-amd64/Packages\n\
-             xz -f -k dists/stable/main/binary-amd64/Packages\n\
-             apt-ftparchive -o APT::FTPArchive::Release::Origin=observability-stack \
+    fs::create_dir_all(ctx.work.join("b4"))?;
+    let same = "both sides index the same tree, every package already at its place \
+                (hard-linked before the timed runs, which time only the indexer, compression and signing), \
+                output files removed untimed before each cold run";
+    // apt-ftparchive publishes MD5sum and SHA1 by default; ours publishes SHA256 and SHA512
+    // only (see apt_repo's docs), so theirs is told to do the same.
+    let hashes = "-o APT::FTPArchive::MD5=false -o APT::FTPArchive::SHA1=false";
+    let apt = IndexCase {
+        fmt: "apt",
+        goal: apt_goal,
+        tools: &["apt-ftparchive", "gpg", "gzip", "xz"],
+        inputs: &debs,
+        extra: &extra_deb,
+        child: "apt-index",
+        pool: "pool",
+        outputs: &["dists"],
+        theirs: format!(
+            "B=dists/stable/main/binary-amd64\nmkdir -p $B\n\
+             apt-ftparchive {hashes} --db {{db}} packages pool > $B/Packages\n\
+             gzip -9nkf $B/Packages\nxz -6kf $B/Packages\n\
+             apt-ftparchive {hashes} -o APT::FTPArchive::Release::Origin=observability-stack \
+             -o APT::FTPArchive::Release::Label=observability-stack \
              -o APT::FTPArchive::Release::Suite=stable -o APT::FTPArchive::Release::Codename=stable \
              -o APT::FTPArchive::Release::Architectures=amd64 -o APT::FTPArchive::Release::Components=main \
-             release dists/stable > {rel}\nmv {rel} dists/stable/Release\n\
+             release dists/stable > Release.tmp\nmv Release.tmp dists/stable/Release\n\
              G --clearsign -o dists/stable/InRelease dists/stable/Release\n\
-             G --detach-sign --armor -o dists/stable/Release.gpg dists/stable/Release\n",
-            r = q(&theirs_out),
-            db = q(&db),
-            rel = q(dir.join("Release.tmp")),
-        );
-        let init = format!(
-            "rm -rf {r} {db}\nmkdir -p {r}/pool/main\ncp -al {debs}/. {r}/pool/main/\n{index}",
-            r = q(&theirs_out),
-            db = q(&db),
-            debs = q(&debs),
-        );
-        let add = format!(
-            "cp -l {x} {r}/pool/main/\n{index}",
-            x = q(&extra_deb),
-            r = q(&theirs_out)
-        );
-        let mut ours_add = Vec::new();
-        let mut theirs_add = Vec::new();
-        let ours_cmd = |extra: bool| {
-            let mut c = ctx.ours();
-            c.args(["bench-child", "apt-index"]).arg(&debs);
-            if extra {
-                c.arg("--extra").arg(&extra_deb);
-            }
-            c.arg("--out").arg(&ours_out).arg("--key").arg(&key.secret);
-            c
-        };
-        let (o, t) = ab(
-            ctx.runs,
-            |i| {
-                remove(&ours_out)?;
-                let s = measure(&mut ours_cmd(false), &ctx.log("b4-ours-apt"))?;
-                ours_add.push(measure(
-                    &mut ours_cmd(true),
-                    &ctx.log(&format!("b4-ours-apt-add-{i}")),
-                )?);
-                Ok(s)
-            },
-            |i| {
-                let s = measure(&mut bash(&init), &ctx.log("b4-theirs-apt"))?;
-                theirs_add.push(measure(
-                    &mut bash(&add),
-                    &ctx.log(&format!("b4-theirs-apt-add-{i}")),
-                )?);
-                Ok(s)
-            },
-        )?;
-        rows.push(Row::new("B4", "apt-index", apt_goal).measured(o, Some(t)).with_note(format!(
-            "{n} .debs; ours: apt_repo::write_apt_repo (pool, Packages{{,.gz,.xz}}, by-hash, Release, InRelease, Release.gpg); \
-             theirs: cp -al into the pool + apt-ftparchive --db packages + gzip + xz + release + gpg --clearsign/--detach-sign"
-        )));
-        rows.push(
-            Row::new("B4", "apt-add", add_goal)
-                .measured(side(&ours_add), Some(side(&theirs_add)))
-                .with_note(format!(
-                    "one more .deb into the {n}-package repository; ours: write_apt_repo again over all of them; \
-                     theirs: apt-ftparchive with its --db cache from the first run"
-                )),
-        );
-    }
-
-    // dnf
-    if let Some(t) = dnf_skip {
-        rows.push(Row::skipped("B4", "dnf-index", dnf_goal, &t));
-        rows.push(Row::skipped("B4", "dnf-add", add_goal, &t));
-    } else {
-        let ours_out = dir.join("ours-dnf");
-        let theirs_out = dir.join("theirs-dnf");
-        let sign = format!(
-            "G --detach-sign --armor -o {r}/repodata/repomd.xml.asc {r}/repodata/repomd.xml\n",
-            r = q(&theirs_out)
-        );
-        let init = format!(
-            "{g}rm -rf {r}\nmkdir -p {r}/Packages\ncp -al {rpms}/. {r}/Packages/\n\
-             createrepo_c --quiet --no-database {r}\n{sign}",
-            r = q(&theirs_out),
-            rpms = q(&rpms),
-        );
-        let add = format!(
-            "{g}cp -l {x} {r}/Packages/\ncreaterepo_c --quiet --no-database --update {r}\n{sign}",
-            x = q(&extra_rpm),
-            r = q(&theirs_out)
-        );
-        let mut ours_add = Vec::new();
-        let mut theirs_add = Vec::new();
-        let ours_cmd = |extra: bool| {
-            let mut c = ctx.ours();
-            c.args(["bench-child", "dnf-index"]).arg(&rpms);
-            if extra {
-                c.arg("--extra").arg(&extra_rpm);
-            }
-            c.arg("--out").arg(&ours_out).arg("--key").arg(&key.secret);
-            c
-        };
-        let (o, t) = ab(
-            ctx.runs,
-            |i| {
-                remove(&ours_out)?;
-                let s = measure(&mut ours_cmd(false), &ctx.log("b4-ours-dnf"))?;
-                ours_add.push(measure(
-                    &mut ours_cmd(true),
-                    &ctx.log(&format!("b4-ours-dnf-add-{i}")),
-                )?);
-                Ok(s)
-            },
-            |i| {
-                let s = measure(&mut bash(&init), &ctx.log("b4-theirs-dnf"))?;
-                theirs_add.push(measure(
-                    &mut bash(&add),
-                    &ctx.log(&format!("b4-theirs-dnf-add-{i}")),
-                )?);
-                Ok(s)
-            },
-        )?;
-        rows.push(Row::new("B4", "dnf-index", dnf_goal).measured(o, Some(t)).with_note(format!(
-            "{n} .rpms; ours: dnf_repo::write_repo (Packages/, primary/filelists/other.xml.gz, repomd.xml + .asc); \
-             theirs: cp -al + createrepo_c --no-database (its default workers) + gpg --detach-sign"
-        )));
-        rows.push(
-            Row::new("B4", "dnf-add", add_goal)
-                .measured(side(&ours_add), Some(side(&theirs_add)))
-                .with_note(format!(
-                    "one more .rpm into the {n}-package repository; ours: write_repo again over all of them; \
-                     theirs: createrepo_c --update + gpg"
-                )),
-        );
-    }
+             G --detach-sign --armor -o dists/stable/Release.gpg dists/stable/Release\n"
+        ),
+        note_index: format!(
+            "{n} .debs, cold (no cache); ours: apt_repo::index_dir (Packages, by-hash, Release, InRelease, Release.gpg); \
+             theirs: apt-ftparchive --db (empty) packages + release; same hashes (SHA256+SHA512: theirs with \
+             APT::FTPArchive::{{MD5,SHA1}}=false), same compressions (Packages.gz gzip -9, Packages.xz xz -6; \
+             ours multi-threaded xz in 1 MiB blocks, theirs xz's default single thread), both sign InRelease \
+             and Release.gpg (ours: the pgp crate, theirs: gpg); {same}"
+        ),
+        note_add: format!(
+            "one more .deb into the {n}-package repository, warm: ours index_dir with the metadata cache \
+             of the cold run (every unchanged package re-hashed, sha256, to validate its entry); \
+             theirs apt-ftparchive with its --db of the cold run (stat only), then the same compression and signing"
+        ),
+    };
+    let dnf = IndexCase {
+        fmt: "dnf",
+        goal: dnf_goal,
+        tools: &["createrepo_c", "gpg"],
+        inputs: &rpms,
+        extra: &extra_rpm,
+        child: "dnf-index",
+        pool: "Packages",
+        outputs: &["repodata"],
+        theirs: "if [ -d repodata ]; then U=--update; else U=; fi\n\
+                 createrepo_c --quiet --no-database $U .\n\
+                 G --detach-sign --armor -o repodata/repomd.xml.asc repodata/repomd.xml\n"
+            .into(),
+        note_index: format!(
+            "{n} .rpms, cold (no cache); ours: dnf_repo::index_dir (primary/filelists/other.xml.gz, repomd.xml + .asc); \
+             theirs: createrepo_c --no-database (its default workers) + gpg --detach-sign; same checksums \
+             (sha256), same compression (gzip), no sqlite databases on either side, both sign repomd.xml; {same}"
+        ),
+        note_add: format!(
+            "one more .rpm into the {n}-package repository, warm: ours index_dir with the metadata cache of the \
+             cold run (unchanged packages re-hashed to validate their entries); theirs createrepo_c --update \
+             (reuses the old metadata of files whose size and mtime match) + gpg"
+        ),
+    };
+    let mut rows = index_case(ctx, &apt, n)?;
+    rows.extend(index_case(ctx, &dnf, n)?);
     Ok(rows)
 }
 

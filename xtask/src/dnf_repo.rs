@@ -39,7 +39,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufRead, BufWriter, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -198,27 +198,47 @@ const HEADER_MAGIC: [u8; 3] = [0x8e, 0xad, 0xe8];
 const MAX_HEADER_BYTES: u64 = 256 << 20;
 
 /// Where the main header lies in an rpm file: after the 96-byte lead and the signature header
-/// (padded to a multiple of 8 bytes). Reads only the two 16-byte header intros.
+/// (padded to a multiple of 8 bytes). Reads only the lead and the two 16-byte header intros.
 pub fn header_range(path: &Path) -> Result<HeaderRange> {
-    let mut f = File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let f = File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let len = f.metadata()?.len();
+    header_range_of(&f, len, path)
+}
+
+/// [`header_range`] of an open file of `file_len` bytes (positioned reads: the file offset is
+/// not moved).
+fn header_range_of(f: &File, file_len: u64, path: &Path) -> Result<HeaderRange> {
+    header_range_in(f, &[], file_len, path)
+}
+
+/// [`header_range_of`], taking bytes from `prefix` (the file's first bytes, already read)
+/// where it covers them.
+fn header_range_in(f: &File, prefix: &[u8], file_len: u64, path: &Path) -> Result<HeaderRange> {
+    let read_at = |buf: &mut [u8], at: u64| -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        match prefix.get(at as usize..at as usize + buf.len()) {
+            Some(b) => {
+                buf.copy_from_slice(b);
+                Ok(())
+            }
+            None => f.read_exact_at(buf, at),
+        }
+    };
     let mut lead = [0u8; LEAD_SIZE as usize];
-    f.read_exact(&mut lead)
+    read_at(&mut lead, 0)
         .with_context(|| format!("{}: shorter than an rpm lead", path.display()))?;
     if lead[..4] != [0xed, 0xab, 0xee, 0xdb] {
         bail!("{}: not an rpm file (bad lead magic)", path.display());
     }
-    let (sig_index, sig_data) = read_header_intro(&mut f, path, "signature")?;
+    let (sig_index, sig_data) = read_header_intro(&read_at, LEAD_SIZE, path, "signature")?;
     let sig_len = sig_index * 16 + sig_data;
     let pad = (8 - sig_len % 8) % 8;
     let start = LEAD_SIZE + 16 + sig_len + pad;
-    let mut skip = (&mut f).take(sig_len + pad);
-    let skipped = io::copy(&mut skip, &mut io::sink())?;
-    if skipped != sig_len + pad {
+    if start > file_len {
         bail!("{}: truncated signature header", path.display());
     }
-    let (index, data) = read_header_intro(&mut f, path, "main")?;
+    let (index, data) = read_header_intro(&read_at, start, path, "main")?;
     let end = start + 16 + index * 16 + data;
-    let file_len = f.metadata()?.len();
     if end > file_len {
         bail!(
             "{}: main header ends at byte {end}, past the end of the file ({file_len})",
@@ -228,9 +248,14 @@ pub fn header_range(path: &Path) -> Result<HeaderRange> {
     Ok(HeaderRange { start, end })
 }
 
-fn read_header_intro(f: &mut File, path: &Path, which: &str) -> Result<(u64, u64)> {
+fn read_header_intro(
+    read_at: &dyn Fn(&mut [u8], u64) -> io::Result<()>,
+    at: u64,
+    path: &Path,
+    which: &str,
+) -> Result<(u64, u64)> {
     let mut intro = [0u8; 16];
-    f.read_exact(&mut intro)
+    read_at(&mut intro, at)
         .with_context(|| format!("{}: truncated {which} header", path.display()))?;
     if intro[..3] != HEADER_MAGIC || intro[3] != 1 {
         bail!("{}: bad {which} header magic", path.display());
@@ -414,10 +439,62 @@ pub fn is_primary_file(path: &str) -> bool {
 
 /// Read everything the index needs from an rpm file (headers only).
 pub fn read_rpm(path: &Path) -> Result<RpmInfo> {
+    Ok(read_rpm_hashed(path, false)?.0)
+}
+
+/// A `BufRead` that hashes (sha256) and counts every byte consumed from it.
+struct HashingBufReader<R> {
+    inner: R,
+    hasher: sha2::Sha256,
+    count: u64,
+}
+
+impl<R: BufRead> Read for HashingBufReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = {
+            let avail = self.fill_buf()?;
+            let n = avail.len().min(buf.len());
+            buf[..n].copy_from_slice(&avail[..n]);
+            n
+        };
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for HashingBufReader<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+    fn consume(&mut self, amt: usize) {
+        use sha2::Digest;
+        if let Ok(b) = self.inner.fill_buf() {
+            self.hasher.update(&b[..amt.min(b.len())]);
+        }
+        self.count += amt as u64;
+        self.inner.consume(amt);
+    }
+}
+
+/// [`read_rpm`], opening the file once; with `hash`, the whole file is streamed on through
+/// sha256 after the headers: (info, Some((sha256, size))).
+fn read_rpm_hashed(path: &Path, hash: bool) -> Result<(RpmInfo, Option<(String, u64)>)> {
     let ctx = || format!("{}", path.display());
-    // Our own reading first: it names what is wrong with a file that is not an rpm.
-    let range = header_range(path)?;
-    let meta = PackageMetadata::open(path)
+    let f = File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let len = f.metadata().with_context(ctx)?.len();
+    // Sized to the file (at most 1 MiB): small packages need no large buffer each.
+    let cap = if hash { len } else { len.min(64 << 10) }.clamp(8192, 1 << 20) as usize;
+    let mut inner = io::BufReader::with_capacity(cap, f);
+    inner.fill_buf().with_context(ctx)?;
+    // Our own reading first (from the buffered start of the file where it reaches): it names
+    // what is wrong with a file that is not an rpm.
+    let range = header_range_in(inner.get_ref(), inner.buffer(), len, path)?;
+    let mut r = HashingBufReader {
+        inner,
+        hasher: <sha2::Sha256 as sha2::Digest>::new(),
+        count: 0,
+    };
+    let meta = PackageMetadata::parse(&mut r)
         .map_err(|e| anyhow!("{e}"))
         .with_context(ctx)?;
     let offsets = meta.get_package_segment_offsets();
@@ -431,7 +508,13 @@ pub fn read_rpm(path: &Path) -> Result<RpmInfo> {
             offsets.payload
         );
     }
-    read_info(&meta, range).with_context(ctx)
+    let info = read_info(&meta, range).with_context(ctx)?;
+    if !hash {
+        return Ok((info, None));
+    }
+    io::copy(&mut r, &mut io::sink()).with_context(|| format!("hash {}", path.display()))?;
+    let sha256 = hex::encode(sha2::Digest::finalize(r.hasher));
+    Ok((info, Some((sha256, r.count))))
 }
 
 fn read_info(meta: &PackageMetadata, header_range: HeaderRange) -> Result<RpmInfo> {
@@ -647,6 +730,14 @@ fn read_info(meta: &PackageMetadata, header_range: HeaderRange) -> Result<RpmInf
 // XML
 
 fn check_xml_chars(s: &str) -> Result<()> {
+    // Fast path: no C0 control other than tab/LF/CR and no 0xEF lead byte (U+FFFE/U+FFFF
+    // start with it) means nothing to refuse.
+    if !s
+        .bytes()
+        .any(|b| (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) || b == 0xEF)
+    {
+        return Ok(());
+    }
     if let Some(c) = s.chars().find(|&c| {
         matches!(c, '\u{0}'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}')
     }) {
@@ -658,6 +749,9 @@ fn check_xml_chars(s: &str) -> Result<()> {
 /// Escape character data.
 pub fn xml_text(s: &str) -> Result<String> {
     check_xml_chars(s)?;
+    if !s.bytes().any(|b| matches!(b, b'&' | b'<' | b'>' | b'\r')) {
+        return Ok(s.to_string());
+    }
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -675,6 +769,12 @@ pub fn xml_text(s: &str) -> Result<String> {
 /// would turn into spaces is written as character references.
 pub fn xml_attr(s: &str) -> Result<String> {
     check_xml_chars(s)?;
+    if !s
+        .bytes()
+        .any(|b| matches!(b, b'&' | b'<' | b'>' | b'"' | b'\'' | b'\t' | b'\n' | b'\r'))
+    {
+        return Ok(s.to_string());
+    }
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -846,6 +946,9 @@ fn other_package(p: &IndexedPackage, limit: usize) -> Result<String> {
 // ---------------------------------------------------------------------------------------------
 // Files
 
+/// gzip level of the metadata (zlib's default, as createrepo_c).
+const GZIP_LEVEL: u32 = 6;
+
 enum Encoder {
     Gz(flate2::write::GzEncoder<HashingWriter<BufWriter<File>>>),
     Zst(zstd::Encoder<'static, HashingWriter<BufWriter<File>>>),
@@ -873,7 +976,7 @@ impl Encoder {
             MetadataCompression::Gzip => Encoder::Gz(
                 flate2::GzBuilder::new()
                     .mtime(0)
-                    .write(out, flate2::Compression::default()),
+                    .write(out, flate2::Compression::new(GZIP_LEVEL)),
             ),
             MetadataCompression::Zstd => Encoder::Zst(zstd::Encoder::new(out, 10)?),
         })
@@ -893,19 +996,65 @@ fn set_mode(path: &Path, mode: u32) -> Result<()> {
 
 /// Write an XML document (header, open tag, one chunk per package, close tag), compressed and
 /// content-addressed, into `repodata/`. Streams: only one package's XML is in memory at a time.
-fn write_data(
-    repodata: &Path,
-    kind: &'static str,
+/// Where and how [`write_data`] writes: `repodata/`, the compression, the chunk cache.
+struct DataOut<'a> {
+    repodata: &'a Path,
     c: MetadataCompression,
+    chunks: &'a crate::apt_repo::ChunkCache,
+}
+
+fn write_data(
+    out: &DataOut,
+    kind: &'static str,
     head: &str,
     packages: &[IndexedPackage],
     chunk: &(dyn Fn(&IndexedPackage) -> Result<String> + Sync),
     tail: &str,
 ) -> Result<RepoData> {
+    let (repodata, c, chunks) = (out.repodata, out.c, out.chunks);
     let tmp = tempfile::Builder::new()
         .prefix(".tmp-")
         .tempfile_in(repodata)
         .with_context(|| format!("temporary file in {}", repodata.display()))?;
+    if c == MetadataCompression::Gzip {
+        // The whole document in memory (10,000 packages: a few MiB), each package rendered in
+        // parallel, then gzip in content-defined chunks (compressed in parallel; with a cache,
+        // unchanged chunks are reused).
+        let pieces: Vec<String> = packages.par_iter().map(chunk).collect::<Result<_>>()?;
+        let mut text = String::with_capacity(
+            head.len() + tail.len() + pieces.iter().map(String::len).sum::<usize>(),
+        );
+        text.push_str(head);
+        let mut ends = Vec::with_capacity(pieces.len());
+        for p in &pieces {
+            text.push_str(p);
+            ends.push((text.len(), crate::apt_repo::piece_hash(p.as_bytes())));
+        }
+        text.push_str(tail);
+        drop(pieces);
+        let ranges = crate::apt_repo::chunk_bounds(&ends, text.len());
+        let gz = crate::apt_repo::gzip_chunked(text.as_bytes(), &ranges, GZIP_LEVEL, chunks)?;
+        let open_sha256 = crate::digest::sha256_hex(text.as_bytes());
+        let sha256 = crate::digest::sha256_hex(&gz);
+        {
+            let mut f = tmp.as_file();
+            f.write_all(&gz)?;
+            f.sync_all()?;
+        }
+        let name = format!("{sha256}-{kind}.xml.{}", c.extension());
+        let dest = repodata.join(&name);
+        set_mode(tmp.path(), 0o644)?;
+        tmp.persist(&dest)
+            .map_err(|e| anyhow!("rename to {}: {}", dest.display(), e.error))?;
+        return Ok(RepoData {
+            kind,
+            href: format!("repodata/{name}"),
+            sha256,
+            size: gz.len() as u64,
+            open_sha256,
+            open_size: text.len() as u64,
+        });
+    }
     let file = tmp.reopen()?;
     let mut w = HashingWriter::new(Encoder::new(c, HashingWriter::new(BufWriter::new(file)))?);
     w.write_all(head.as_bytes())?;
@@ -1015,6 +1164,17 @@ fn place(src: &Path, dest: &Path) -> Result<()> {
     Ok(())
 }
 
+/// [`place`] `src` (described by `d`) at `dest`, then check that the copy has `d`'s sha256 and
+/// size, so `d` describes the placed file too (the input may have changed since it was read).
+fn place_checked(src: &Path, dest: &Path, d: Described) -> Result<Described> {
+    place(src, dest)?;
+    let (sha256, size) = sha256_file(dest).with_context(|| format!("hash {}", dest.display()))?;
+    if sha256 != d.sha256 || size != d.size {
+        bail!("{} changed while the index was being built", src.display());
+    }
+    Ok(d)
+}
+
 /// Place `rpms` under `root/Packages/`, write the repodata and sign repomd.xml.
 pub fn write_repo(
     root: &Path,
@@ -1032,16 +1192,23 @@ pub fn write_repo(
 }
 
 /// What the index cache keeps about one rpm file.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Described {
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+pub struct Described {
     info: RpmInfo,
     sha256: String,
     size: u64,
 }
 
+impl crate::index_cache::Cached for Described {
+    fn sha256(&self) -> &str {
+        &self.sha256
+    }
+}
+
+/// Headers and sha256 of an rpm file, in one pass over it.
 fn describe_rpm(path: &Path) -> Result<Described> {
-    let info = read_rpm(path)?;
-    let (sha256, size) = sha256_file(path).with_context(|| format!("hash {}", path.display()))?;
+    let (info, hashed) = read_rpm_hashed(path, true)?;
+    let (sha256, size) = hashed.expect("hashed");
     Ok(Described { info, sha256, size })
 }
 
@@ -1052,7 +1219,7 @@ pub fn write_repo_cached(
     rpms: &[PathBuf],
     settings: &Settings,
     signer: &dyn Signer,
-    cache: &crate::index_cache::IndexCache,
+    cache: &crate::index_cache::IndexCache<Described>,
 ) -> Result<DnfRepo> {
     let repodata = root.join("repodata");
     fs::create_dir_all(&repodata).with_context(|| format!("create {}", repodata.display()))?;
@@ -1079,25 +1246,23 @@ pub fn write_repo_cached(
     let packages: Vec<IndexedPackage> = entries
         .par_iter()
         .map(|(file_name, src)| -> Result<IndexedPackage> {
-            let key = |p: &Path| crate::index_cache::IndexCache::key(p);
             let from_src = if cache.enabled() {
-                Some(cache.get_or(&key(src)?, || describe_rpm(src))?)
+                Some(cache.get_or(src, || describe_rpm(src))?)
             } else {
                 None
             };
-            let info = match &from_src {
-                Some(d) => d.info.clone(),
-                None => read_rpm(src)?,
+            let place_of = |info: &RpmInfo| -> Result<(String, PathBuf)> {
+                let first = info
+                    .name
+                    .chars()
+                    .next()
+                    .filter(|c| c.is_ascii_alphanumeric())
+                    .ok_or_else(|| anyhow!("{}: package name {:?}", src.display(), info.name))?
+                    .to_ascii_lowercase();
+                let href = format!("Packages/{first}/{file_name}");
+                let dest = root.join(&href);
+                Ok((href, dest))
             };
-            let first = info
-                .name
-                .chars()
-                .next()
-                .filter(|c| c.is_ascii_alphanumeric())
-                .ok_or_else(|| anyhow!("{}: package name {:?}", src.display(), info.name))?
-                .to_ascii_lowercase();
-            let href = format!("Packages/{first}/{file_name}");
-            let dest = root.join(&href);
             let done = |d: Described, href: String| IndexedPackage {
                 info: d.info,
                 sha256: d.sha256,
@@ -1105,33 +1270,35 @@ pub fn write_repo_cached(
                 href,
             };
             if let Some(d) = from_src {
-                if same_file(src, &dest) {
+                let (href, dest) = place_of(&d.info)?;
+                if **src == dest || same_file(src, &dest) {
                     set_mode(&dest, 0o644)?;
                     return Ok(done(d, href));
                 }
                 // Placed by an earlier run and unchanged since: nothing to copy or read.
                 if dest.is_file() {
-                    let placed: Described = cache.get_or(&key(&dest)?, || describe_rpm(&dest))?;
+                    let placed: Described = cache.get_or(&dest, || describe_rpm(&dest))?;
                     if placed.sha256 == d.sha256 {
                         return Ok(done(placed, href));
                     }
                 }
-                place(src, &dest)?;
-                let placed: Described = cache.get_or(&key(&dest)?, || describe_rpm(&dest))?;
+                let placed = place_checked(src, &dest, d)?;
+                let placed: Described = cache.get_or(&dest, || Ok(placed))?;
                 return Ok(done(placed, href));
             }
-            let in_place = same_file(src, &dest);
-            place(src, &dest)?;
-            // Describe the placed file: the index must match the bytes a client downloads.
-            let (sha256, size) =
-                sha256_file(&dest).with_context(|| format!("hash {}", dest.display()))?;
-            let placed = if in_place { info } else { read_rpm(&dest)? };
-            Ok(IndexedPackage {
-                info: placed,
-                sha256,
-                size,
-                href,
-            })
+            // No cache. Already in place: one pass (headers + sha256) over the file. Else the
+            // input's headers name the place, and the placed copy is described: the index must
+            // match the bytes a client downloads.
+            let (info, hashed) = read_rpm_hashed(src, true)?;
+            let (href, dest) = place_of(&info)?;
+            if **src == dest || same_file(src, &dest) {
+                set_mode(&dest, 0o644)?;
+                let (sha256, size) = hashed.expect("hashed");
+                return Ok(done(Described { info, sha256, size }, href));
+            }
+            let (sha256, size) = hashed.expect("hashed");
+            let placed = place_checked(src, &dest, Described { info, sha256, size })?;
+            Ok(done(placed, href))
         })
         .collect::<Result<_>>()?;
     let mut nevras: HashMap<String, String> = HashMap::new();
@@ -1148,13 +1315,18 @@ pub fn write_repo_cached(
 
     let n = packages.len();
     let c = settings.compression;
+    let chunks = crate::apt_repo::ChunkCache::new(cache.side_dir("xml-chunks"));
+    let out = DataOut {
+        repodata: &repodata,
+        c,
+        chunks: &chunks,
+    };
     let limit = settings.changelog_limit;
     // The three files are independent: written (rendered and compressed) in parallel.
     let primary = || {
         write_data(
-        &repodata,
+        &out,
         "primary",
-        c,
         &format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<metadata xmlns=\"http://linux.duke.edu/metadata/common\" xmlns:rpm=\"http://linux.duke.edu/metadata/rpm\" packages=\"{n}\">\n"
         ),
@@ -1165,9 +1337,8 @@ pub fn write_repo_cached(
     };
     let filelists = || {
         write_data(
-        &repodata,
+        &out,
         "filelists",
-        c,
         &format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<filelists xmlns=\"http://linux.duke.edu/metadata/filelists\" packages=\"{n}\">\n"
         ),
@@ -1178,9 +1349,8 @@ pub fn write_repo_cached(
     };
     let other = || {
         write_data(
-        &repodata,
+        &out,
         "other",
-        c,
         &format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<otherdata xmlns=\"http://linux.duke.edu/metadata/other\" packages=\"{n}\">\n"
         ),
@@ -1192,6 +1362,7 @@ pub fn write_repo_cached(
     let (primary, (filelists, other)) = rayon::join(primary, || rayon::join(filelists, other));
     let (primary, filelists, other) = (primary?, filelists?, other?);
     let data = vec![primary, filelists, other];
+    chunks.prune()?;
 
     let repomd = repomd_xml(settings.date, &data);
     let repomd_path = repodata.join("repomd.xml");
