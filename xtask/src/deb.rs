@@ -811,7 +811,7 @@ const DEB_LEVELS: Levels = Levels {
 pub(crate) enum Encoder<W: Write> {
     Xz(liblzma::write::XzEncoder<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
-    Gzip(flate2::write::GzEncoder<W>),
+    Gzip(crate::pgzip::ParGzEncoder<W>),
     None(W),
 }
 
@@ -890,12 +890,7 @@ impl<W: Write> Encoder<W> {
                 e.include_checksum(true)?;
                 Encoder::Zstd(e)
             }
-            Compression::Gzip => Encoder::Gzip(
-                flate2::GzBuilder::new()
-                    .operating_system(3)
-                    .mtime(0)
-                    .write(w, flate2::Compression::new(levels.gzip)),
-            ),
+            Compression::Gzip => Encoder::Gzip(crate::pgzip::ParGzEncoder::new(w, levels.gzip)),
             Compression::None => Encoder::None(w),
         })
     }
