@@ -1990,7 +1990,7 @@ fn b6(ctx: &Ctx) -> Result<Vec<Row>> {
                 "one run, the child's own VmHWM; xz preset 6 with a 1 MiB dictionary in 4 MiB \
                  blocks, threads limited to liblzma's estimate of 52 MiB (2 threads)"
             }
-            _ => "one run, the child's own VmHWM; gzip -9: the streaming of the writer alone",
+            _ => "one run, the child's own VmHWM; gzip -9 in parallel 128 KiB chunks (pgzip.rs): the streaming of the writer",
         };
         rows.push(
             Row::new("B6", &format!("{fmt}-{}-{tag}", compression_name(c)), goal)
