@@ -20,6 +20,7 @@ pub mod merge;
 pub mod minisign;
 pub mod mirror;
 pub mod package;
+pub mod pgzip;
 pub mod publish;
 pub mod render;
 pub mod rpm_writer;

@@ -247,7 +247,21 @@ fn write_payload(
     let src = sources(pkg);
 
     let file = crate::digest::HashingWriter::new(BufWriter::with_capacity(1 << 20, out));
-    let enc = crate::deb::Encoder::with_levels(file, c, crate::deb::threads(), PAYLOAD_LEVELS)?;
+    // About the cpio archive's size (a header per entry, the license text): it sizes the xz
+    // dictionary.
+    let license = match &pkg.upstream_license {
+        Some(Content::Bytes(b)) => b.len() as u64,
+        Some(Content::File(p)) => std::fs::metadata(p).map(|m| m.len()).unwrap_or(0),
+        None => 0,
+    };
+    let cpio_size = pkg.installed_size() + license + 512 * (basenames.len() as u64 + 1);
+    let enc = crate::deb::Encoder::with_levels(
+        file,
+        c,
+        crate::deb::threads(),
+        PAYLOAD_LEVELS,
+        cpio_size,
+    )?;
     let mut raw = crate::digest::HashingWriter::new(enc);
     let mut files = Vec::with_capacity(basenames.len());
     let mut buf = vec![0u8; 1 << 20];
