@@ -31,8 +31,11 @@ use xtask::component::{self, Component};
 /// The highest live `systemd-analyze security` exposure any unit may have.
 const MAX_EXPOSURE: f64 = 1.5;
 /// Where the host serves /srv/obs to itself (its own loopback: the host has its own network
-/// namespace).
-const REPO_PORT: u16 = 8080;
+/// namespace). Not 8080: that is NGINX's stub_status, where nginx_exporter scrapes by default.
+const REPO_PORT: u16 = 8081;
+/// NGINX in the host: the stub_status page at nginx_exporter's default scrape URI and a page
+/// for blackbox_exporter's HTTP probe.
+const NGINX_PORT: u16 = 8080;
 
 fn xtask() -> Command {
     Command::new(env!("CARGO_BIN_EXE_xtask"))
@@ -272,19 +275,6 @@ fn exposure(h: &Host, unit: &str) -> f64 {
     score
 }
 
-/// Mirrored components whose live lifecycle is not proven yet, so not in this test: the
-/// mirror's nginx_exporter 0.11 exits when no nginx answers its scrape URI (crash loop on a
-/// host without nginx); the others were added with the catalogue and have not had their live
-/// run. Each one leaves this list together with what makes it pass (tracked in issue 6).
-const NOT_YET_LIVE: &[&str] = &[
-    "nginx_exporter",
-    "postgres_exporter",
-    "process_exporter",
-    "pushgateway",
-    "redis_exporter",
-    "snmp_exporter",
-];
-
 #[test]
 fn apt_and_rpm_lifecycle_on_a_booted_host() {
     let rootfs = host::rootfs();
@@ -299,12 +289,8 @@ fn apt_and_rpm_lifecycle_on_a_booted_host() {
     let names: Vec<String> = all
         .iter()
         .filter(|c| rows.iter().any(|r| r.component == c.name && r.arch == arch))
-        .filter(|c| !NOT_YET_LIVE.contains(&c.name.as_str()))
         .map(|c| c.name.clone())
         .collect();
-    println!(
-        "mirrored but not yet proven on the host (issue 6, see NOT_YET_LIVE): {NOT_YET_LIVE:?}"
-    );
     assert!(
         names.iter().any(|n| n == "node_exporter") && names.iter().any(|n| n == "mysqld_exporter"),
         "the mirror lacks the catalogue's exporters: {names:?}"
@@ -432,6 +418,25 @@ fn apt_and_rpm_lifecycle_on_a_booted_host() {
     ));
     let base = format!("http://127.0.0.1:{REPO_PORT}/repo");
     h.wait_for(&format!("curl -fsS -o /dev/null {base}/SHA256SUMS"), 30);
+
+    // A real NGINX serving stub_status where nginx_exporter's default flags scrape it.
+    h.write(
+        "/etc/nginx/conf.d/obs-test.conf",
+        &format!(
+            r#"server {{
+  listen 127.0.0.1:{NGINX_PORT};
+  access_log off;
+  location = /stub_status {{ stub_status; }}
+  location = /probe-target {{ return 200 "ok\n"; }}
+}}
+"#
+        ),
+    );
+    h.must("nginx -t 2>&1 && systemctl enable nginx 2>&1 && systemctl restart nginx");
+    h.wait_for(
+        &format!("curl -fsS http://127.0.0.1:{NGINX_PORT}/stub_status | grep -q '^Active connections'"),
+        30,
+    );
 
     // The mirror's binaries are Debian's builds of the upstream sources: Debian's alertmanager
     // reads its notification templates (default.tmpl, email.tmpl) from
