@@ -1405,7 +1405,12 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
                 k.get_ref(),
                 format!(
                     "not a widening of the baseline; a reason explains one of: {}",
-                    WIDENINGS.iter().chain(DEPARTURES).copied().collect::<Vec<_>>().join(", ")
+                    WIDENINGS
+                        .iter()
+                        .chain(DEPARTURES)
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             );
         }
