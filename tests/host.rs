@@ -6,10 +6,17 @@
 //! serves the repositories to itself over loopback HTTP and is configured with our `.sources`
 //! file and key exactly as README says. For every component, sequentially in that one boot:
 //! apt install (user, unit enabled and active, credentials flow, metrics, live exposure score
-//! ≤ MAX_EXPOSURE, `systemd-analyze verify`), the firewall files read by ufw, firewalld and
-//! nft (opening nothing), upgrade to N+1 (restart on the new binary, an admin's env-file edit
-//! kept), remove, purge; then the rpm lifecycle with Debian's rpm (install, upgrade, erase).
-//! Prints `exposure <unit> <score>` for every unit.
+//! ≤ MAX_EXPOSURE, `systemd-analyze verify`), what the exporter is for (`component_probe`:
+//! blackbox's ICMP and HTTP probes of the host, nginx_exporter on a real NGINX's stub_status
+//! and NGINX stopping under it, process_exporter counting root's and www-data's NGINX
+//! processes, postgres/redis exporters with no database: `*_up 0`, a logged connection error,
+//! no restart in 10 s; pushgateway's pushed metric across a restart; snmp_exporter's
+//! snmp.yml served and an admin's module walking 127.0.0.1), the shipped web config switched
+//! on (TLS and bcrypt basic auth live from inside the host, exposure still ≤ MAX_EXPOSURE,
+//! then off again), the firewall files read by ufw, firewalld and nft (opening nothing),
+//! upgrade to N+1 (restart on the new binary, an admin's env-file edit kept), remove, purge;
+//! then the rpm lifecycle with Debian's rpm (install, upgrade, erase).
+//! Prints `exposure <unit> <score>` for every unit (the higher of web config off and on).
 
 #[path = "support/cmd.rs"]
 mod cmd;
