@@ -754,6 +754,30 @@ fn widenings_need_a_reason() {
 }
 
 #[test]
+fn kill_signal_needs_a_reason_and_a_clean_signal() {
+    // nginx_exporter's SIGHUP comes with its reason; without it the file is refused.
+    refused(&Case {
+        base: "nginx_exporter",
+        stem: None,
+        edits: &[("kill_signal = \"0.11", "#kill_signal = \"0.11")],
+        at: "\"SIGHUP\"",
+        field: "service.kill_signal",
+        value: Some("SIGHUP"),
+        message: "add service.reason.kill_signal saying why",
+    });
+    // Only signals whose death systemd counts as a clean end.
+    refused(&Case {
+        base: "nginx_exporter",
+        stem: None,
+        edits: &[("kill_signal = \"SIGHUP\"", "kill_signal = \"SIGKILL\"")],
+        at: "\"SIGKILL\"",
+        field: "service.kill_signal",
+        value: Some("SIGKILL"),
+        message: "must be one of SIGTERM, SIGINT, SIGHUP",
+    });
+}
+
+#[test]
 fn unknown_fields_are_refused() {
     for (old, new, at, unknown) in [
         (NODE_SUMMARY, "summry = \"x\"", "summry =", "summry"),

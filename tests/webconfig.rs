@@ -159,5 +159,11 @@ fn enabled_web_config_serves_tls_and_basic_auth_with_a_real_exporter() {
     }
     let _guard = Kill(child);
     assert!(up, "node_exporter did not listen on {addr}");
-    webconfig::check_live(&addr, &m, &c.smoke.as_ref().unwrap().metric);
+    webconfig::check_live(
+        &webconfig::local,
+        &addr,
+        &m.cert.to_string_lossy(),
+        &m,
+        &c.smoke.as_ref().unwrap().metric,
+    );
 }

@@ -23,7 +23,8 @@ pub const DEBIAN_MIRROR: &str = "http://deb.debian.org/debian";
 /// What the host has besides minbase: systemd as init (with logind, which polkitd and so
 /// firewalld need), rpm for the rpm lifecycle, the three firewall front ends whose files we
 /// ship, curl for the admin's setup steps and the metrics check, python3 for the loopback
-/// HTTP server that serves our repository inside the host.
+/// HTTP server that serves our repository inside the host, nginx-light for a real NGINX whose
+/// stub_status page nginx_exporter scrapes (and blackbox_exporter's HTTP probe target).
 pub const PACKAGES: &[&str] = &[
     "systemd",
     "systemd-sysv",
@@ -35,6 +36,7 @@ pub const PACKAGES: &[&str] = &[
     "nftables",
     "curl",
     "python3",
+    "nginx-light",
 ];
 
 /// Recorded inside the root file system: what it was built from.

@@ -1,7 +1,8 @@
 //! The optional exporter-toolkit web config (TLS + basic auth), switched on the way an admin
 //! would: a generated certificate (openssl) and a bcrypt password (htpasswd), the shipped
 //! all-comment template filled in, and a live check of a running exporter with curl.
-//! The booted-host test can call [`Material::generate`], [`enable`] and [`check_live`].
+//! tests/webconfig.rs runs it against a local exporter; tests/host.rs against every installed
+//! exporter with a web config flag, inside the booted host.
 //! (Include with `#[path = "support/webconfig.rs"] mod webconfig;`.)
 #![allow(dead_code)]
 
@@ -97,17 +98,46 @@ pub fn enable(shipped: &str, cert: &str, key: &str, m: &Material) -> String {
     out
 }
 
-/// curl `https://ADDR/metrics`: (ok, HTTP status, body).
-fn curl(addr: &str, m: &Material, auth: Option<(&str, &str)>, scheme: &str) -> (bool, String) {
-    let mut c = Command::new("curl");
-    c.args(["-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}"])
-        .arg("--cacert")
-        .arg(&m.cert);
-    if let Some((u, p)) = auth {
-        c.arg("-u").arg(format!("{u}:{p}"));
+/// Runs curl where the exporter is: a plain `Command` here, or one inside a booted host
+/// (`|a| host.cmd(a)`). Given curl's argument vector, program name first.
+pub type Runner<'a> = &'a dyn Fn(&[&str]) -> Command;
+
+/// The local machine as a [`Runner`].
+pub fn local(args: &[&str]) -> Command {
+    let mut c = Command::new(args[0]);
+    c.args(&args[1..]);
+    c
+}
+
+/// curl `SCHEME://ADDR/metrics` trusting `cacert` (a path where curl runs): (ok, body then
+/// the HTTP status on the last line).
+fn curl(
+    run: Runner<'_>,
+    addr: &str,
+    cacert: &str,
+    auth: Option<(&str, &str)>,
+    scheme: &str,
+) -> (bool, String) {
+    let url = format!("{scheme}://{addr}/metrics");
+    let cred = auth.map(|(u, p)| format!("{u}:{p}"));
+    let mut args = vec![
+        "curl",
+        "-sS",
+        "--max-time",
+        "10",
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code}",
+    ];
+    args.extend(["--cacert", cacert]);
+    if let Some(c) = &cred {
+        args.extend(["-u", c.as_str()]);
     }
-    c.arg(format!("{scheme}://{addr}/metrics"));
-    let out = c.output().unwrap();
+    args.push(&url);
+    let out = run(&args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run curl: {e}"));
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -115,27 +145,31 @@ fn curl(addr: &str, m: &Material, auth: Option<(&str, &str)>, scheme: &str) -> (
 }
 
 /// A running exporter at `addr` (host:port) with the web config of `m` enabled: serves
-/// `metric` over TLS to the right user only, and nothing over plain HTTP.
-pub fn check_live(addr: &str, m: &Material, metric: &str) {
-    let (ok, text) = curl(addr, m, Some((&m.user, &m.password)), "https");
-    assert!(ok && text.ends_with("\n200"), "TLS + auth: {text}");
+/// `metric` over TLS to the right user only, and nothing over plain HTTP. curl runs through
+/// `run` and finds `m`'s certificate at `cacert`.
+pub fn check_live(run: Runner<'_>, addr: &str, cacert: &str, m: &Material, metric: &str) {
+    let (ok, text) = curl(run, addr, cacert, Some((&m.user, &m.password)), "https");
+    assert!(
+        ok && text.ends_with("\n200"),
+        "TLS + auth on {addr}: {text}"
+    );
     assert!(
         text.lines().any(|l| l.starts_with(metric)),
-        "no {metric} over TLS"
+        "no {metric} over TLS on {addr}"
     );
-    let (_, text) = curl(addr, m, None, "https");
+    let (_, text) = curl(run, addr, cacert, None, "https");
     assert!(
         text.ends_with("\n401"),
-        "no credentials must get 401: {text}"
+        "no credentials must get 401 on {addr}: {text}"
     );
-    let (_, text) = curl(addr, m, Some((&m.user, "wrong")), "https");
+    let (_, text) = curl(run, addr, cacert, Some((&m.user, "wrong")), "https");
     assert!(
         text.ends_with("\n401"),
-        "a wrong password must get 401: {text}"
+        "a wrong password must get 401 on {addr}: {text}"
     );
-    let (_, text) = curl(addr, m, Some((&m.user, &m.password)), "http");
+    let (_, text) = curl(run, addr, cacert, Some((&m.user, &m.password)), "http");
     assert!(
         !text.ends_with("\n200"),
-        "plain HTTP must not serve metrics: {text}"
+        "plain HTTP must not serve metrics on {addr}: {text}"
     );
 }

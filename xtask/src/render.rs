@@ -238,6 +238,7 @@ pub fn component_context(
         "memory_max": s.memory_max,
         "tasks_max": s.tasks_max,
         "limit_nofile": s.limit_nofile,
+        "kill_signal": s.kill_signal,
         "ports": c.firewall.ports,
         "ufw_ports": ufw_ports,
         "set_name": c.name.replace('-', "_"),
