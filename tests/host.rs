@@ -665,6 +665,91 @@ fn web_config_live(h: &Host, case: &Case, m: &webconfig::Material) -> Option<f64
     Some(score)
 }
 
+/// systemd_exporter is not in the mirror, so its binary never runs here; what it needs from
+/// its sandbox is proven instead: the [Service] section of its rendered unit (everything but
+/// Type/Environment*/ExecStart/Restart*), as its own system user, runs busctl making the calls
+/// the exporter makes (Manager.ListUnits and a unit's properties on the system bus). The same
+/// sandbox without AF_UNIX must fail the same call, so the check can fail.
+fn systemd_exporter_bus_sandbox(h: &Host, tmp: &Path) {
+    let out = tmp.join("systemd-exporter-render");
+    must(
+        xtask()
+            .args(["render", "systemd_exporter", "--out"])
+            .arg(&out)
+            .arg("--components")
+            .arg(workspace().join("components")),
+    );
+    let unit = std::fs::read_to_string(out.join("usr/lib/systemd/system/systemd_exporter.service"))
+        .expect("rendered systemd_exporter.service");
+    let service = unit
+        .split("[Service]")
+        .nth(1)
+        .and_then(|s| s.split("\n[").next())
+        .expect("[Service] section");
+    let props: Vec<String> = service
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter(|l| {
+            !["Type=", "Environment", "ExecStart=", "Restart"]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
+        .map(|l| {
+            assert!(!l.contains('\''), "unexpected quote in {l}");
+            format!("-p '{l}'")
+        })
+        .collect();
+    assert!(
+        props.iter().any(|p| p.contains("User=systemd_exporter"))
+            && props.iter().any(|p| p.contains("RestrictAddressFamilies=")),
+        "the rendered unit lacks its user or address families:\n{service}"
+    );
+    h.must(
+        "getent passwd systemd_exporter >/dev/null || useradd --system --no-create-home \
+         --home-dir /nonexistent --shell /usr/sbin/nologin systemd_exporter",
+    );
+    let calls = "sh -c 'busctl --system call org.freedesktop.systemd1 /org/freedesktop/systemd1 \
+                 org.freedesktop.systemd1.Manager ListUnits && busctl --system get-property \
+                 org.freedesktop.systemd1 /org/freedesktop/systemd1/unit/nginx_2eservice \
+                 org.freedesktop.systemd1.Unit ActiveState'";
+    let run = |props: &[String]| {
+        h.sh(&format!(
+            "systemd-run --quiet --wait --pipe --collect {} {calls}",
+            props.join(" ")
+        ))
+    };
+    let (ok, text) = run(&props);
+    assert!(
+        ok && text.contains("a(ssssssouso)")
+            && text.contains("nginx.service")
+            && text.contains("s \"active\""),
+        "systemd_exporter's sandbox cannot list units on the system bus:\n{}",
+        &text[..text.len().min(3000)]
+    );
+    // The same sandbox with AF_UNIX taken out of its address families (the line replaced: a
+    // second RestrictAddressFamilies= would be merged with the first).
+    let without_unix: Vec<String> = props
+        .iter()
+        .map(|p| {
+            if p.starts_with("-p 'RestrictAddressFamilies=") {
+                "-p 'RestrictAddressFamilies=AF_INET AF_INET6'".to_string()
+            } else {
+                p.clone()
+            }
+        })
+        .collect();
+    let (ok, text) = run(&without_unix);
+    assert!(
+        !ok,
+        "the bus call succeeded without AF_UNIX, so the check above proves nothing:\n{}",
+        &text[..text.len().min(3000)]
+    );
+    eprintln!(
+        "host: systemd_exporter's sandbox lists units and reads properties on the system bus"
+    );
+}
+
 #[test]
 fn apt_and_rpm_lifecycle_on_a_booted_host() {
     let rootfs = host::rootfs();
@@ -1119,6 +1204,7 @@ fn apt_and_rpm_lifecycle_on_a_booted_host() {
         !cases.iter().any(|c| failed.contains(&c.unit)),
         "failed units:\n{failed}"
     );
+    systemd_exporter_bus_sandbox(&h, tmp.path());
     h.shutdown();
     // Written to the process's stderr itself, not through println!: the test harness captures
     // the print macros of a passing test, and these scores belong in CI's output.
