@@ -639,18 +639,21 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-fn place_in_pool(deb: &DebFile, dest: &Path, link: PoolLink) -> Result<()> {
+/// Put `deb` at `dest` (hard link or verified copy); if `dest` exists it must hold the same
+/// bytes. Returns whether `deb.path` was hard-linked (which moves its ctime: the caller
+/// re-stats it for the index cache).
+fn place_in_pool(deb: &DebFile, dest: &Path, link: PoolLink) -> Result<bool> {
     // Read from its pool path (indexing `root/pool` itself): the very file, nothing to do.
     if dest == deb.path {
-        return Ok(());
+        return Ok(false);
     }
     if dest.exists() {
         // The very file that was read (or hard-linked there by an earlier run): nothing to do.
         if same_file(dest, &deb.path) {
-            return Ok(());
+            return Ok(false);
         }
         if sha256_file(dest)? == deb.sha256 {
-            return Ok(());
+            return Ok(false);
         }
         bail!(
             "{} already exists with different contents than {} ({} {} {})",
@@ -695,7 +698,8 @@ fn place_in_pool(deb: &DebFile, dest: &Path, link: PoolLink) -> Result<()> {
             );
         }
     }
-    fs::rename(&tmp, dest).with_context(|| format!("renaming into {}", dest.display()))
+    fs::rename(&tmp, dest).with_context(|| format!("renaming into {}", dest.display()))?;
+    Ok(linked)
 }
 
 struct HashWriter<W> {
@@ -1214,7 +1218,12 @@ pub fn write_apt_repo_cached(
 
     create_dir_0755(root)?;
     debs.par_iter()
-        .map(|d| place_in_pool(d, &root.join(d.pool_path()), settings.pool_link))
+        .map(|d| {
+            if place_in_pool(d, &root.join(d.pool_path()), settings.pool_link)? {
+                cache.restat(&d.path)?;
+            }
+            Ok(())
+        })
         .collect::<Result<()>>()?;
 
     let suite_dir = root.join("dists").join(&settings.suite);

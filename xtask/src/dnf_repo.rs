@@ -994,6 +994,17 @@ fn set_mode(path: &Path, mode: u32) -> Result<()> {
         .with_context(|| format!("chmod {}", path.display()))
 }
 
+/// [`set_mode`] only where the mode differs (a chmod moves the ctime, which the index cache
+/// keys on); whether it changed anything.
+fn ensure_mode(path: &Path, mode: u32) -> Result<bool> {
+    let m = fs::metadata(path).with_context(|| format!("stat {}", path.display()))?;
+    if m.permissions().mode() & 0o7777 == mode {
+        return Ok(false);
+    }
+    set_mode(path, mode)?;
+    Ok(true)
+}
+
 /// Write an XML document (header, open tag, one chunk per package, close tag), compressed and
 /// content-addressed, into `repodata/`. Streams: only one package's XML is in memory at a time.
 /// Where and how [`write_data`] writes: `repodata/`, the compression, the chunk cache.
@@ -1145,7 +1156,7 @@ pub fn index_dir(
 fn place(src: &Path, dest: &Path) -> Result<()> {
     if let (Ok(a), Ok(b)) = (fs::canonicalize(src), fs::canonicalize(dest)) {
         if a == b {
-            return set_mode(dest, 0o644);
+            return ensure_mode(dest, 0o644).map(|_| ());
         }
     }
     let dir = dest.parent().context("destination has no parent")?;
@@ -1272,7 +1283,9 @@ pub fn write_repo_cached(
             if let Some(d) = from_src {
                 let (href, dest) = place_of(&d.info)?;
                 if **src == dest || same_file(src, &dest) {
-                    set_mode(&dest, 0o644)?;
+                    if ensure_mode(&dest, 0o644)? {
+                        cache.restat(src)?;
+                    }
                     return Ok(done(d, href));
                 }
                 // Placed by an earlier run and unchanged since: nothing to copy or read.
@@ -1292,7 +1305,7 @@ pub fn write_repo_cached(
             let (info, hashed) = read_rpm_hashed(src, true)?;
             let (href, dest) = place_of(&info)?;
             if **src == dest || same_file(src, &dest) {
-                set_mode(&dest, 0o644)?;
+                ensure_mode(&dest, 0o644)?;
                 let (sha256, size) = hashed.expect("hashed");
                 return Ok(done(Described { info, sha256, size }, href));
             }
