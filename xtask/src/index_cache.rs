@@ -365,6 +365,17 @@ impl<T: Cached> IndexCache<T> {
     }
 }
 
+/// With `OBS_INDEX_TIMING` set, print to stderr how long `what` took since `start` (the
+/// phases of `index_dir`, for profiling) and return now.
+pub fn span(what: &str, start: std::time::Instant) -> std::time::Instant {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let now = std::time::Instant::now();
+    if *ON.get_or_init(|| std::env::var_os("OBS_INDEX_TIMING").is_some()) {
+        eprintln!("index timing: {what}: {:.3}s", (now - start).as_secs_f64());
+    }
+    now
+}
+
 /// Streaming sha256 of a file expected to be `size` bytes (the buffer is sized to the file, at
 /// most 1 MiB: most packages in an index are small, and a 1 MiB buffer per file costs an
 /// mmap/munmap pair each).
