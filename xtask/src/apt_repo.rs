@@ -1477,6 +1477,64 @@ impl ClientFiles {
 mod tests {
     use super::*;
 
+    /// Stanza-like text of `n` stanzas (deterministic).
+    fn stanzas(n: usize) -> Vec<String> {
+        (0..n)
+            .map(|i| {
+                format!(
+                    "Package: pkg-{i}\nVersion: {}.{}-1\nArchitecture: amd64\nSize: {}\nSHA256: {:064x}\nDescription: package number {i}\n",
+                    i % 7,
+                    i % 13,
+                    1000 + i * 37 % 9000,
+                    (i as u128).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)
+                )
+            })
+            .collect()
+    }
+
+    /// The compressed bytes of `Packages.{gz,xz}` and of [`gzip_chunked`] are pinned (sha256 of
+    /// the output before the deflate/gzip framing moved to `pgzip`): a refactoring must not
+    /// change a published byte.
+    #[test]
+    fn compressed_index_bytes_are_pinned() {
+        let st = stanzas(12_000);
+        let text = st.join("\n");
+        let none = ChunkCache::new(None);
+        let (gz, xz) = compress_packages(&text, &st, &none).unwrap();
+        let (e_gz, e_xz) = compress_packages("", &[], &none).unwrap();
+        let ends: Vec<(usize, u64)> = {
+            let mut pos = 0;
+            st.iter()
+                .map(|s| {
+                    pos += s.len() + 1;
+                    (pos.min(text.len()), piece_hash(s.as_bytes()))
+                })
+                .collect()
+        };
+        let ranges = chunk_bounds(&ends, text.len());
+        assert!(ranges.len() > 2, "{}", ranges.len());
+        let g6 = gzip_chunked(text.as_bytes(), &ranges, 6, &none).unwrap();
+        let g0 = gzip_chunked(b"", &[], 6, &none).unwrap();
+        let got: Vec<String> = [&gz, &xz, &e_gz, &e_xz, &g6, &g0]
+            .iter()
+            .map(|b| crate::digest::sha256_hex(b))
+            .collect();
+        let want = [
+            "ef69acb1c107c00cfa399f0f75c854a75fa5fe0c8c546924a776e42ec6e3cac0",
+            "6f147be8bfd9f0fab4c0a587b513ce299ba76868e581a80d548cd6182aed3b5a",
+            "9ceffb7310338057cfe71a4ae1e2c98d2c485d81cdef906532a801f457a38d64",
+            "0040f94d11d0039505328a90b2ff48968db873e9e7967307631bf40ef5679275",
+            "f656bdf4729f755fd1e017030ecc77a1837ec8dda3f5a4ab105c3f1deaa55daa",
+            "ac73670af3abed54ac6fb4695131f4099be9fbe39d6076c5d0264a6bbdae9d83",
+        ];
+        assert_eq!(got, want);
+        let mut back = String::new();
+        flate2::read::GzDecoder::new(&g6[..])
+            .read_to_string(&mut back)
+            .unwrap();
+        assert!(back == text);
+    }
+
     #[test]
     fn versions() {
         use Ordering::*;

@@ -209,6 +209,27 @@ mod tests {
         })
     }
 
+    /// The output bytes are pinned (sha256, from before the deflate/gzip framing was shared
+    /// with `apt_repo`'s chunked index compression).
+    #[test]
+    fn output_bytes_are_pinned() {
+        let input = data(3 * CHUNK * BATCH + 12345);
+        let got: Vec<String> = [(9, &input[..]), (6, &input[..]), (9, &b""[..])]
+            .iter()
+            .map(|&(level, input)| {
+                let mut e = ParGzEncoder::new(Vec::new(), level);
+                e.write_all(input).unwrap();
+                crate::digest::sha256_hex(&e.finish().unwrap())
+            })
+            .collect();
+        let want = [
+            "29c108f9c544fb5088bff4da50aaacf59933219285f830609de6f8be7fc14a90",
+            "783f5394070eaa3cc8da441cc36bd734f829787a279a6f585630987840929043",
+            "f61f27bd17de546264aa58f40f3aafaac7021e0ef69c17f6b1b4cd7664a037ec",
+        ];
+        assert_eq!(got, want);
+    }
+
     #[test]
     fn round_trips_and_does_not_depend_on_threads_or_writes() {
         for n in [0, 1, 1000, CHUNK, CHUNK + 1, 3 * CHUNK * BATCH + 12345] {
