@@ -46,6 +46,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use rayon::prelude::*;
+
+use crate::pgzip::{self, crc32};
 use sha2::{Digest, Sha256, Sha512};
 
 use crate::signer::Signer;
@@ -817,20 +819,14 @@ pub(crate) fn gzip_chunked(
             )
         })
         .collect::<Result<_>>()?;
-    let xfl = match level {
-        9 => 2,
-        1 => 4,
-        _ => 0,
-    };
-    let mut gz = vec![0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, xfl, 0xff];
+    let mut gz = pgzip::gzip_header(level, pgzip::OS_UNKNOWN).to_vec();
     for p in parts {
         gz.extend_from_slice(&p);
     }
     if n == 0 {
         gz.extend_from_slice(&deflate_chunk(b"", true, level)?);
     }
-    gz.extend_from_slice(&crc32(&[bytes]).to_le_bytes());
-    gz.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    gz.extend_from_slice(&pgzip::gzip_trailer(crc32(&[bytes]), bytes.len() as u64));
     Ok(gz)
 }
 
@@ -894,31 +890,10 @@ impl ChunkCache {
     }
 }
 
-/// Raw deflate (at `level`) of one chunk: ends with a sync flush (byte-aligned, not final), or
-/// with the final block for the last chunk, so the chunks concatenate into one deflate stream.
+/// Raw deflate (at `level`, no dictionary) of one chunk, sync-flushed or final
+/// ([`pgzip::deflate_chunk`]).
 fn deflate_chunk(data: &[u8], last: bool, level: u32) -> Result<Vec<u8>> {
-    use flate2::{Compress, FlushCompress, Status};
-    let mut c = Compress::new(flate2::Compression::new(level), false);
-    let mut out = Vec::with_capacity(data.len() / 3 + 1024);
-    let flush = if last {
-        FlushCompress::Finish
-    } else {
-        FlushCompress::Sync
-    };
-    loop {
-        let consumed = c.total_in() as usize;
-        if out.len() == out.capacity() {
-            out.reserve(64 << 10);
-        }
-        let st = c.compress_vec(&data[consumed..], &mut out, flush)?;
-        let done_input = c.total_in() as usize == data.len();
-        match st {
-            Status::StreamEnd => break,
-            _ if done_input && !last && out.len() < out.capacity() => break,
-            _ => {}
-        }
-    }
-    Ok(out)
+    Ok(pgzip::deflate_chunk(level, &[], data, last)?)
 }
 
 /// Raw LZMA2 (preset 6, dictionary [`XZ_DICT`]) of one chunk.
@@ -944,14 +919,6 @@ fn lzma2_chunk(data: &[u8]) -> Result<Vec<u8>> {
             return Ok(out);
         }
     }
-}
-
-fn crc32(parts: &[&[u8]]) -> u32 {
-    let mut c = flate2::Crc::new();
-    for p in parts {
-        c.update(p);
-    }
-    c.sum()
 }
 
 /// CRC-64/XZ (ECMA-182 polynomial, reflected), the check of each xz block.
@@ -1059,7 +1026,7 @@ fn compress_packages(
             }
         })
         .collect::<Result<_>>()?;
-    let mut gz = vec![0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0x02, 0xff];
+    let mut gz = pgzip::gzip_header(9, pgzip::OS_UNKNOWN).to_vec();
     let mut xz_blocks = Vec::with_capacity(n);
     for (k, p) in parts.into_iter().enumerate() {
         let (i, is_xz) = jobs[k];
@@ -1072,8 +1039,7 @@ fn compress_packages(
     if n == 0 {
         gz.extend_from_slice(&deflate_chunk(b"", true, 9)?);
     }
-    gz.extend_from_slice(&crc32(&[bytes]).to_le_bytes());
-    gz.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    gz.extend_from_slice(&pgzip::gzip_trailer(crc32(&[bytes]), bytes.len() as u64));
     Ok((gz, xz_stream(&xz_blocks)))
 }
 
