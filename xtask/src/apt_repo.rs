@@ -1147,13 +1147,19 @@ pub fn index_dir(
     signer: &dyn Signer,
     cache_file: Option<&Path>,
 ) -> Result<AptRepo> {
+    use crate::index_cache::span;
+    let t = std::time::Instant::now();
     let debs = crate::index_cache::files_under(pool_dir, ".deb")?;
+    let t = span("apt: list packages", t);
     let cache = match cache_file {
         Some(p) => crate::index_cache::IndexCache::open(p),
         None => crate::index_cache::IndexCache::none(),
     };
+    let t = span("apt: open cache", t);
     let repo = write_apt_repo_cached(root, &debs, settings, signer, &cache)?;
+    let t = span("apt: write repo", t);
     cache.save()?;
+    span("apt: save cache", t);
     Ok(repo)
 }
 
@@ -1165,8 +1171,11 @@ pub fn write_apt_repo_cached(
     signer: &dyn Signer,
     cache: &crate::index_cache::IndexCache<DebFile>,
 ) -> Result<AptRepo> {
+    use crate::index_cache::span;
+    let t = std::time::Instant::now();
     settings.validate()?;
     let debs = read_debs_cached(debs, cache)?;
+    let t = span("apt: read packages", t);
 
     let mut arches: Vec<String> = settings.architectures.clone();
     arches.extend(
@@ -1191,6 +1200,7 @@ pub fn write_apt_repo_cached(
             Ok(())
         })
         .collect::<Result<()>>()?;
+    let t = span("apt: place in pool", t);
 
     let suite_dir = root.join("dists").join(&settings.suite);
     let mut index_files = Vec::new();
@@ -1226,6 +1236,7 @@ pub fn write_apt_repo_cached(
             ))
         })
         .collect::<Result<_>>()?;
+    let t = span("apt: render and compress Packages", t);
     for (arch, files) in rendered {
         let rel_dir = format!("{COMPONENT}/binary-{arch}");
         let dir = suite_dir.join(&rel_dir);
@@ -1247,6 +1258,7 @@ pub fn write_apt_repo_cached(
             index_files.push(entry);
         }
     }
+    let t = span("apt: write index files, by-hash", t);
     index_files.sort_by(|a, b| a.path.cmp(&b.path));
     chunks.prune()?;
 
@@ -1275,6 +1287,7 @@ pub fn write_apt_repo_cached(
         fs::rename(&tmp, suite_dir.join(name))
             .with_context(|| format!("renaming into {}", suite_dir.join(name).display()))?;
     }
+    span("apt: Release, sign", t);
 
     let packages = debs
         .iter()
