@@ -878,12 +878,14 @@ fn index_dir_reads_only_what_the_cache_does_not_describe() {
     std::fs::create_dir(&pool).unwrap();
     let debs = fixture_debs(&pool);
     let key = gpg::GpgKey::generate("apt test <apt@example.org>");
-    let cache = tmp.path().join("state/apt-index-cache.json");
+    let cache = tmp.path().join("state/apt-index-cache");
     let root = tmp.path().join("repo");
     let s = settings();
-    apt_repo::index_dir(&pool, &root, &s, &key, Some(&cache)).unwrap();
+    // The reference first: its hard links into `plain/pool` move the inputs' ctimes (a new
+    // link count), which the cache would rightly take for a change.
     let plain = tmp.path().join("plain");
     apt_repo::write_apt_repo(&plain, &debs, &s, &key).unwrap();
+    apt_repo::index_dir(&pool, &root, &s, &key, Some(&cache)).unwrap();
     let packages = |r: &Path, arch: &str| {
         std::fs::read_to_string(r.join(format!("dists/stable/main/binary-{arch}/Packages")))
             .unwrap()
@@ -891,9 +893,16 @@ fn index_dir_reads_only_what_the_cache_does_not_describe() {
     for arch in ["amd64", "arm64"] {
         assert_eq!(packages(&root, arch), packages(&plain, arch), "{arch}");
     }
-    let entries = |c: &Path| -> serde_json::Map<String, serde_json::Value> {
-        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(c).unwrap()).unwrap();
-        v["entries"].as_object().unwrap().clone()
+    // The cache file: a header line, one line per entry (the value as JSON last), `end <count>`.
+    let entries = |c: &Path| -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(c).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "obs-index-cache 3");
+        assert_eq!(lines[lines.len() - 1], format!("end {}", lines.len() - 2));
+        lines[1..lines.len() - 1]
+            .iter()
+            .map(|l| serde_json::from_str(l.rsplit('\t').next().unwrap()).unwrap())
+            .collect()
     };
     assert_eq!(entries(&cache).len(), debs.len());
 

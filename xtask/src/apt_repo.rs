@@ -46,6 +46,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use rayon::prelude::*;
+
+use crate::pgzip::{self, crc32};
 use sha2::{Digest, Sha256, Sha512};
 
 use crate::signer::Signer;
@@ -639,18 +641,21 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-fn place_in_pool(deb: &DebFile, dest: &Path, link: PoolLink) -> Result<()> {
+/// Put `deb` at `dest` (hard link or verified copy); if `dest` exists it must hold the same
+/// bytes. Returns whether `deb.path` was hard-linked (which moves its ctime: the caller
+/// re-stats it for the index cache).
+fn place_in_pool(deb: &DebFile, dest: &Path, link: PoolLink) -> Result<bool> {
     // Read from its pool path (indexing `root/pool` itself): the very file, nothing to do.
     if dest == deb.path {
-        return Ok(());
+        return Ok(false);
     }
     if dest.exists() {
         // The very file that was read (or hard-linked there by an earlier run): nothing to do.
         if same_file(dest, &deb.path) {
-            return Ok(());
+            return Ok(false);
         }
         if sha256_file(dest)? == deb.sha256 {
-            return Ok(());
+            return Ok(false);
         }
         bail!(
             "{} already exists with different contents than {} ({} {} {})",
@@ -695,7 +700,8 @@ fn place_in_pool(deb: &DebFile, dest: &Path, link: PoolLink) -> Result<()> {
             );
         }
     }
-    fs::rename(&tmp, dest).with_context(|| format!("renaming into {}", dest.display()))
+    fs::rename(&tmp, dest).with_context(|| format!("renaming into {}", dest.display()))?;
+    Ok(linked)
 }
 
 struct HashWriter<W> {
@@ -813,20 +819,14 @@ pub(crate) fn gzip_chunked(
             )
         })
         .collect::<Result<_>>()?;
-    let xfl = match level {
-        9 => 2,
-        1 => 4,
-        _ => 0,
-    };
-    let mut gz = vec![0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, xfl, 0xff];
+    let mut gz = pgzip::gzip_header(level, pgzip::OS_UNKNOWN).to_vec();
     for p in parts {
         gz.extend_from_slice(&p);
     }
     if n == 0 {
         gz.extend_from_slice(&deflate_chunk(b"", true, level)?);
     }
-    gz.extend_from_slice(&crc32(&[bytes]).to_le_bytes());
-    gz.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    gz.extend_from_slice(&pgzip::gzip_trailer(crc32(&[bytes]), bytes.len() as u64));
     Ok(gz)
 }
 
@@ -890,31 +890,10 @@ impl ChunkCache {
     }
 }
 
-/// Raw deflate (at `level`) of one chunk: ends with a sync flush (byte-aligned, not final), or
-/// with the final block for the last chunk, so the chunks concatenate into one deflate stream.
+/// Raw deflate (at `level`, no dictionary) of one chunk, sync-flushed or final
+/// ([`pgzip::deflate_chunk`]).
 fn deflate_chunk(data: &[u8], last: bool, level: u32) -> Result<Vec<u8>> {
-    use flate2::{Compress, FlushCompress, Status};
-    let mut c = Compress::new(flate2::Compression::new(level), false);
-    let mut out = Vec::with_capacity(data.len() / 3 + 1024);
-    let flush = if last {
-        FlushCompress::Finish
-    } else {
-        FlushCompress::Sync
-    };
-    loop {
-        let consumed = c.total_in() as usize;
-        if out.len() == out.capacity() {
-            out.reserve(64 << 10);
-        }
-        let st = c.compress_vec(&data[consumed..], &mut out, flush)?;
-        let done_input = c.total_in() as usize == data.len();
-        match st {
-            Status::StreamEnd => break,
-            _ if done_input && !last && out.len() < out.capacity() => break,
-            _ => {}
-        }
-    }
-    Ok(out)
+    Ok(pgzip::deflate_chunk(level, &[], data, last)?)
 }
 
 /// Raw LZMA2 (preset 6, dictionary [`XZ_DICT`]) of one chunk.
@@ -940,14 +919,6 @@ fn lzma2_chunk(data: &[u8]) -> Result<Vec<u8>> {
             return Ok(out);
         }
     }
-}
-
-fn crc32(parts: &[&[u8]]) -> u32 {
-    let mut c = flate2::Crc::new();
-    for p in parts {
-        c.update(p);
-    }
-    c.sum()
 }
 
 /// CRC-64/XZ (ECMA-182 polynomial, reflected), the check of each xz block.
@@ -1055,7 +1026,7 @@ fn compress_packages(
             }
         })
         .collect::<Result<_>>()?;
-    let mut gz = vec![0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0x02, 0xff];
+    let mut gz = pgzip::gzip_header(9, pgzip::OS_UNKNOWN).to_vec();
     let mut xz_blocks = Vec::with_capacity(n);
     for (k, p) in parts.into_iter().enumerate() {
         let (i, is_xz) = jobs[k];
@@ -1068,8 +1039,7 @@ fn compress_packages(
     if n == 0 {
         gz.extend_from_slice(&deflate_chunk(b"", true, 9)?);
     }
-    gz.extend_from_slice(&crc32(&[bytes]).to_le_bytes());
-    gz.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    gz.extend_from_slice(&pgzip::gzip_trailer(crc32(&[bytes]), bytes.len() as u64));
     Ok((gz, xz_stream(&xz_blocks)))
 }
 
@@ -1177,13 +1147,19 @@ pub fn index_dir(
     signer: &dyn Signer,
     cache_file: Option<&Path>,
 ) -> Result<AptRepo> {
+    use crate::index_cache::span;
+    let t = std::time::Instant::now();
     let debs = crate::index_cache::files_under(pool_dir, ".deb")?;
+    let t = span("apt: list packages", t);
     let cache = match cache_file {
         Some(p) => crate::index_cache::IndexCache::open(p),
         None => crate::index_cache::IndexCache::none(),
     };
+    let t = span("apt: open cache", t);
     let repo = write_apt_repo_cached(root, &debs, settings, signer, &cache)?;
+    let t = span("apt: write repo", t);
     cache.save()?;
+    span("apt: save cache", t);
     Ok(repo)
 }
 
@@ -1195,8 +1171,11 @@ pub fn write_apt_repo_cached(
     signer: &dyn Signer,
     cache: &crate::index_cache::IndexCache<DebFile>,
 ) -> Result<AptRepo> {
+    use crate::index_cache::span;
+    let t = std::time::Instant::now();
     settings.validate()?;
     let debs = read_debs_cached(debs, cache)?;
+    let t = span("apt: read packages", t);
 
     let mut arches: Vec<String> = settings.architectures.clone();
     arches.extend(
@@ -1214,8 +1193,14 @@ pub fn write_apt_repo_cached(
 
     create_dir_0755(root)?;
     debs.par_iter()
-        .map(|d| place_in_pool(d, &root.join(d.pool_path()), settings.pool_link))
+        .map(|d| {
+            if place_in_pool(d, &root.join(d.pool_path()), settings.pool_link)? {
+                cache.restat(&d.path)?;
+            }
+            Ok(())
+        })
         .collect::<Result<()>>()?;
+    let t = span("apt: place in pool", t);
 
     let suite_dir = root.join("dists").join(&settings.suite);
     let mut index_files = Vec::new();
@@ -1251,6 +1236,7 @@ pub fn write_apt_repo_cached(
             ))
         })
         .collect::<Result<_>>()?;
+    let t = span("apt: render and compress Packages", t);
     for (arch, files) in rendered {
         let rel_dir = format!("{COMPONENT}/binary-{arch}");
         let dir = suite_dir.join(&rel_dir);
@@ -1272,6 +1258,7 @@ pub fn write_apt_repo_cached(
             index_files.push(entry);
         }
     }
+    let t = span("apt: write index files, by-hash", t);
     index_files.sort_by(|a, b| a.path.cmp(&b.path));
     chunks.prune()?;
 
@@ -1300,6 +1287,7 @@ pub fn write_apt_repo_cached(
         fs::rename(&tmp, suite_dir.join(name))
             .with_context(|| format!("renaming into {}", suite_dir.join(name).display()))?;
     }
+    span("apt: Release, sign", t);
 
     let packages = debs
         .iter()
@@ -1467,6 +1455,64 @@ impl ClientFiles {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Stanza-like text of `n` stanzas (deterministic).
+    fn stanzas(n: usize) -> Vec<String> {
+        (0..n)
+            .map(|i| {
+                format!(
+                    "Package: pkg-{i}\nVersion: {}.{}-1\nArchitecture: amd64\nSize: {}\nSHA256: {:064x}\nDescription: package number {i}\n",
+                    i % 7,
+                    i % 13,
+                    1000 + i * 37 % 9000,
+                    (i as u128).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)
+                )
+            })
+            .collect()
+    }
+
+    /// The compressed bytes of `Packages.{gz,xz}` and of [`gzip_chunked`] are pinned (sha256 of
+    /// the output before the deflate/gzip framing moved to `pgzip`): a refactoring must not
+    /// change a published byte.
+    #[test]
+    fn compressed_index_bytes_are_pinned() {
+        let st = stanzas(12_000);
+        let text = st.join("\n");
+        let none = ChunkCache::new(None);
+        let (gz, xz) = compress_packages(&text, &st, &none).unwrap();
+        let (e_gz, e_xz) = compress_packages("", &[], &none).unwrap();
+        let ends: Vec<(usize, u64)> = {
+            let mut pos = 0;
+            st.iter()
+                .map(|s| {
+                    pos += s.len() + 1;
+                    (pos.min(text.len()), piece_hash(s.as_bytes()))
+                })
+                .collect()
+        };
+        let ranges = chunk_bounds(&ends, text.len());
+        assert!(ranges.len() > 2, "{}", ranges.len());
+        let g6 = gzip_chunked(text.as_bytes(), &ranges, 6, &none).unwrap();
+        let g0 = gzip_chunked(b"", &[], 6, &none).unwrap();
+        let got: Vec<String> = [&gz, &xz, &e_gz, &e_xz, &g6, &g0]
+            .iter()
+            .map(|b| crate::digest::sha256_hex(b))
+            .collect();
+        let want = [
+            "ef69acb1c107c00cfa399f0f75c854a75fa5fe0c8c546924a776e42ec6e3cac0",
+            "6f147be8bfd9f0fab4c0a587b513ce299ba76868e581a80d548cd6182aed3b5a",
+            "9ceffb7310338057cfe71a4ae1e2c98d2c485d81cdef906532a801f457a38d64",
+            "0040f94d11d0039505328a90b2ff48968db873e9e7967307631bf40ef5679275",
+            "f656bdf4729f755fd1e017030ecc77a1837ec8dda3f5a4ab105c3f1deaa55daa",
+            "ac73670af3abed54ac6fb4695131f4099be9fbe39d6076c5d0264a6bbdae9d83",
+        ];
+        assert_eq!(got, want);
+        let mut back = String::new();
+        flate2::read::GzDecoder::new(&g6[..])
+            .read_to_string(&mut back)
+            .unwrap();
+        assert!(back == text);
+    }
 
     #[test]
     fn versions() {

@@ -1755,7 +1755,7 @@ fn index_case(ctx: &Ctx, c: &IndexCase, n: usize) -> Result<Vec<Row>> {
     // Ours: the repository root, its pool (what index_dir reads) and its cache file (outside
     // the tree, as `dist` keeps build state). Theirs: a root of the same layout.
     let ours_root = dir.join(format!("ours-{}", c.fmt));
-    let ours_cache = dir.join(format!("ours-{}-cache.json", c.fmt));
+    let ours_cache = dir.join(format!("ours-{}-cache", c.fmt));
     let theirs_root = dir.join(format!("theirs-{}", c.fmt));
     let theirs_db = dir.join(format!("theirs-{}.db", c.fmt));
     populate(c.fmt, c.inputs, &ours_root, n)?;
@@ -1894,7 +1894,7 @@ fn b4(ctx: &Ctx) -> Result<Vec<Row>> {
         ),
         note_add: format!(
             "one more .deb into the {n}-package repository, warm: ours index_dir with the metadata cache \
-             of the cold run (every unchanged package re-hashed, sha256, to validate its entry); \
+             of the cold run (an unchanged package costs a stat: size, mtime, ctime, inode, device; see index_cache); \
              theirs apt-ftparchive with its --db of the cold run (stat only), then the same compression and signing"
         ),
     };
@@ -1918,7 +1918,7 @@ fn b4(ctx: &Ctx) -> Result<Vec<Row>> {
         ),
         note_add: format!(
             "one more .rpm into the {n}-package repository, warm: ours index_dir with the metadata cache of the \
-             cold run (unchanged packages re-hashed to validate their entries); theirs createrepo_c --update \
+             cold run (an unchanged package costs a stat); theirs createrepo_c --update \
              (reuses the old metadata of files whose size and mtime match) + gpg"
         ),
     };

@@ -748,11 +748,18 @@ fn check_xml_chars(s: &str) -> Result<()> {
 
 /// Escape character data.
 pub fn xml_text(s: &str) -> Result<String> {
+    let mut o = String::with_capacity(s.len());
+    push_text(&mut o, s)?;
+    Ok(o)
+}
+
+/// Append `s` escaped as character data (refused if XML cannot carry it).
+fn push_text(o: &mut String, s: &str) -> Result<()> {
     check_xml_chars(s)?;
     if !s.bytes().any(|b| matches!(b, b'&' | b'<' | b'>' | b'\r')) {
-        return Ok(s.to_string());
+        o.push_str(s);
+        return Ok(());
     }
-    let mut o = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
             '&' => o.push_str("&amp;"),
@@ -762,20 +769,27 @@ pub fn xml_text(s: &str) -> Result<String> {
             c => o.push(c),
         }
     }
-    Ok(o)
+    Ok(())
 }
 
 /// Escape an attribute value (double-quoted); whitespace that attribute-value normalization
 /// would turn into spaces is written as character references.
 pub fn xml_attr(s: &str) -> Result<String> {
+    let mut o = String::with_capacity(s.len());
+    push_attr(&mut o, s)?;
+    Ok(o)
+}
+
+/// Append `s` escaped as a double-quoted attribute value (see [`xml_attr`]).
+fn push_attr(o: &mut String, s: &str) -> Result<()> {
     check_xml_chars(s)?;
     if !s
         .bytes()
         .any(|b| matches!(b, b'&' | b'<' | b'>' | b'"' | b'\'' | b'\t' | b'\n' | b'\r'))
     {
-        return Ok(s.to_string());
+        o.push_str(s);
+        return Ok(());
     }
-    let mut o = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
             '&' => o.push_str("&amp;"),
@@ -789,44 +803,71 @@ pub fn xml_attr(s: &str) -> Result<String> {
             c => o.push(c),
         }
     }
-    Ok(o)
+    Ok(())
 }
 
+/// Append a number (no `format!` allocation).
+fn push_num(o: &mut String, n: impl std::fmt::Display) {
+    use std::fmt::Write as _;
+    let _ = write!(o, "{n}");
+}
+
+// The renderers below append to one String per package, with no intermediate allocation
+// (a profile of a cold 10,000-package index had allocator calls near the top).
+
 fn text_elem(o: &mut String, indent: &str, tag: &str, value: &str) -> Result<()> {
+    o.push_str(indent);
+    o.push('<');
+    o.push_str(tag);
     if value.is_empty() {
-        o.push_str(&format!("{indent}<{tag}/>\n"));
+        o.push_str("/>\n");
     } else {
-        o.push_str(&format!("{indent}<{tag}>{}</{tag}>\n", xml_text(value)?));
+        o.push('>');
+        push_text(o, value)?;
+        o.push_str("</");
+        o.push_str(tag);
+        o.push_str(">\n");
     }
     Ok(())
 }
 
 fn version_elem(o: &mut String, indent: &str, i: &RpmInfo) -> Result<()> {
-    o.push_str(&format!(
-        "{indent}<version epoch=\"{}\" ver=\"{}\" rel=\"{}\"/>\n",
-        i.epoch,
-        xml_attr(&i.version)?,
-        xml_attr(&i.release)?
-    ));
+    o.push_str(indent);
+    o.push_str("<version epoch=\"");
+    push_num(o, i.epoch);
+    o.push_str("\" ver=\"");
+    push_attr(o, &i.version)?;
+    o.push_str("\" rel=\"");
+    push_attr(o, &i.release)?;
+    o.push_str("\"/>\n");
     Ok(())
 }
 
-fn deps_elem(o: &mut String, tag: &str, deps: &[Dep]) -> Result<()> {
-    let deps: Vec<&Dep> = deps.iter().filter(|d| !d.name.is_empty()).collect();
-    if deps.is_empty() {
+/// `<rpm:TAG>` with its entries; the element at `indent`, its entries two spaces deeper.
+fn deps_elem(o: &mut String, indent: &str, tag: &str, deps: &[Dep]) -> Result<()> {
+    if deps.iter().all(|d| d.name.is_empty()) {
         return Ok(());
     }
-    o.push_str(&format!("      <rpm:{tag}>\n"));
-    for d in deps {
-        o.push_str(&format!(
-            "        <rpm:entry name=\"{}\"",
-            xml_attr(&d.name)?
-        ));
+    o.push_str(indent);
+    o.push_str("<rpm:");
+    o.push_str(tag);
+    o.push_str(">\n");
+    for d in deps.iter().filter(|d| !d.name.is_empty()) {
+        o.push_str(indent);
+        o.push_str("  <rpm:entry name=\"");
+        push_attr(o, &d.name)?;
+        o.push('"');
         if let Some(f) = d.flags {
-            o.push_str(&format!(" flags=\"{f}\""));
+            o.push_str(" flags=\"");
+            o.push_str(f);
+            o.push('"');
             for (k, v) in [("epoch", &d.epoch), ("ver", &d.ver), ("rel", &d.rel)] {
                 if let Some(v) = v {
-                    o.push_str(&format!(" {k}=\"{}\"", xml_attr(v)?));
+                    o.push(' ');
+                    o.push_str(k);
+                    o.push_str("=\"");
+                    push_attr(o, v)?;
+                    o.push('"');
                 }
             }
         }
@@ -835,7 +876,10 @@ fn deps_elem(o: &mut String, tag: &str, deps: &[Dep]) -> Result<()> {
         }
         o.push_str("/>\n");
     }
-    o.push_str(&format!("      </rpm:{tag}>\n"));
+    o.push_str(indent);
+    o.push_str("</rpm:");
+    o.push_str(tag);
+    o.push_str(">\n");
     Ok(())
 }
 
@@ -845,80 +889,81 @@ fn file_elem(o: &mut String, indent: &str, f: &FileItem) -> Result<()> {
         FileKind::Dir => " type=\"dir\"",
         FileKind::Ghost => " type=\"ghost\"",
     };
-    o.push_str(&format!(
-        "{indent}<file{ty}>{}</file>\n",
-        xml_text(&f.path)?
-    ));
+    o.push_str(indent);
+    o.push_str("<file");
+    o.push_str(ty);
+    o.push('>');
+    push_text(o, &f.path)?;
+    o.push_str("</file>\n");
     Ok(())
 }
 
 fn primary_package(p: &IndexedPackage) -> Result<String> {
     let i = &p.info;
-    let mut o = String::new();
+    let mut o = String::with_capacity(2048);
+    let o = &mut o;
     o.push_str("<package type=\"rpm\">\n");
-    text_elem(&mut o, "  ", "name", &i.name)?;
-    text_elem(&mut o, "  ", "arch", &i.arch)?;
-    version_elem(&mut o, "  ", i)?;
-    o.push_str(&format!(
-        "  <checksum type=\"sha256\" pkgid=\"YES\">{}</checksum>\n",
-        p.sha256
-    ));
-    text_elem(&mut o, "  ", "summary", &i.summary)?;
-    text_elem(&mut o, "  ", "description", &i.description)?;
-    text_elem(&mut o, "  ", "packager", &i.packager)?;
-    text_elem(&mut o, "  ", "url", &i.url)?;
-    o.push_str(&format!(
-        "  <time file=\"{}\" build=\"{}\"/>\n",
-        i.build_time, i.build_time
-    ));
-    o.push_str(&format!(
-        "  <size package=\"{}\" installed=\"{}\" archive=\"{}\"/>\n",
-        p.size, i.installed_size, i.archive_size
-    ));
-    o.push_str(&format!("  <location href=\"{}\"/>\n", xml_attr(&p.href)?));
-    o.push_str("  <format>\n");
-    text_elem(&mut o, "    ", "rpm:license", &i.license)?;
-    text_elem(&mut o, "    ", "rpm:vendor", &i.vendor)?;
-    text_elem(&mut o, "    ", "rpm:group", &i.group)?;
-    text_elem(&mut o, "    ", "rpm:buildhost", &i.buildhost)?;
-    text_elem(&mut o, "    ", "rpm:sourcerpm", &i.sourcerpm)?;
-    o.push_str(&format!(
-        "    <rpm:header-range start=\"{}\" end=\"{}\"/>\n",
-        i.header_range.start, i.header_range.end
-    ));
-    // deps_elem indents its entries for this level.
-    let mut d = String::new();
-    deps_elem(&mut d, "provides", &i.provides)?;
-    deps_elem(&mut d, "requires", &i.requires)?;
-    deps_elem(&mut d, "conflicts", &i.conflicts)?;
-    deps_elem(&mut d, "obsoletes", &i.obsoletes)?;
-    deps_elem(&mut d, "suggests", &i.suggests)?;
-    deps_elem(&mut d, "enhances", &i.enhances)?;
-    deps_elem(&mut d, "recommends", &i.recommends)?;
-    deps_elem(&mut d, "supplements", &i.supplements)?;
-    for line in d.lines() {
-        o.push_str(&line[2..]);
-        o.push('\n');
-    }
+    text_elem(o, "  ", "name", &i.name)?;
+    text_elem(o, "  ", "arch", &i.arch)?;
+    version_elem(o, "  ", i)?;
+    o.push_str("  <checksum type=\"sha256\" pkgid=\"YES\">");
+    o.push_str(&p.sha256);
+    o.push_str("</checksum>\n");
+    text_elem(o, "  ", "summary", &i.summary)?;
+    text_elem(o, "  ", "description", &i.description)?;
+    text_elem(o, "  ", "packager", &i.packager)?;
+    text_elem(o, "  ", "url", &i.url)?;
+    o.push_str("  <time file=\"");
+    push_num(o, i.build_time);
+    o.push_str("\" build=\"");
+    push_num(o, i.build_time);
+    o.push_str("\"/>\n  <size package=\"");
+    push_num(o, p.size);
+    o.push_str("\" installed=\"");
+    push_num(o, i.installed_size);
+    o.push_str("\" archive=\"");
+    push_num(o, i.archive_size);
+    o.push_str("\"/>\n  <location href=\"");
+    push_attr(o, &p.href)?;
+    o.push_str("\"/>\n  <format>\n");
+    text_elem(o, "    ", "rpm:license", &i.license)?;
+    text_elem(o, "    ", "rpm:vendor", &i.vendor)?;
+    text_elem(o, "    ", "rpm:group", &i.group)?;
+    text_elem(o, "    ", "rpm:buildhost", &i.buildhost)?;
+    text_elem(o, "    ", "rpm:sourcerpm", &i.sourcerpm)?;
+    o.push_str("    <rpm:header-range start=\"");
+    push_num(o, i.header_range.start);
+    o.push_str("\" end=\"");
+    push_num(o, i.header_range.end);
+    o.push_str("\"/>\n");
+    deps_elem(o, "    ", "provides", &i.provides)?;
+    deps_elem(o, "    ", "requires", &i.requires)?;
+    deps_elem(o, "    ", "conflicts", &i.conflicts)?;
+    deps_elem(o, "    ", "obsoletes", &i.obsoletes)?;
+    deps_elem(o, "    ", "suggests", &i.suggests)?;
+    deps_elem(o, "    ", "enhances", &i.enhances)?;
+    deps_elem(o, "    ", "recommends", &i.recommends)?;
+    deps_elem(o, "    ", "supplements", &i.supplements)?;
     for f in i.files.iter().filter(|f| is_primary_file(&f.path)) {
-        file_elem(&mut o, "    ", f)?;
+        file_elem(o, "    ", f)?;
     }
     o.push_str("  </format>\n</package>\n");
-    Ok(o)
+    Ok(std::mem::take(o))
 }
 
 fn package_open(o: &mut String, p: &IndexedPackage) -> Result<()> {
-    o.push_str(&format!(
-        "<package pkgid=\"{}\" name=\"{}\" arch=\"{}\">\n",
-        p.sha256,
-        xml_attr(&p.info.name)?,
-        xml_attr(&p.info.arch)?
-    ));
+    o.push_str("<package pkgid=\"");
+    o.push_str(&p.sha256);
+    o.push_str("\" name=\"");
+    push_attr(o, &p.info.name)?;
+    o.push_str("\" arch=\"");
+    push_attr(o, &p.info.arch)?;
+    o.push_str("\">\n");
     version_elem(o, "  ", &p.info)
 }
 
 fn filelists_package(p: &IndexedPackage) -> Result<String> {
-    let mut o = String::new();
+    let mut o = String::with_capacity(1024);
     package_open(&mut o, p)?;
     for f in &p.info.files {
         file_elem(&mut o, "  ", f)?;
@@ -928,16 +973,17 @@ fn filelists_package(p: &IndexedPackage) -> Result<String> {
 }
 
 fn other_package(p: &IndexedPackage, limit: usize) -> Result<String> {
-    let mut o = String::new();
+    let mut o = String::with_capacity(1024);
     package_open(&mut o, p)?;
     let newest: Vec<&Change> = p.info.changelog.iter().take(limit).collect();
     for c in newest.into_iter().rev() {
-        o.push_str(&format!(
-            "  <changelog author=\"{}\" date=\"{}\">{}</changelog>\n",
-            xml_attr(&c.author)?,
-            c.date,
-            xml_text(&c.text)?
-        ));
+        o.push_str("  <changelog author=\"");
+        push_attr(&mut o, &c.author)?;
+        o.push_str("\" date=\"");
+        push_num(&mut o, c.date);
+        o.push_str("\">");
+        push_text(&mut o, &c.text)?;
+        o.push_str("</changelog>\n");
     }
     o.push_str("</package>\n");
     Ok(o)
@@ -994,6 +1040,17 @@ fn set_mode(path: &Path, mode: u32) -> Result<()> {
         .with_context(|| format!("chmod {}", path.display()))
 }
 
+/// [`set_mode`] only where the mode differs (a chmod moves the ctime, which the index cache
+/// keys on); whether it changed anything.
+fn ensure_mode(path: &Path, mode: u32) -> Result<bool> {
+    let m = fs::metadata(path).with_context(|| format!("stat {}", path.display()))?;
+    if m.permissions().mode() & 0o7777 == mode {
+        return Ok(false);
+    }
+    set_mode(path, mode)?;
+    Ok(true)
+}
+
 /// Write an XML document (header, open tag, one chunk per package, close tag), compressed and
 /// content-addressed, into `repodata/`. Streams: only one package's XML is in memory at a time.
 /// Where and how [`write_data`] writes: `repodata/`, the compression, the chunk cache.
@@ -1020,7 +1077,9 @@ fn write_data(
         // The whole document in memory (10,000 packages: a few MiB), each package rendered in
         // parallel, then gzip in content-defined chunks (compressed in parallel; with a cache,
         // unchanged chunks are reused).
+        let t0 = std::time::Instant::now();
         let pieces: Vec<String> = packages.par_iter().map(chunk).collect::<Result<_>>()?;
+        let t0 = crate::index_cache::span(&format!("dnf: {kind}: render"), t0);
         let mut text = String::with_capacity(
             head.len() + tail.len() + pieces.iter().map(String::len).sum::<usize>(),
         );
@@ -1033,14 +1092,18 @@ fn write_data(
         text.push_str(tail);
         drop(pieces);
         let ranges = crate::apt_repo::chunk_bounds(&ends, text.len());
+        let t0 = crate::index_cache::span(&format!("dnf: {kind}: concatenate, chunk bounds"), t0);
         let gz = crate::apt_repo::gzip_chunked(text.as_bytes(), &ranges, GZIP_LEVEL, chunks)?;
+        let t0 = crate::index_cache::span(&format!("dnf: {kind}: gzip chunks"), t0);
         let open_sha256 = crate::digest::sha256_hex(text.as_bytes());
         let sha256 = crate::digest::sha256_hex(&gz);
+        let t0 = crate::index_cache::span(&format!("dnf: {kind}: sha256"), t0);
         {
             let mut f = tmp.as_file();
             f.write_all(&gz)?;
             f.sync_all()?;
         }
+        crate::index_cache::span(&format!("dnf: {kind}: write, sync"), t0);
         let name = format!("{sha256}-{kind}.xml.{}", c.extension());
         let dest = repodata.join(&name);
         set_mode(tmp.path(), 0o644)?;
@@ -1132,20 +1195,26 @@ pub fn index_dir(
     signer: &dyn Signer,
     cache_file: Option<&Path>,
 ) -> Result<DnfRepo> {
+    use crate::index_cache::span;
+    let t = std::time::Instant::now();
     let rpms = crate::index_cache::files_under(dir, ".rpm")?;
+    let t = span("dnf: list packages", t);
     let cache = match cache_file {
         Some(p) => crate::index_cache::IndexCache::open(p),
         None => crate::index_cache::IndexCache::none(),
     };
+    let t = span("dnf: open cache", t);
     let repo = write_repo_cached(root, &rpms, settings, signer, &cache)?;
+    let t = span("dnf: write repo", t);
     cache.save()?;
+    span("dnf: save cache", t);
     Ok(repo)
 }
 
 fn place(src: &Path, dest: &Path) -> Result<()> {
     if let (Ok(a), Ok(b)) = (fs::canonicalize(src), fs::canonicalize(dest)) {
         if a == b {
-            return set_mode(dest, 0o644);
+            return ensure_mode(dest, 0o644).map(|_| ());
         }
     }
     let dir = dest.parent().context("destination has no parent")?;
@@ -1221,6 +1290,8 @@ pub fn write_repo_cached(
     signer: &dyn Signer,
     cache: &crate::index_cache::IndexCache<Described>,
 ) -> Result<DnfRepo> {
+    use crate::index_cache::span;
+    let t = std::time::Instant::now();
     let repodata = root.join("repodata");
     fs::create_dir_all(&repodata).with_context(|| format!("create {}", repodata.display()))?;
 
@@ -1272,7 +1343,9 @@ pub fn write_repo_cached(
             if let Some(d) = from_src {
                 let (href, dest) = place_of(&d.info)?;
                 if **src == dest || same_file(src, &dest) {
-                    set_mode(&dest, 0o644)?;
+                    if ensure_mode(&dest, 0o644)? {
+                        cache.restat(src)?;
+                    }
                     return Ok(done(d, href));
                 }
                 // Placed by an earlier run and unchanged since: nothing to copy or read.
@@ -1292,7 +1365,7 @@ pub fn write_repo_cached(
             let (info, hashed) = read_rpm_hashed(src, true)?;
             let (href, dest) = place_of(&info)?;
             if **src == dest || same_file(src, &dest) {
-                set_mode(&dest, 0o644)?;
+                ensure_mode(&dest, 0o644)?;
                 let (sha256, size) = hashed.expect("hashed");
                 return Ok(done(Described { info, sha256, size }, href));
             }
@@ -1301,6 +1374,7 @@ pub fn write_repo_cached(
             Ok(done(placed, href))
         })
         .collect::<Result<_>>()?;
+    let t = span("dnf: read and place packages", t);
     let mut nevras: HashMap<String, String> = HashMap::new();
     for (p, (file_name, _)) in packages.iter().zip(&entries) {
         let info = &p.info;
@@ -1313,6 +1387,7 @@ pub fn write_repo_cached(
         }
     }
 
+    let t = span("dnf: duplicate check", t);
     let n = packages.len();
     let c = settings.compression;
     let chunks = crate::apt_repo::ChunkCache::new(cache.side_dir("xml-chunks"));
@@ -1359,10 +1434,26 @@ pub fn write_repo_cached(
         "</otherdata>\n",
         )
     };
-    let (primary, (filelists, other)) = rayon::join(primary, || rayon::join(filelists, other));
+    let timed = |what: &'static str, f: &(dyn Fn() -> Result<RepoData> + Sync)| {
+        let t = std::time::Instant::now();
+        let r = f();
+        span(what, t);
+        r
+    };
+    let (primary, (filelists, other)) = rayon::join(
+        || timed("dnf: primary.xml (parallel with the other two)", &primary),
+        || {
+            rayon::join(
+                || timed("dnf: filelists.xml", &filelists),
+                || timed("dnf: other.xml", &other),
+            )
+        },
+    );
     let (primary, filelists, other) = (primary?, filelists?, other?);
     let data = vec![primary, filelists, other];
+    let t = span("dnf: the three XML files", t);
     chunks.prune()?;
+    let t = span("dnf: prune chunks", t);
 
     let repomd = repomd_xml(settings.date, &data);
     let repomd_path = repodata.join("repomd.xml");
@@ -1372,6 +1463,7 @@ pub fn write_repo_cached(
         .context("sign repomd.xml")?;
     let asc_path = repodata.join("repomd.xml.asc");
     write_atomic(&asc_path, asc.as_bytes())?;
+    span("dnf: repomd.xml, sign", t);
 
     Ok(DnfRepo {
         packages,

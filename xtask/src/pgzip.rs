@@ -10,6 +10,10 @@
 //! batch of chunks at a time). Memory: one batch of input and output (~2 MiB).
 //! The output is a little larger than single-stream `gzip -9` (one sync marker per chunk and
 //! no matches reaching across more than 32 KiB before a cut: about 0.1-0.3%).
+//!
+//! The raw-deflate chunk compressor ([`deflate_chunk`]) and the gzip member framing
+//! ([`gzip_header`], [`gzip_trailer`], [`crc32`]) are shared with `apt_repo`'s content-defined
+//! chunks (`Packages.gz`, rpm-md XML), which keep their own chunking.
 
 use std::io::{self, Write};
 
@@ -53,15 +57,8 @@ impl<W: Write> ParGzEncoder<W> {
 
     fn header(&mut self) -> io::Result<()> {
         if !self.header_written {
-            // ID1 ID2, deflate, no flags, mtime 0, XFL (2: maximum compression, 4: fastest),
-            // OS 3 (Unix).
-            let xfl = match self.level {
-                9 => 2,
-                1 => 4,
-                _ => 0,
-            };
-            self.out()?
-                .write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 3])?;
+            let h = gzip_header(self.level, OS_UNIX);
+            self.out()?.write_all(&h)?;
             self.header_written = true;
         }
         Ok(())
@@ -96,7 +93,7 @@ impl<W: Write> ParGzEncoder<W> {
                 } else {
                     &data[s.saturating_sub(WINDOW)..s]
                 };
-                compress_chunk(level, dict, &data[s..e], last && i + 1 == count)
+                deflate_chunk(level, dict, &data[s..e], last && i + 1 == count)
             })
             .collect();
         let out = self.out.as_mut().expect("checked by header()");
@@ -120,17 +117,57 @@ impl<W: Write> ParGzEncoder<W> {
     /// Ends the stream (last block, CRC-32, size) and returns the writer.
     pub fn finish(mut self) -> io::Result<W> {
         self.flush_chunks(true)?;
-        let crc = self.crc.sum();
-        let size = self.crc.amount();
+        let trailer = gzip_trailer(self.crc.sum(), self.crc.amount().into());
         let mut out = self.out.take().expect("not finished twice");
-        out.write_all(&crc.to_le_bytes())?;
-        out.write_all(&size.to_le_bytes())?;
+        out.write_all(&trailer)?;
         Ok(out)
     }
 }
 
-/// One chunk as raw deflate, primed with `dict`; ends with a sync flush, or the final block.
-fn compress_chunk(level: u32, dict: &[u8], input: &[u8], last: bool) -> io::Result<Vec<u8>> {
+/// gzip's OS byte: Unix (what package payloads say).
+pub(crate) const OS_UNIX: u8 = 3;
+/// gzip's OS byte: unknown (what `Packages.gz` and the rpm-md XML have always carried).
+pub(crate) const OS_UNKNOWN: u8 = 0xff;
+
+/// A gzip member header: deflate, no flags (no name), mtime 0, XFL for `level` (2: maximum
+/// compression, 4: fastest, else 0), OS byte `os`.
+pub(crate) fn gzip_header(level: u32, os: u8) -> [u8; 10] {
+    let xfl = match level {
+        9 => 2,
+        1 => 4,
+        _ => 0,
+    };
+    [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, os]
+}
+
+/// A gzip member trailer: CRC-32 and size (mod 2^32) of the whole uncompressed input.
+pub(crate) fn gzip_trailer(crc: u32, size: u64) -> [u8; 8] {
+    let mut t = [0u8; 8];
+    t[..4].copy_from_slice(&crc.to_le_bytes());
+    t[4..].copy_from_slice(&(size as u32).to_le_bytes());
+    t
+}
+
+/// CRC-32 (gzip's, also xz's header and index check) of `parts` in order.
+pub(crate) fn crc32(parts: &[&[u8]]) -> u32 {
+    let mut c = Crc::new();
+    for p in parts {
+        c.update(p);
+    }
+    c.sum()
+}
+
+/// One chunk as raw deflate at `level`, primed with `dict` (may be empty); ends with a sync
+/// flush (an empty stored block: byte-aligned, not final), or with the final block when
+/// `last`, so chunks concatenate into one deflate stream. Shared by this module's fixed-size
+/// chunks and `apt_repo`'s content-defined chunks of `Packages.gz` and the rpm-md XML: each
+/// caller keeps its own chunking policy.
+pub(crate) fn deflate_chunk(
+    level: u32,
+    dict: &[u8],
+    input: &[u8],
+    last: bool,
+) -> io::Result<Vec<u8>> {
     let mut c = Compress::new(Compression::new(level), false);
     if !dict.is_empty() {
         c.set_dictionary(dict).map_err(io::Error::other)?;
@@ -207,6 +244,27 @@ mod tests {
             }
             e.finish().unwrap()
         })
+    }
+
+    /// The output bytes are pinned (sha256, from before the deflate/gzip framing was shared
+    /// with `apt_repo`'s chunked index compression).
+    #[test]
+    fn output_bytes_are_pinned() {
+        let input = data(3 * CHUNK * BATCH + 12345);
+        let got: Vec<String> = [(9, &input[..]), (6, &input[..]), (9, &b""[..])]
+            .iter()
+            .map(|&(level, input)| {
+                let mut e = ParGzEncoder::new(Vec::new(), level);
+                e.write_all(input).unwrap();
+                crate::digest::sha256_hex(&e.finish().unwrap())
+            })
+            .collect();
+        let want = [
+            "29c108f9c544fb5088bff4da50aaacf59933219285f830609de6f8be7fc14a90",
+            "783f5394070eaa3cc8da441cc36bd734f829787a279a6f585630987840929043",
+            "f61f27bd17de546264aa58f40f3aafaac7021e0ef69c17f6b1b4cd7664a037ec",
+        ];
+        assert_eq!(got, want);
     }
 
     #[test]
