@@ -806,19 +806,28 @@ fn concurrent_runs_wait_for_each_other_and_both_publish() {
 // ------------------------------------------------------------------------------------------
 // 5. verify
 
+/// Put `bytes` in place of the file `p` as a new file (renamed over it): one file of the tree
+/// is tampered with, also where the index writer made other names hard links of it (the
+/// by-hash copies of `Packages`), which keep the published bytes.
+fn replace_file(p: &Path, bytes: &[u8]) {
+    let t = p.with_file_name(".tampered");
+    std::fs::write(&t, bytes).unwrap();
+    std::fs::rename(&t, p).unwrap();
+}
+
 /// Flip the lowest bit of the byte in the middle of a file.
 fn flip_middle(p: &Path) {
     let mut b = std::fs::read(p).unwrap();
     let i = b.len() / 2;
     b[i] ^= 1;
-    std::fs::write(p, b).unwrap();
+    replace_file(p, &b);
 }
 
 /// Replace the first `from` in a text file by `to`.
 fn edit(p: &Path, from: &str, to: &str) {
     let t = std::fs::read_to_string(p).unwrap();
     assert!(t.contains(from), "{}: no {from:?}", p.display());
-    std::fs::write(p, t.replacen(from, to, 1)).unwrap();
+    replace_file(p, t.replacen(from, to, 1).as_bytes());
 }
 
 fn sha512_file(p: &Path) -> String {
