@@ -1137,7 +1137,8 @@ pub fn write_apt_repo(
 
 /// Index every `.deb` below `pool_dir` into the repository at `root` (as `apt-ftparchive
 /// packages` + `release` over a pool would), reading only packages `cache_file` does not
-/// already describe (path + size + mtime + inode; see `index_cache`). The cache file belongs
+/// already describe (path, size, mtime, ctime, inode and device, a racy entry checked by
+/// sha256; see `index_cache`). The cache file belongs
 /// to the caller's build state or cache directory, not to the published tree. `pool_dir` may be
 /// `root/pool` itself: packages already at their pool path stay where they are.
 pub fn index_dir(
@@ -1151,10 +1152,7 @@ pub fn index_dir(
     let t = std::time::Instant::now();
     let debs = crate::index_cache::files_under(pool_dir, ".deb")?;
     let t = span("apt: list packages", t);
-    let cache = match cache_file {
-        Some(p) => crate::index_cache::IndexCache::open(p),
-        None => crate::index_cache::IndexCache::none(),
-    };
+    let cache = crate::index_cache::IndexCache::open_opt(cache_file);
     let t = span("apt: open cache", t);
     let repo = write_apt_repo_cached(root, &debs, settings, signer, &cache)?;
     let t = span("apt: write repo", t);

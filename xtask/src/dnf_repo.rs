@@ -1187,7 +1187,8 @@ fn same_file(a: &Path, b: &Path) -> bool {
 /// directory would; `dir` may be `root/Packages` itself: packages already in place stay).
 ///
 /// With `cache_file` (in a build-state or cache directory, not in the published tree), only
-/// packages whose path/size/mtime/inode changed are read (and copied).
+/// packages whose path, size, mtime, ctime, inode or device changed (or whose entry is racy)
+/// are read (and copied).
 pub fn index_dir(
     dir: &Path,
     root: &Path,
@@ -1199,10 +1200,7 @@ pub fn index_dir(
     let t = std::time::Instant::now();
     let rpms = crate::index_cache::files_under(dir, ".rpm")?;
     let t = span("dnf: list packages", t);
-    let cache = match cache_file {
-        Some(p) => crate::index_cache::IndexCache::open(p),
-        None => crate::index_cache::IndexCache::none(),
-    };
+    let cache = crate::index_cache::IndexCache::open_opt(cache_file);
     let t = span("dnf: open cache", t);
     let repo = write_repo_cached(root, &rpms, settings, signer, &cache)?;
     let t = span("dnf: write repo", t);

@@ -204,6 +204,11 @@ impl<T: Cached> IndexCache<T> {
         Self::open_with(path, RACY)
     }
 
+    /// [`IndexCache::open`] for a cache file, [`IndexCache::none`] without one.
+    pub fn open_opt(path: Option<&Path>) -> IndexCache<T> {
+        path.map_or_else(Self::none, Self::open)
+    }
+
     fn open_with(path: &Path, window: Duration) -> IndexCache<T> {
         let mut text = String::new();
         let old = match std::fs::File::open(path) {
