@@ -2,7 +2,8 @@
 //! release archives (around /usr/bin/true, amd64 only: no arm64 ELF is available here, so the
 //! arm64 pins are removed from a temporary copy of components/): signing keys on the command
 //! line and in the environment, publishing of generations, kill -9 at arbitrary points,
-//! concurrent runs, and `xtask verify` on good and tampered trees.
+//! concurrent runs, `xtask verify` on good and tampered trees, `index --merge`, and no-op
+//! runs (nothing changed: nothing published; anything changed or tampered: a new generation).
 //!
 //! Outputs are judged by the real tools (gpgv, rpmkeys) and by `xtask verify`, whose every
 //! failure line is compared exactly with what the tampering must produce.
@@ -482,9 +483,11 @@ fn signing_keys_on_the_command_line_and_in_the_environment() {
     assert!(!fx.xdg_data.exists(), "a development key was made: {err}");
     assert_signed_by(&fx, &fx.gen(1), &k.main);
 
-    // The key text in OBS_SIGNING_KEY, the passphrase in OBS_SIGNING_PASSPHRASE.
+    // The key text in OBS_SIGNING_KEY, the passphrase in OBS_SIGNING_PASSPHRASE. (The same
+    // key and inputs as generation 1: without --no-build-cache this run would have nothing
+    // to do; with it, every package is signed again with the key from the environment.)
     let o = fx
-        .dist(&["--json"])
+        .dist(&["--json", "--no-build-cache"])
         .env(xtask::signing::ENV_KEY, &k.main.secret)
         .env(xtask::signing::ENV_PASSPHRASE, PASS)
         .output()
@@ -519,24 +522,31 @@ fn signing_keys_on_the_command_line_and_in_the_environment() {
     assert_no_secret(&o, &k.main.secret);
     assert_eq!(fx.generations(), ["0001", "0002"]);
 
-    // No key: a development key is generated, every run says so loudly.
-    for _ in 0..2 {
+    // No key: a development key is generated, every run says so loudly, also the second
+    // one, which has nothing to do (the same key and inputs) and publishes nothing.
+    for run in 0..2 {
         let o = fx.dist_ok();
         let err = text(&o.stderr);
         assert!(err.contains(xtask::signing::DEV_KEY_WARNING), "{err}");
         assert!(err.contains("DEVELOPMENT KEY, NOT FOR PRODUCTION"), "{err}");
+        assert_eq!(
+            err.contains("nothing changed: generation 0003"),
+            run == 1,
+            "{err}"
+        );
         let dev = std::fs::read_to_string(fx.dev_key_file()).unwrap();
         assert_no_secret(&o, &dev);
     }
+    assert_eq!(fx.generations(), ["0001", "0002", "0003"]);
     let mode = std::fs::metadata(fx.dev_key_file())
         .unwrap()
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
     assert!(fx.dev_public().is_file());
-    // The development key signed generation 3 and 4; the gpg key does not verify them.
-    fx.verify_ok(&fx.gen(4), &fx.dev_public());
-    assert!(!fx.verify(&fx.gen(4), &k.main.public_asc).status.success());
+    // The development key signed generation 3; the gpg key does not verify it.
+    fx.verify_ok(&fx.gen(3), &fx.dev_public());
+    assert!(!fx.verify(&fx.gen(3), &k.main.public_asc).status.success());
     // Verify with no --key trusts the local development key, and says so.
     let o = fx
         .cmd(&["verify", &fx.out.display().to_string()])
@@ -764,14 +774,20 @@ fn concurrent_runs_wait_for_each_other_and_both_publish() {
     std::fs::write(&keyfile, &k.main.secret).unwrap();
     std::fs::set_permissions(&keyfile, std::fs::Permissions::from_mode(0o600)).unwrap();
     // The passphrase-protected key makes each run hold the lock for a while (every signature
-    // unlocks it), so the second run reliably finds it taken.
+    // unlocks it), so the second run reliably finds it taken. Both runs have the same inputs:
+    // --no-build-cache makes the second build and publish too (without it, it would find
+    // nothing changed once it has the lock; the no-op tests below check that).
     let spawn = || {
-        fx.dist(&["--signing-key", &keyfile.display().to_string()])
-            .env(xtask::signing::ENV_PASSPHRASE, PASS)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+        fx.dist(&[
+            "--signing-key",
+            &keyfile.display().to_string(),
+            "--no-build-cache",
+        ])
+        .env(xtask::signing::ENV_PASSPHRASE, PASS)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
     };
     let (a, b) = (spawn(), spawn());
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
@@ -1445,4 +1461,222 @@ fn index_merge_builds_one_repository_from_shards() {
     );
     assert!(err.contains("differs between shard"), "{err}");
     assert_eq!(listing(&merged), before, "the merged output changed");
+}
+
+// ------------------------------------------------------------------------------------------
+// no-op rebuilds
+
+const NOTHING_CHANGED: &str = "nothing changed: generation";
+
+/// A `dist` run with `extra` arguments that must succeed: (stdout, stderr).
+fn dist_run(fx: &Fx, extra: &[&str]) -> (String, String) {
+    let o = fx.dist(extra).output().unwrap();
+    assert!(
+        o.status.success(),
+        "dist {extra:?} failed:\n{}",
+        text(&o.stderr)
+    );
+    (text(&o.stdout), text(&o.stderr))
+}
+
+/// `OUT/.inputs`: (generation, fingerprint), checking the file's exact form and mode.
+fn recorded_inputs(out: &Path) -> (String, String) {
+    let p = out.join(".inputs");
+    let t = std::fs::read_to_string(&p).unwrap();
+    let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+    assert_eq!(mode & 0o7777, 0o644, "{}", p.display());
+    let (g, f) = t
+        .strip_prefix("generation ")
+        .and_then(|r| r.strip_suffix('\n'))
+        .and_then(|r| r.split_once("\nfingerprint "))
+        .unwrap_or_else(|| panic!("{}: {t:?}", p.display()));
+    assert!(
+        f.len() == 64 && f.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{t:?}"
+    );
+    (g.to_string(), f.to_string())
+}
+
+/// The same inputs again: nothing fetched, built or published (with the download and build
+/// caches moved away, where either would fail), and the same report, table and JSON.
+/// Anything else publishes a new generation that verifies: one file of `current` replaced, a
+/// changed repository option, `--no-build-cache`, a record of the inputs that is garbage or
+/// names another generation, and an `index --merge` into the directory.
+#[test]
+fn an_unchanged_dist_publishes_nothing_and_anything_else_publishes_again() {
+    let fx = Fx::new(false);
+    let dev = fx.dev_public();
+    let gens_dir = fx.out.join("generations");
+    let (first, err) = dist_run(&fx, &["--json"]);
+    assert!(!err.contains(NOTHING_CHANGED), "{err}");
+    let first: serde_json::Value = serde_json::from_str(&first).unwrap();
+    let packages = first["packages"].as_array().unwrap().clone();
+    assert_eq!(packages.len(), 4, "{first}");
+    let (g, fingerprint) = recorded_inputs(&fx.out);
+    assert_eq!(g, "0001");
+    let before = listing(&gens_dir);
+
+    let away = fx.path("cache-away");
+    std::fs::rename(&fx.cache, &away).unwrap();
+    let (again, err) = dist_run(&fx, &["--json"]);
+    assert!(
+        err.contains(
+            "nothing changed: generation 0001 has the same inputs and verifies; 4 package(s), \
+             0 built, nothing published"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("build cache"), "{err}");
+    let again: serde_json::Value = serde_json::from_str(&again).unwrap();
+    assert_eq!(again, first, "the no-op run reports what the first one did");
+    let (table, err) = dist_run(&fx, &[]);
+    assert!(err.contains(NOTHING_CHANGED), "{err}");
+    assert!(
+        err.contains(&format!(
+            "4 package(s) in {}/current (generation 0001), signed by ",
+            fx.out.canonicalize().unwrap().display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("DEVELOPMENT KEY, NOT FOR PRODUCTION"), "{err}");
+    for p in &packages {
+        let (name, sha) = (
+            p["package"].as_str().unwrap(),
+            p["sha256"].as_str().unwrap(),
+        );
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with(&format!("{name} ")) && l.ends_with(sha)),
+            "{name} {sha} not in the table:\n{table}"
+        );
+    }
+    assert!(!fx.cache.exists(), "the no-op runs touched the cache");
+    assert_eq!(fx.generations(), ["0001"]);
+    assert_eq!(fx.current(), "generations/0001");
+    assert_eq!(
+        listing(&gens_dir),
+        before,
+        "the no-op runs changed a generation"
+    );
+    assert_eq!(recorded_inputs(&fx.out), (g, fingerprint.clone()));
+    std::fs::rename(&away, &fx.cache).unwrap();
+
+    // One file of the current generation replaced: the next run names it and publishes.
+    let deb = packages
+        .iter()
+        .find(|p| p["format"] == "deb")
+        .and_then(|p| p["file"].as_str())
+        .unwrap();
+    flip_middle(&fx.gen(1).join(deb));
+    let (_, err) = dist_run(&fx, &[]);
+    assert!(
+        err.contains("note: building a new generation: generation 0001 does not verify")
+            && err.contains(deb),
+        "{err}"
+    );
+    assert!(!err.contains(NOTHING_CHANGED), "{err}");
+    assert!(err.contains("4 package(s) reused, 0 built"), "{err}");
+    assert_eq!(fx.generations(), ["0001", "0002"]);
+    assert_eq!(fx.current(), "generations/0002");
+    fx.verify_ok(&fx.out, &dev);
+    // The same inputs made it: the same fingerprint, now for generation 2.
+    assert_eq!(
+        recorded_inputs(&fx.out),
+        ("0002".to_string(), fingerprint.clone())
+    );
+
+    // A repository option changes the inputs; `--no-build-cache` publishes whatever they are.
+    // Each run after one that published has nothing to do.
+    let last = |fx: &Fx| fx.generations().last().unwrap().clone();
+    // (`--origin`, not `--suite`: a generation with another suite than the previous ones does
+    // not verify today, as the old suite's carried by-hash files come without its Release.)
+    let origin = ["--origin", "another-origin"];
+    let origin_fresh = ["--origin", "another-origin", "--no-build-cache"];
+    for (extra, publishes) in [
+        (&origin[..], true),
+        (&origin[..], false),
+        (&origin_fresh[..], true),
+        (&origin[..], false),
+        (&[][..], true),
+    ] {
+        let was = last(&fx);
+        let (_, err) = dist_run(&fx, extra);
+        assert_eq!(
+            err.contains(NOTHING_CHANGED),
+            !publishes,
+            "{extra:?}: {err}"
+        );
+        let now = last(&fx);
+        assert_eq!(now != was, publishes, "{extra:?}: {was} → {now}\n{err}");
+        assert_eq!(fx.current(), format!("generations/{now}"));
+        fx.verify_ok(&fx.out, &dev);
+        let (g, f) = recorded_inputs(&fx.out);
+        assert_eq!(g, now);
+        assert_eq!(f == fingerprint, extra.is_empty(), "{extra:?}");
+    }
+    let release =
+        |g: u32| std::fs::read_to_string(fx.gen(g).join("apt/dists/stable/Release")).unwrap();
+    assert!(
+        release(4).contains("Origin: another-origin\n"),
+        "{}",
+        release(4)
+    );
+    assert!(
+        release(5).contains("Origin: observability-stack\n"),
+        "{}",
+        release(5)
+    );
+
+    // A record of the inputs that is garbage, or names another generation than `current`
+    // (with the right fingerprint): not trusted, a new generation, no panic.
+    let inputs = fx.out.join(".inputs");
+    std::fs::write(&inputs, "garbage\n").unwrap();
+    let (_, err) = dist_run(&fx, &[]);
+    assert!(err.contains(".inputs: malformed"), "{err}");
+    assert!(!err.contains(NOTHING_CHANGED), "{err}");
+    assert_eq!(last(&fx), "0006");
+    let (g, f) = recorded_inputs(&fx.out);
+    assert_eq!((g.as_str(), f.as_str()), ("0006", fingerprint.as_str()));
+    std::fs::write(&inputs, format!("generation 0005\nfingerprint {f}\n")).unwrap();
+    let (_, err) = dist_run(&fx, &[]);
+    assert!(
+        err.contains(".inputs names generation 0005, `current` is generation 0006"),
+        "{err}"
+    );
+    assert_eq!(last(&fx), "0007");
+    fx.verify_ok(&fx.out, &dev);
+
+    // `index --merge` into this directory (of a shard with the same packages): its publish
+    // removes the record, so the next `dist` cannot take the merged generation for its own.
+    let shard = fx.path("shard");
+    let a = fx.dist_args(&shard);
+    let o = fx
+        .cmd(&a.iter().map(String::as_str).collect::<Vec<_>>())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = fx
+        .cmd(&[
+            "index",
+            "--merge",
+            &shard.display().to_string(),
+            "--out",
+            &fx.out.display().to_string(),
+            "--base-url",
+            "https://repo.example.org/obs",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "index --merge: {}", text(&o.stderr));
+    assert_eq!(last(&fx), "0008");
+    assert!(
+        !inputs.exists(),
+        "the merge left a record of a dist's inputs"
+    );
+    let (_, err) = dist_run(&fx, &[]);
+    assert!(!err.contains(NOTHING_CHANGED), "{err}");
+    assert_eq!(last(&fx), "0009");
+    assert_eq!(recorded_inputs(&fx.out), ("0009".to_string(), fingerprint));
+    fx.verify_ok(&fx.out, &dev);
 }

@@ -518,6 +518,41 @@ where
     Ok((built, stats))
 }
 
+/// The build-cache keys of one job's packages (deb, then rpm: the order of `build_one`'s
+/// layouts). They are made from the component's pin, not from the asset's bytes (`build_one`
+/// only ever packages an asset that verified against that pin), so they are known before
+/// anything is fetched: `dist`'s no-op check fingerprints a run from them.
+pub fn package_keys(
+    bc: &crate::build_cache::BuildCache,
+    templates: &Templates,
+    c: &Component,
+    arch: Arch,
+    opts: &BuildOptions,
+    source_date_epoch: u64,
+) -> Result<[String; 2]> {
+    let pin = c
+        .source
+        .sha256
+        .get(&arch)
+        .ok_or_else(|| anyhow!("{} {arch}: no sha256 pin in {}", c.name, c.file.display()))?;
+    let key = |format: Format| {
+        bc.key(&crate::build_cache::KeyInputs {
+            format,
+            arch,
+            component_file_sha256: &c.file_sha256,
+            asset_sha256: pin,
+            templates: &templates.digests,
+            compression: match format {
+                Format::Deb => opts.deb_compression,
+                Format::Rpm => opts.rpm_compression,
+            },
+            maintainer: &opts.maintainer,
+            source_date_epoch,
+        })
+    };
+    Ok([key(Format::Deb), key(Format::Rpm)])
+}
+
 #[allow(clippy::too_many_arguments)]
 fn build_one<S>(
     templates: &Templates,
@@ -540,26 +575,23 @@ where
         Format::Rpm => "rpm",
     };
     let layouts = [Layout::DEB, Layout::RPM];
-    let keys: Vec<Option<String>> = layouts
-        .iter()
-        .map(|l| {
-            cache.map(|bc| {
-                bc.key(&crate::build_cache::KeyInputs {
-                    format: l.format,
-                    arch,
-                    component_file_sha256: &c.file_sha256,
-                    asset_sha256: &art.sha256,
-                    templates: &templates.digests,
-                    compression: match l.format {
-                        Format::Deb => opts.deb_compression,
-                        Format::Rpm => opts.rpm_compression,
-                    },
-                    maintainer: &opts.maintainer,
-                    source_date_epoch: sde,
-                })
-            })
-        })
-        .collect();
+    let keys: Vec<Option<String>> = match cache {
+        Some(bc) => {
+            // (Always so: fetch verified the asset against the pin the keys are made from.)
+            if c.source.sha256.get(&arch) != Some(&art.sha256) {
+                bail!(
+                    "{} {arch}: the asset's sha256 {} is not the pin",
+                    c.name,
+                    art.sha256
+                );
+            }
+            package_keys(bc, templates, c, arch, opts, sde)?
+                .into_iter()
+                .map(Some)
+                .collect()
+        }
+        None => vec![None, None],
+    };
     let mut out: Vec<Option<Built>> = vec![None, None];
     let mut stats = CacheStats::default();
     if let Some(bc) = cache {

@@ -16,6 +16,7 @@ pub mod dnf_repo;
 pub mod elf;
 pub mod fetch;
 pub mod index_cache;
+pub mod inputs;
 pub mod merge;
 pub mod minisign;
 pub mod mirror;

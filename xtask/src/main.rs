@@ -371,6 +371,9 @@ fn cmd_fetch(a: FetchArgs) -> Result<()> {
     Ok(())
 }
 
+/// `dist`: plan, key and lock; then nothing at all when the current generation was made from
+/// the same inputs and still verifies (xtask/src/inputs.rs); else fetch, build (reusing the
+/// build cache), index, sign, verify and publish a new generation, and record its inputs.
 fn cmd_dist(a: DistArgs) -> Result<()> {
     if a.maintainer.chars().any(|c| c.is_control())
         || !a.maintainer.contains('<')
@@ -390,22 +393,14 @@ fn cmd_dist(a: DistArgs) -> Result<()> {
         bail!("nothing to build: no selected component has a pinned arch");
     }
     let key = resolve_key(&a.repo)?;
-    let fetcher = Fetcher::new(fetch_options(&a.common))?;
-    let progress = Progress::new(!a.common.json);
-    let arts = dist::fetch_all(&fetcher, &jobs, &progress)?;
-    let date = jobs
+    let sdes: Vec<u64> = jobs
         .iter()
         .map(|(c, _)| dist::source_date_epoch(c, None))
-        .max()
-        .unwrap_or(0);
+        .collect();
+    let date = sdes.iter().copied().max().unwrap_or(0);
     // Signatures dated like everything else: same inputs, same bytes (raised to the key's
     // creation time when SOURCE_DATE_EPOCH is older than the key).
     let key = key.with_signature_time(Some(date));
-    let lock = publish::lock(&a.out)?;
-    let out = std::fs::canonicalize(&a.out)?;
-    let repo = repo_options(&a.repo, &out, date)?;
-    let previous = publish::previous(&out)?;
-    let staging = publish::begin(&lock)?;
     let opts = BuildOptions {
         out_dir: a.out.clone(),
         deb_compression: a.deb_compression,
@@ -413,19 +408,66 @@ fn cmd_dist(a: DistArgs) -> Result<()> {
         maintainer: a.maintainer.clone(),
         source_date_epoch: None,
     };
-    let rpm_signer = key.rpm_signer()?;
-    let build_cache = if a.no_build_cache {
-        None
-    } else {
-        Some(xtask::build_cache::BuildCache::new(
-            &fetcher.options().cache_dir.join("builds"),
-            &format!(
-                "{} {} t={date}",
-                key.fingerprint(),
-                key.signing_fingerprint()
-            ),
-        )?)
+    let fetch_opts = fetch_options(&a.common);
+    // The package keys of the fingerprint are the build cache's, with or without the cache.
+    let keys = xtask::build_cache::BuildCache::new(
+        &fetch_opts.cache_dir.join("builds"),
+        &format!(
+            "{} {} t={date}",
+            key.fingerprint(),
+            key.signing_fingerprint()
+        ),
+    )?;
+    let trusted = TrustedKeys::from_armored(&key.public_key_armored()?)?;
+    let fingerprint_of = |p: &Publishing| {
+        xtask::inputs::fingerprint(&xtask::inputs::Run {
+            keys: &keys,
+            templates: &templates,
+            jobs: &jobs,
+            source_date_epochs: &sdes,
+            opts: &opts,
+            repo: &p.repo,
+            key: &key,
+            date,
+        })
     };
+    // The no-op check holds the lock from before fetching to the end. It is taken that early
+    // only when OUT has a record of inputs to compare with: a run into a new directory still
+    // leaves it untouched (not even created) when a fetch fails.
+    let mut early = None;
+    if !a.no_build_cache && publish::has_recorded_inputs(&a.out) {
+        let p = begin_publish(&a.repo, &a.out, date)?;
+        let fingerprint = fingerprint_of(&p)?;
+        match xtask::inputs::check(&p.lock.out, &fingerprint, &trusted) {
+            xtask::inputs::Verdict::Unchanged {
+                generation,
+                packages,
+            } => {
+                drop(p);
+                return report_unchanged(&generation, &packages, &key, &a.out, a.common.json);
+            }
+            xtask::inputs::Verdict::Changed(why) => {
+                if let Some(why) = why {
+                    eprintln!("note: building a new generation: {why}");
+                }
+                early = Some((p, fingerprint));
+            }
+        }
+    }
+    let fetcher = Fetcher::new(fetch_opts)?;
+    let progress = Progress::new(!a.common.json);
+    let arts = dist::fetch_all(&fetcher, &jobs, &progress)?;
+    let (p, fingerprint) = match early {
+        Some(x) => x,
+        None => {
+            let p = begin_publish(&a.repo, &a.out, date)?;
+            let f = fingerprint_of(&p)?;
+            (p, f)
+        }
+    };
+    let staging = p.stage()?;
+    let rpm_signer = key.rpm_signer()?;
+    let build_cache = (!a.no_build_cache).then_some(&keys);
     let (built, stats) = dist::build_all_cached(
         &templates,
         &jobs,
@@ -435,9 +477,9 @@ fn cmd_dist(a: DistArgs) -> Result<()> {
         &rpm_signer,
         &key,
         &progress,
-        build_cache.as_ref(),
+        build_cache,
     )?;
-    if let Some(bc) = &build_cache {
+    if let Some(bc) = build_cache {
         eprintln!(
             "build cache {}: {} package(s) reused, {} built",
             bc.dir().display(),
@@ -445,18 +487,74 @@ fn cmd_dist(a: DistArgs) -> Result<()> {
             stats.built
         );
     }
-    let trusted = TrustedKeys::from_armored(&key.public_key_armored()?)?;
     publish_generation(
-        lock,
+        p,
         staging,
         built,
-        &repo,
         &key,
-        &previous,
         &trusted,
         &a.out,
         a.common.json,
+        Some(&fingerprint),
     )
+}
+
+/// `dist` with nothing to do: the packages of the current generation, reported as
+/// [`publish_generation`] reports a new one (table or the same JSON object).
+fn report_unchanged(
+    generation: &Path,
+    packages: &[Built],
+    key: &SigningKey,
+    out_arg: &Path,
+    json: bool,
+) -> Result<()> {
+    let name = generation
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    if json {
+        print_json(out_arg, generation, key, packages)?;
+    } else {
+        print_table(packages);
+    }
+    eprintln!(
+        "nothing changed: generation {name} has the same inputs and verifies; {} package(s), \
+         0 built, nothing published",
+        packages.len()
+    );
+    if !json {
+        print_summary(out_arg, &name, key, packages.len())?;
+    }
+    Ok(())
+}
+
+/// An output directory locked for a new generation (`dist` and `index --merge`): the lock,
+/// the repository options (the default base URL names OUT's canonical path) and the
+/// generations whose indexes the new one carries over.
+struct Publishing {
+    lock: publish::OutLock,
+    repo: dist::RepoOptions,
+    previous: Vec<PathBuf>,
+}
+
+fn begin_publish(r: &RepoArgs, out: &Path, date: u64) -> Result<Publishing> {
+    let lock = publish::lock(out)?;
+    let canonical = std::fs::canonicalize(out)?;
+    let repo = repo_options(r, &canonical, date)?;
+    let previous = publish::previous(&canonical)?;
+    Ok(Publishing {
+        lock,
+        repo,
+        previous,
+    })
+}
+
+impl Publishing {
+    /// The staging directory of the new generation.
+    fn stage(&self) -> Result<publish::Staging> {
+        publish::begin(&self.lock)
+    }
 }
 
 /// The signing key of `dist`/`index` (notes about development keys and subkeys on stderr).
@@ -511,20 +609,20 @@ fn repo_options(r: &RepoArgs, out: &Path, date: u64) -> Result<dist::RepoOptions
 }
 
 /// Index, sign and self-verify the staged generation (packages in its build directory), then
-/// publish it and report what it holds.
+/// publish it, record the inputs that made it (`fingerprint`; `dist` only) and report what it
+/// holds.
 #[allow(clippy::too_many_arguments)]
 fn publish_generation(
-    lock: publish::OutLock,
+    p: Publishing,
     staging: publish::Staging,
     mut built: Vec<Built>,
-    repo: &dist::RepoOptions,
     key: &SigningKey,
-    previous: &[PathBuf],
     trusted: &TrustedKeys,
     out_arg: &Path,
     json: bool,
+    fingerprint: Option<&str>,
 ) -> Result<()> {
-    dist::assemble_repositories(staging.path(), &mut built, repo, key, previous)?;
+    dist::assemble_repositories(staging.path(), &mut built, &p.repo, key, &p.previous)?;
     // Never publish what does not verify: the whole tree is checked before the switch.
     let report = verify::verify_tree(staging.path(), trusted)?;
     if !report.ok() {
@@ -533,35 +631,56 @@ fn publish_generation(
             report.failures.join("\n")
         );
     }
-    let out = std::fs::canonicalize(out_arg)?;
-    let gen = publish::commit(&lock, staging)?;
-    drop(lock);
+    let gen = publish::commit(&p.lock, staging)?;
+    if let Some(f) = fingerprint {
+        // Best effort: without the record the next run builds again, which is only slower.
+        if let Err(e) = publish::record_inputs(&p.lock, &gen, f) {
+            eprintln!("warning: {e:#}");
+        }
+    }
+    drop(p);
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "out": out_arg,
-                "generation": gen,
-                "signing_key": key.fingerprint(),
-                "development_key": key.is_development(),
-                "packages": built,
-            }))?
-        );
+        print_json(out_arg, &gen, key, &built)?;
     } else {
         print_table(&built);
-        eprintln!(
-            "{} package(s) in {} (generation {}), signed by {}{}",
+        print_summary(
+            out_arg,
+            &gen.file_name().unwrap_or_default().to_string_lossy(),
+            key,
             built.len(),
-            out.join("current").display(),
-            gen.file_name().unwrap_or_default().to_string_lossy(),
-            key.fingerprint(),
-            if key.is_development() {
-                " — DEVELOPMENT KEY, NOT FOR PRODUCTION"
-            } else {
-                ""
-            }
-        );
+        )?;
     }
+    Ok(())
+}
+
+/// The `--json` report of `dist` and `index --merge`.
+fn print_json(out_arg: &Path, gen: &Path, key: &SigningKey, built: &[Built]) -> Result<()> {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({
+            "out": out_arg,
+            "generation": gen,
+            "signing_key": key.fingerprint(),
+            "development_key": key.is_development(),
+            "packages": built,
+        }))?
+    );
+    Ok(())
+}
+
+/// The last line of the table report: where the packages are and who signed them.
+fn print_summary(out_arg: &Path, gen_name: &str, key: &SigningKey, n: usize) -> Result<()> {
+    let out = std::fs::canonicalize(out_arg)?;
+    eprintln!(
+        "{n} package(s) in {} (generation {gen_name}), signed by {}{}",
+        out.join("current").display(),
+        key.fingerprint(),
+        if key.is_development() {
+            " — DEVELOPMENT KEY, NOT FOR PRODUCTION"
+        } else {
+            ""
+        }
+    );
     Ok(())
 }
 
@@ -589,15 +708,12 @@ fn cmd_index(a: IndexArgs) -> Result<()> {
         })?,
     };
     let key = key.with_signature_time(Some(date));
-    let lock = publish::lock(&a.out)?;
-    let out = std::fs::canonicalize(&a.out)?;
-    let repo = repo_options(&a.repo, &out, date)?;
-    let previous = publish::previous(&out)?;
-    let staging = publish::begin(&lock)?;
+    let p = begin_publish(&a.repo, &a.out, date)?;
+    let staging = p.stage()?;
     let built = xtask::merge::place(&collected, &staging.path().join(dist::BUILD_DIR))?;
-    publish_generation(
-        lock, staging, built, &repo, &key, &previous, &trusted, &a.out, a.json,
-    )
+    // No inputs recorded: `commit` removed the record of the generation `dist` made, and a
+    // merge's inputs are the shards' trees, not a `dist` run's.
+    publish_generation(p, staging, built, &key, &trusted, &a.out, a.json, None)
 }
 
 fn human(n: u64) -> String {

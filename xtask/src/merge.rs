@@ -50,16 +50,27 @@ fn field<'a>(v: &'a serde_json::Value, k: &str, manifest: &Path, i: usize) -> Re
 
 /// Read one shard's manifest; every listed file must be a plain relative path in the tree.
 fn read_manifest(shard: &Path, root: &Path) -> Result<Vec<ShardPackage>> {
+    let packages = manifest_packages(root).with_context(|| format!("shard {}", shard.display()))?;
+    Ok(packages
+        .into_iter()
+        .map(|built| ShardPackage {
+            shard: shard.to_path_buf(),
+            source: root.join(&built.file),
+            root: root.to_path_buf(),
+            built,
+        })
+        .collect())
+}
+
+/// The packages a generation's `manifest.json` lists (as `dist` reported them when it
+/// published), each field checked: format, arch, a plain relative path to a .deb/.rpm in the
+/// tree, a sha256, a size. Reads the manifest only, not the packages.
+pub fn manifest_packages(root: &Path) -> Result<Vec<Built>> {
     let manifest = root.join("manifest.json");
     let text = std::fs::read_to_string(&manifest)
-        .with_context(|| format!("shard {}: reading {}", shard.display(), manifest.display()))?;
-    let v: serde_json::Value = serde_json::from_str(&text).with_context(|| {
-        format!(
-            "shard {}: {} is not JSON",
-            shard.display(),
-            manifest.display()
-        )
-    })?;
+        .with_context(|| format!("reading {}", manifest.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not JSON", manifest.display()))?;
     let list = v
         .get("packages")
         .and_then(|p| p.as_array())
@@ -109,20 +120,15 @@ fn read_manifest(shard: &Path, root: &Path) -> Result<Vec<ShardPackage>> {
                 manifest.display()
             )
         })?;
-        out.push(ShardPackage {
-            shard: shard.to_path_buf(),
-            source: root.join(file),
-            root: root.to_path_buf(),
-            built: Built {
-                component: field(p, "component", &manifest, i)?.to_string(),
-                package: field(p, "package", &manifest, i)?.to_string(),
-                format,
-                version: field(p, "version", &manifest, i)?.to_string(),
-                arch,
-                file: file.to_string(),
-                size,
-                sha256: sha256.to_string(),
-            },
+        out.push(Built {
+            component: field(p, "component", &manifest, i)?.to_string(),
+            package: field(p, "package", &manifest, i)?.to_string(),
+            format,
+            version: field(p, "version", &manifest, i)?.to_string(),
+            arch,
+            file: file.to_string(),
+            size,
+            sha256: sha256.to_string(),
         });
     }
     Ok(out)

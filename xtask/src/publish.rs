@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! OUT/.lock                 held (flock) by the run that is writing
+//! OUT/.inputs               "generation 0007\nfingerprint <hex>\n": which inputs made 0007
 //! OUT/current -> generations/0007
 //! OUT/generations/0004 … 0007
 //! OUT/generations/.staging-XXXX   a run in progress (or one killed: removed by the next run)
@@ -27,6 +28,10 @@ pub const KEEP_PREVIOUS: usize = 3;
 const GENERATIONS: &str = "generations";
 const CURRENT: &str = "current";
 const STAGING_PREFIX: &str = ".staging-";
+/// The state file of `dist`'s no-op check (outside every generation: a generation's
+/// SHA256SUMS lists every file in it). See [`record_inputs`].
+pub const INPUTS_FILE: &str = ".inputs";
+const INPUTS_NEW: &str = ".inputs.new";
 
 /// An exclusive hold on an output directory, released on drop.
 pub struct OutLock {
@@ -82,7 +87,14 @@ pub fn lock(out: &Path) -> Result<OutLock> {
 }
 
 /// What `dist` itself keeps in an output directory.
-const OWN_ENTRIES: &[&str] = &[".lock", GENERATIONS, CURRENT, ".current.new"];
+const OWN_ENTRIES: &[&str] = &[
+    ".lock",
+    GENERATIONS,
+    CURRENT,
+    ".current.new",
+    INPUTS_FILE,
+    INPUTS_NEW,
+];
 
 /// Refuse an output directory that holds anything `dist` did not put there (a home directory,
 /// `/`, an older layout): publishing into it would mix our tree with someone else's files.
@@ -181,9 +193,14 @@ pub fn previous(out: &Path) -> Result<Vec<PathBuf>> {
 /// Publish the staged generation: rename it to the next number, switch `current` to it
 /// atomically, then prune generations beyond [`KEEP_PREVIOUS`]. Returns the new generation's
 /// path.
+///
+/// Whatever publishes (`dist`, `index --merge`, `mirror import`), the record of the inputs
+/// that made the current generation ([`INPUTS_FILE`]) goes first: the new generation was not
+/// necessarily made from them, and only `dist` knows (it records them again after this).
 pub fn commit(lock: &OutLock, mut staging: Staging) -> Result<PathBuf> {
     let out = &lock.out;
     let gens = out.join(GENERATIONS);
+    forget_inputs(out)?;
     let next = match generations(out)?.last() {
         None => 1,
         Some((n, p)) => n
@@ -213,6 +230,119 @@ pub fn commit(lock: &OutLock, mut staging: Staging) -> Result<PathBuf> {
         }
     }
     Ok(dest)
+}
+
+/// Record that `generation` (a directory this lock's [`commit`] returned) was made from the
+/// inputs whose fingerprint is `fingerprint` (hex): `OUT/.inputs` =
+/// `generation NNNN\nfingerprint <hex>\n`, written to a temporary name, synced, made 0644 and
+/// renamed into place. The file is only ever read as "which fingerprint produced generation
+/// N": `dist` still verifies that generation before it relies on it.
+pub fn record_inputs(lock: &OutLock, generation: &Path, fingerprint: &str) -> Result<()> {
+    use std::io::Write;
+    let name = generation
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if !valid_generation_name(&name) || !is_hex64(fingerprint) {
+        bail!(
+            "recording inputs: generation {name:?} / fingerprint {fingerprint:?} is not a \
+             generation name and a sha256"
+        );
+    }
+    let out = &lock.out;
+    let tmp = out.join(INPUTS_NEW);
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(format!("generation {name}\nfingerprint {fingerprint}\n").as_bytes())
+        .and_then(|_| f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644)))
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    drop(f);
+    std::fs::rename(&tmp, out.join(INPUTS_FILE))
+        .with_context(|| format!("renaming {} into place", tmp.display()))?;
+    sync_dir(out)
+}
+
+/// What [`INPUTS_FILE`] says: (generation name, fingerprint); `Ok(None)` when there is none,
+/// `Err` (the reason, naming the file) when it is not exactly what [`record_inputs`] writes.
+pub fn recorded_inputs(out: &Path) -> Result<Option<(String, String)>, String> {
+    let path = out.join(INPUTS_FILE);
+    let bytes = match std::fs::symlink_metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+        Ok(m) if !m.file_type().is_file() || m.len() > 4096 => {
+            return Err(format!("{}: not a small regular file", path.display()))
+        }
+        Ok(_) => std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?,
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let mut lines = text.split_inclusive('\n');
+    let gen = lines.next().and_then(|l| l.strip_prefix("generation "));
+    let fpr = lines.next().and_then(|l| l.strip_prefix("fingerprint "));
+    match (gen, fpr, lines.next()) {
+        (Some(g), Some(f), None)
+            if g.ends_with('\n')
+                && f.ends_with('\n')
+                && valid_generation_name(g.trim_end_matches('\n'))
+                && is_hex64(f.trim_end_matches('\n')) =>
+        {
+            Ok(Some((
+                g.trim_end_matches('\n').to_string(),
+                f.trim_end_matches('\n').to_string(),
+            )))
+        }
+        _ => Err(format!(
+            "{}: malformed (expected `generation NNNN` and `fingerprint <sha256>` lines), it \
+             holds {:?}",
+            path.display(),
+            text.chars().take(120).collect::<String>()
+        )),
+    }
+}
+
+/// Whether `out` has an [`INPUTS_FILE`] at all (a hint, read without the lock: `dist`
+/// checks it under the lock with [`recorded_inputs`]).
+pub fn has_recorded_inputs(out: &Path) -> bool {
+    std::fs::symlink_metadata(out.join(INPUTS_FILE)).is_ok()
+}
+
+/// Remove [`INPUTS_FILE`] (nothing to do when there is none).
+fn forget_inputs(out: &Path) -> Result<()> {
+    match std::fs::remove_file(out.join(INPUTS_FILE)) {
+        Ok(()) => sync_dir(out),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(anyhow!("removing {}: {e}", out.join(INPUTS_FILE).display())),
+    }
+}
+
+/// A name [`commit`] gives a generation (`{n:04}`).
+fn valid_generation_name(s: &str) -> bool {
+    s.len() >= 4
+        && s.bytes().all(|b| b.is_ascii_digit())
+        && s.parse::<u32>().is_ok_and(|n| format!("{n:04}") == s)
+}
+
+fn is_hex64(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The name of the published generation (`NNNN`) when `current` is a link to
+/// `generations/NNNN`, a directory, exactly as [`commit`] makes it.
+pub fn current_generation(out: &Path) -> Option<String> {
+    let target = std::fs::read_link(out.join(CURRENT)).ok()?;
+    let name = target.strip_prefix(GENERATIONS).ok()?.to_str()?.to_string();
+    (valid_generation_name(&name) && out.join(GENERATIONS).join(&name).is_dir()).then_some(name)
+}
+
+/// The directory of generation `name` in `out`.
+pub fn generation_dir(out: &Path, name: &str) -> PathBuf {
+    out.join(GENERATIONS).join(name)
 }
 
 /// Hard-link (or copy, across file systems) into `new_root` every file that `files_of(prev)`
@@ -426,6 +556,61 @@ mod tests {
         std::fs::create_dir(t.path().join("current")).unwrap();
         let e = lock(t.path()).err().unwrap().to_string();
         assert!(e.contains("is not a symlink"), "{e}");
+    }
+
+    #[test]
+    fn recorded_inputs_round_trip_and_any_commit_forgets_them() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let out = t.path();
+        let g = publish(out, "one");
+        let f = "0123456789abcdef".repeat(4);
+        assert_eq!(recorded_inputs(out), Ok(None));
+        assert!(!has_recorded_inputs(out));
+        let l = lock(out).unwrap();
+        record_inputs(&l, &g, &f).unwrap();
+        drop(l);
+        let path = out.join(INPUTS_FILE);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("generation 0001\nfingerprint {f}\n")
+        );
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, 0o644);
+        assert!(!out.join(INPUTS_NEW).exists());
+        assert!(has_recorded_inputs(out));
+        assert_eq!(recorded_inputs(out), Ok(Some(("0001".into(), f.clone()))));
+        assert_eq!(current_generation(out).as_deref(), Some("0001"));
+        assert_eq!(generation_dir(out, "0001"), g);
+        // The state file is one of our own entries: the directory is still accepted.
+        drop(lock(out).unwrap());
+        // Whatever publishes next (here not `dist`) removes the record before the switch.
+        publish(out, "two");
+        assert_eq!(recorded_inputs(out), Ok(None));
+        assert_eq!(current_generation(out).as_deref(), Some("0002"));
+        let l = lock(out).unwrap();
+        assert!(record_inputs(&l, &out.join("elsewhere"), &f).is_err());
+        assert!(record_inputs(&l, &g, "not a sha256").is_err());
+        drop(l);
+        for bad in [
+            String::new(),
+            "garbage\n".into(),
+            "generation 0001\n".into(),
+            format!("generation 1\nfingerprint {f}\n"),
+            format!("generation 0001\nfingerprint {}\n", f.to_uppercase()),
+            format!("generation 0001\nfingerprint {f}\nmore\n"),
+            format!("generation 0001\nfingerprint {f}"),
+            format!("fingerprint {f}\ngeneration 0001\n"),
+        ] {
+            std::fs::write(&path, &bad).unwrap();
+            let e = recorded_inputs(out).expect_err(&bad);
+            assert!(e.contains("malformed"), "{e}");
+        }
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", &path).unwrap();
+        assert!(recorded_inputs(out)
+            .unwrap_err()
+            .contains("not a small regular file"));
     }
 
     #[test]
