@@ -158,11 +158,37 @@ pub struct Report {
     /// Files checked (signatures, indexes, packages).
     pub checked: usize,
     pub failures: Vec<String>,
+    /// Digests already computed in this run, by path: a package is named by its index, by
+    /// SHA256SUMS and by its SBOM and provenance, and is read once, not three times.
+    memo: std::collections::HashMap<PathBuf, Digests>,
 }
 
 impl Report {
     fn fail(&mut self, what: impl Into<String>) {
         self.failures.push(what.into());
+    }
+    /// Add what `other` found (and the digests it computed).
+    fn merge(&mut self, other: Report) {
+        self.checked += other.checked;
+        self.failures.extend(other.failures);
+        self.memo.extend(other.memo);
+    }
+    /// [`digests`] of a file (sha256, and what `want` adds), computed once per path and run.
+    fn digests(&mut self, root: &Path, p: &Path, want: Want) -> std::io::Result<Digests> {
+        let old = self.memo.remove(p);
+        if let Some(d) = &old {
+            if (!want.sha512 || d.sha512.is_some()) && (!want.md5 || d.md5.is_some()) {
+                self.memo.insert(p.to_path_buf(), d.clone());
+                return Ok(d.clone());
+            }
+        }
+        let mut d = digests(root, p, want)?;
+        if let Some(old) = old {
+            d.sha512 = d.sha512.or(old.sha512);
+            d.md5 = d.md5.or(old.md5);
+        }
+        self.memo.insert(p.to_path_buf(), d.clone());
+        Ok(d)
     }
     pub fn ok(&self) -> bool {
         self.failures.is_empty()
@@ -196,12 +222,27 @@ pub fn verify_tree(dir: &Path, keys: &TrustedKeys) -> Result<Report> {
             root.display()
         );
     }
-    if let Some(apt) = &apt {
-        verify_apt(apt, &root, keys, &mut r)?;
-    }
-    if let Some(dnf) = &dnf {
-        verify_dnf(dnf, &root, keys, &mut r)?;
-    }
+    // The two repositories are independent: checked on two cores (each hashes and checks the
+    // signatures of its own packages), their findings reported in the same order as one
+    // after the other.
+    let (ra, rd) = rayon::join(
+        || -> Result<Report> {
+            let mut r = Report::default();
+            if let Some(apt) = &apt {
+                verify_apt(apt, &root, keys, &mut r)?;
+            }
+            Ok(r)
+        },
+        || -> Result<Report> {
+            let mut r = Report::default();
+            if let Some(dnf) = &dnf {
+                verify_dnf(dnf, &root, keys, &mut r)?;
+            }
+            Ok(r)
+        },
+    );
+    r.merge(ra?);
+    r.merge(rd?);
     verify_sha256sums(&root, keys, &mut r)?;
     verify_attestations(&root, keys, &mut r)?;
     Ok(r)
@@ -232,7 +273,7 @@ fn verify_attestations(root: &Path, keys: &TrustedKeys, r: &mut Report) -> Resul
     let mut expected = std::collections::BTreeSet::new();
     for pkg in packages {
         let name = pkg.rsplit('/').next().unwrap_or_default();
-        let actual = match digests(root, &root.join(pkg)) {
+        let actual = match r.digests(root, &root.join(pkg), SHA256) {
             Ok(d) => d.sha256,
             Err(e) => {
                 r.fail(format!("{pkg}: {e}"));
@@ -367,34 +408,64 @@ fn read_text_in_tree(root: &Path, p: &Path) -> std::io::Result<String> {
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"))
 }
 
-/// Streaming digests of a file.
+/// Streaming digests of a file: sha256 always, sha512 and md5 when asked for.
+#[derive(Debug, Clone)]
 struct Digests {
     size: u64,
-    md5: String,
     sha256: String,
-    sha512: String,
+    sha512: Option<String>,
+    md5: Option<String>,
 }
 
-fn digests(root: &Path, p: &Path) -> std::io::Result<Digests> {
+impl Digests {
+    /// The sha512 (asked for with [`SHA512`]).
+    fn sha512(&self) -> String {
+        self.sha512.clone().unwrap_or_default()
+    }
+}
+
+/// Which digests besides sha256 a check needs (each one costs a pass over the bytes).
+#[derive(Debug, Clone, Copy)]
+struct Want {
+    sha512: bool,
+    md5: bool,
+}
+
+const SHA256: Want = Want {
+    sha512: false,
+    md5: false,
+};
+const SHA512: Want = Want {
+    sha512: true,
+    md5: false,
+};
+
+fn digests(root: &Path, p: &Path, want: Want) -> std::io::Result<Digests> {
     let mut f = open_in_tree(root, p)?;
     let mut buf = vec![0u8; 1 << 16];
-    let (mut a, mut b, mut c) = (md5::Md5::new(), sha2::Sha256::new(), sha2::Sha512::new());
+    let mut a = want.md5.then(md5::Md5::new);
+    let mut b = sha2::Sha256::new();
+    let mut c = want.sha512.then(sha2::Sha512::new);
     let mut size = 0u64;
     loop {
         let n = f.read(&mut buf)?;
         if n == 0 {
             break;
         }
-        a.update(&buf[..n]);
+        if let Some(a) = a.as_mut() {
+            a.update(&buf[..n]);
+        }
         b.update(&buf[..n]);
-        c.update(&buf[..n]);
+        if let Some(c) = c.as_mut() {
+            c.update(&buf[..n]);
+        }
         size += n as u64;
     }
     Ok(Digests {
         size,
-        md5: hex::encode(a.finalize()),
         sha256: hex::encode(b.finalize()),
-        sha512: hex::encode(c.finalize()),
+        sha512: c.map(|c| hex::encode(c.finalize())),
+        md5: a.map(|a| hex::encode(a.finalize())),
     })
 }
 
@@ -583,7 +654,7 @@ fn verify_suite(
                 continue;
             }
             listed += 1;
-            let d = match digests(root, &p) {
+            let d = match r.digests(root, &p, SHA512) {
                 Ok(d) => d,
                 Err(e) => {
                     r.fail(format!("{}: listed in Release but {e}", rel(root, &p)));
@@ -592,9 +663,9 @@ fn verify_suite(
             };
             r.checked += 1;
             let got = if algo == "SHA256" {
-                &d.sha256
+                d.sha256.clone()
             } else {
-                &d.sha512
+                d.sha512()
             };
             if d.size != size {
                 r.fail(format!(
@@ -603,7 +674,7 @@ fn verify_suite(
                     d.size
                 ));
             }
-            if *got != want {
+            if got != want {
                 r.fail(format!(
                     "{}: {algo} {got} but Release says {want}",
                     rel(root, &p)
@@ -660,7 +731,11 @@ fn verify_suite(
                 continue;
             }
             let deb = apt.join(file);
-            let d = match digests(root, &deb) {
+            let want = Want {
+                sha512: p.contains_key("SHA512"),
+                md5: p.contains_key("MD5sum"),
+            };
+            let d = match r.digests(root, &deb, want) {
                 Ok(d) => d,
                 Err(e) => {
                     r.fail(format!(
@@ -675,8 +750,8 @@ fn verify_suite(
             let checks = [
                 ("Size", d.size.to_string()),
                 ("SHA256", d.sha256),
-                ("SHA512", d.sha512),
-                ("MD5sum", d.md5),
+                ("SHA512", d.sha512.unwrap_or_default()),
+                ("MD5sum", d.md5.unwrap_or_default()),
             ];
             if !p.contains_key("SHA256") {
                 r.fail(format!("{}: {name}: no SHA256", rel(root, &pf)));
@@ -734,14 +809,19 @@ fn verify_by_hash_dirs(dir: &Path, root: &Path, r: &mut Report) -> Result<()> {
                         .unwrap_or_default()
                         .to_string_lossy()
                         .into_owned();
-                    let d = match digests(root, &f) {
+                    let want = if algo == "SHA256" { SHA256 } else { SHA512 };
+                    let d = match r.digests(root, &f, want) {
                         Ok(d) => d,
                         Err(e) => {
                             r.fail(format!("{}: {e}", rel(root, &f)));
                             continue;
                         }
                     };
-                    let got = if algo == "SHA256" { d.sha256 } else { d.sha512 };
+                    let got = if algo == "SHA256" {
+                        d.sha256.clone()
+                    } else {
+                        d.sha512()
+                    };
                     if got != name {
                         r.fail(format!("{}: content has {algo} {got}", rel(root, &f)));
                     }
@@ -804,7 +884,7 @@ fn verify_dnf(dnf: &Path, root: &Path, keys: &TrustedKeys, r: &mut Report) -> Re
             ));
             continue;
         }
-        let got = match digests(root, &p) {
+        let got = match r.digests(root, &p, SHA256) {
             Ok(g) => g,
             Err(e) => {
                 r.fail(format!("{}: named in repomd.xml but {e}", rel(root, &p)));
@@ -889,7 +969,7 @@ fn verify_dnf(dnf: &Path, root: &Path, keys: &TrustedKeys, r: &mut Report) -> Re
             continue;
         }
         let p = dnf.join(&pk.href);
-        let got = match digests(root, &p) {
+        let got = match r.digests(root, &p, SHA256) {
             Ok(g) => g,
             Err(e) => {
                 r.fail(format!("{}: named in primary but {e}", rel(root, &p)));
@@ -971,7 +1051,7 @@ fn verify_sha256sums(root: &Path, keys: &TrustedKeys, r: &mut Report) -> Result<
         }
         listed.insert(f.to_string());
         let p = root.join(f);
-        match digests(root, &p) {
+        match r.digests(root, &p, SHA256) {
             Err(e) => r.fail(format!("{f}: listed in {SUMS_FILE} but {e}")),
             Ok(d) if d.sha256 != h => {
                 r.fail(format!("{f}: sha256 {} but {SUMS_FILE} says {h}", d.sha256))
