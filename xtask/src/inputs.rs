@@ -46,7 +46,7 @@ use anyhow::{anyhow, Result};
 use crate::build_cache::BuildCache;
 use crate::component::Component;
 use crate::dist::{BuildOptions, Built, RepoOptions};
-use crate::package::{Arch, Compression};
+use crate::package::{Arch, Compression, Format};
 use crate::render::Templates;
 use crate::signing::SigningKey;
 use crate::verify::TrustedKeys;
@@ -140,7 +140,12 @@ pub enum Verdict {
 /// whose fingerprint is `fingerprint` and still verifies against `trusted`. Never fails: any
 /// problem (a missing, malformed or stale record, a tree that does not verify, an unreadable
 /// manifest) is a reason to build, named in [`Verdict::Changed`].
-pub fn check(out: &Path, fingerprint: &str, trusted: &TrustedKeys) -> Verdict {
+pub fn check(
+    out: &Path,
+    fingerprint: &str,
+    trusted: &TrustedKeys,
+    jobs: &[(Component, Arch)],
+) -> Verdict {
     use crate::publish::INPUTS_FILE;
     let changed = |why: String| Verdict::Changed(Some(why));
     let current = crate::publish::current_generation(out);
@@ -184,11 +189,50 @@ pub fn check(out: &Path, fingerprint: &str, trusted: &TrustedKeys) -> Verdict {
         }
         Ok(_) => {}
     }
-    match crate::merge::manifest_packages(&dir) {
-        Ok(packages) => Verdict::Unchanged {
-            generation: dir,
-            packages,
-        },
-        Err(e) => changed(format!("generation {current}: {e:#}")),
+    let packages = match crate::merge::manifest_packages(&dir) {
+        Ok(p) => p,
+        Err(e) => return changed(format!("generation {current}: {e:#}")),
+    };
+    // The record is not trusted for content: what the generation holds must be exactly the
+    // packages the selected components make (a signed older generation put back as `current`,
+    // with a record copied beside it, verifies but holds other versions).
+    type Id = (String, String, String, String);
+    let id = |component: &str, arch: Arch, format: Format, version: &str| -> Id {
+        (
+            component.to_string(),
+            arch.to_string(),
+            format!("{format:?}"),
+            version.to_string(),
+        )
+    };
+    let want: std::collections::BTreeSet<Id> = jobs
+        .iter()
+        .flat_map(|(c, a)| {
+            let version = format!("{}-{}", c.version, c.revision);
+            [Format::Deb, Format::Rpm].map(|f| id(&c.name, *a, f, &version))
+        })
+        .collect();
+    let have: std::collections::BTreeSet<Id> = packages
+        .iter()
+        .map(|b| id(&b.component, b.arch, b.format, &b.version))
+        .collect();
+    if have != want || packages.len() != want.len() {
+        let missing = want.difference(&have).next();
+        let extra = have.difference(&want).next();
+        return changed(format!(
+            "generation {current} does not hold the packages the components select{}{}",
+            missing.map_or(String::new(), |m| format!(
+                " (missing {} {} {} {})",
+                m.0, m.3, m.1, m.2
+            )),
+            extra.map_or(String::new(), |m| format!(
+                " (also holds {} {} {} {})",
+                m.0, m.3, m.1, m.2
+            )),
+        ));
+    }
+    Verdict::Unchanged {
+        generation: dir,
+        packages,
     }
 }

@@ -438,7 +438,7 @@ fn cmd_dist(a: DistArgs) -> Result<()> {
     if !a.no_build_cache && publish::has_recorded_inputs(&a.out) {
         let p = begin_publish(&a.repo, &a.out, date)?;
         let fingerprint = fingerprint_of(&p)?;
-        match xtask::inputs::check(&p.lock.out, &fingerprint, &trusted) {
+        match xtask::inputs::check(&p.lock.out, &fingerprint, &trusted, &jobs) {
             xtask::inputs::Verdict::Unchanged {
                 generation,
                 packages,
