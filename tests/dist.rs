@@ -1589,8 +1589,6 @@ fn an_unchanged_dist_publishes_nothing_and_anything_else_publishes_again() {
     // A repository option changes the inputs; `--no-build-cache` publishes whatever they are.
     // Each run after one that published has nothing to do.
     let last = |fx: &Fx| fx.generations().last().unwrap().clone();
-    // (`--origin`, not `--suite`: a generation with another suite than the previous ones does
-    // not verify today, as the old suite's carried by-hash files come without its Release.)
     let origin = ["--origin", "another-origin"];
     let origin_fresh = ["--origin", "another-origin", "--no-build-cache"];
     for (extra, publishes) in [
@@ -1677,6 +1675,64 @@ fn an_unchanged_dist_publishes_nothing_and_anything_else_publishes_again() {
     let (_, err) = dist_run(&fx, &[]);
     assert!(!err.contains(NOTHING_CHANGED), "{err}");
     assert_eq!(last(&fx), "0009");
-    assert_eq!(recorded_inputs(&fx.out), ("0009".to_string(), fingerprint));
+    assert_eq!(
+        recorded_inputs(&fx.out),
+        ("0009".to_string(), fingerprint.clone())
+    );
     fx.verify_ok(&fx.out, &dev);
+
+    // A record naming `current` with this run's fingerprint, beside a generation that holds
+    // other packages (a narrower or older signed generation put back, the record forged to
+    // match): the generation verifies, but it is not what the components make — built anew.
+    let one = packages[0]["component"].as_str().unwrap().to_string();
+    let (_, err) = dist_run(&fx, &["--component", &one]);
+    assert!(!err.contains(NOTHING_CHANGED), "{err}");
+    assert_eq!(last(&fx), "0010");
+    assert_ne!(recorded_inputs(&fx.out).1, fingerprint);
+    std::fs::write(
+        &inputs,
+        format!("generation 0010\nfingerprint {fingerprint}\n"),
+    )
+    .unwrap();
+    let (_, err) = dist_run(&fx, &[]);
+    assert!(
+        err.contains(
+            "note: building a new generation: generation 0010 does not hold the packages the \
+             components select (missing "
+        ),
+        "{err}"
+    );
+    assert!(!err.contains(NOTHING_CHANGED), "{err}");
+    assert_eq!(last(&fx), "0011");
+    assert_eq!(recorded_inputs(&fx.out), ("0011".to_string(), fingerprint));
+    fx.verify_ok(&fx.out, &dev);
+}
+
+/// A generation with another suite than the previous ones (`--suite` changed) publishes and
+/// verifies: the old suite's by-hash files are not carried into it (no Release there names
+/// them); going back carries the suite's indexes of the generations that still have it.
+#[test]
+fn a_changed_suite_publishes_without_the_old_suites_indexes() {
+    let fx = Fx::new(false);
+    let dev = fx.dev_public();
+    dist_run(&fx, &[]);
+    let (_, err) = dist_run(&fx, &["--suite", "testing"]);
+    assert!(!err.contains(NOTHING_CHANGED), "{err}");
+    assert_eq!(fx.generations(), ["0001", "0002"]);
+    fx.verify_ok(&fx.out, &dev);
+    assert!(fx.gen(2).join("apt/dists/testing/InRelease").is_file());
+    assert!(!fx.gen(2).join("apt/dists/stable").exists());
+    dist_run(&fx, &[]);
+    assert_eq!(fx.generations(), ["0001", "0002", "0003"]);
+    fx.verify_ok(&fx.out, &dev);
+    let by_hash = |g: u32, suite: &str| {
+        listing(
+            &fx.gen(g)
+                .join("apt/dists")
+                .join(suite)
+                .join("main/binary-amd64/by-hash/SHA256"),
+        )
+    };
+    assert_eq!(by_hash(3, "stable"), by_hash(1, "stable"));
+    assert!(!fx.gen(3).join("apt/dists/testing").exists());
 }

@@ -854,8 +854,20 @@ pub fn assemble_repositories(
         },
     )?;
 
-    // Older indexes stay fetchable: the by-hash files and repodata they name come along.
-    crate::publish::carry_over(previous, gen, own_index_files)?;
+    // Older indexes stay fetchable: the by-hash files and repodata they name come along —
+    // for the suites this generation publishes (an older generation's other suite, e.g. after
+    // `--suite` changed, has no Release here to name its by-hash files: it is not carried).
+    crate::publish::carry_over(previous, gen, |prev| {
+        own_index_files(prev)
+            .into_iter()
+            .filter(|rel| match rel.strip_prefix("apt/dists") {
+                Ok(r) => r.components().next().is_some_and(|suite| {
+                    gen.join("apt/dists").join(suite).join("Release").is_file()
+                }),
+                Err(_) => true,
+            })
+            .collect()
+    })?;
 
     let manifest = serde_json::to_string_pretty(&serde_json::json!({
         "packages": built,
