@@ -950,3 +950,101 @@ fn index_dir_reads_only_what_the_cache_does_not_describe() {
         "stale entries are dropped"
     );
 }
+
+/// A cache entry is used only if it passes the checks a read makes: a forged entry (a stanza
+/// or field injected into a control value, a source name leading out of the pool or empty, a
+/// size that is not the file's) is read again, with a warning, and the published index is
+/// the one made without a cache (compared byte for byte, then read by apt-get).
+#[test]
+fn forged_cache_entries_are_read_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pool = tmp.path().join("pool-in");
+    std::fs::create_dir(&pool).unwrap();
+    let debs = fixture_debs(&pool);
+    let key = gpg::GpgKey::generate("apt test <apt@example.org>");
+    let cache = tmp.path().join("state/apt-index-cache");
+    let root = tmp.path().join("repo");
+    let s = settings();
+    apt_repo::index_dir(&pool, &root, &s, &key, Some(&cache)).unwrap();
+    let packages = |arch: &str| {
+        std::fs::read(root.join(format!("dists/stable/main/binary-{arch}/Packages"))).unwrap()
+    };
+    let want = (packages("amd64"), packages("arm64"));
+    let good = std::fs::read_to_string(&cache).unwrap();
+    let size = std::fs::metadata(&debs[3]).unwrap().len();
+    let (size_from, size_to) = (
+        format!("\"source\":\"libdemo\",\"size\":{size},"),
+        format!("\"source\":\"libdemo\",\"size\":{},", size + 1),
+    );
+    let forgeries = [
+        (
+            "test package libdemo-data",
+            "test package libdemo-data\\n\\nPackage: evil\\nVersion: 6.6.6\\nArchitecture: amd64",
+        ),
+        (
+            "test package zeta-tool",
+            "test package zeta-tool\\nFilename: pool/main/e/evil_1_arm64.deb",
+        ),
+        ("\"source\":\"libdemo\"", "\"source\":\"../../../escaped\""),
+        ("\"source\":\"libdemo\"", "\"source\":\"\""),
+        ("\"source\":\"libdemo\"", "\"source\":\"\u{e9}\""),
+        (size_from.as_str(), size_to.as_str()),
+    ];
+    for (from, to) in forgeries {
+        assert_eq!(good.matches(from).count(), 1, "{from}");
+        std::fs::write(&cache, good.replace(from, to)).unwrap();
+        apt_repo::index_dir(&pool, &root, &s, &key, Some(&cache))
+            .unwrap_or_else(|e| panic!("{to}: {e:#}"));
+        assert!(
+            (packages("amd64"), packages("arm64")) == want,
+            "{to}: the forged entry shows in Packages"
+        );
+        assert!(!tmp.path().join("escaped").exists());
+        assert!(!std::fs::read_to_string(&cache).unwrap().contains(to));
+    }
+    let keyring = key.write_keyring(&tmp.path().join("keyring.gpg"));
+    let sources = clients::sources_at(
+        &apt_repo::client_files(
+            &s,
+            &ClientSettings {
+                name: "obs".into(),
+                base_url: file_url(&root),
+                signed_by: None,
+            },
+            &key,
+        )
+        .unwrap()
+        .sources,
+        &file_url(&root),
+        &keyring,
+    );
+    let apt = Apt::new(&sources);
+    apt.update_ok();
+    let show = must(apt.cmd("apt-cache").args(["show", "libdemo-data"]));
+    assert!(show.contains("Filename: pool/main/libd/libdemo/libdemo-data_2.0-1_all.deb"), "{show}");
+    let (ok, text) = apt.get(&["install", "--download-only", "evil"]);
+    assert!(!ok, "{text}");
+}
+
+/// Packages are opened without following a symlink or waiting on a FIFO: one swapped in for a
+/// listed package is an error naming it, not a read of its target (nor a hang).
+#[test]
+fn symlinked_and_fifo_packages_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pool = tmp.path().join("pool-in");
+    std::fs::create_dir(&pool).unwrap();
+    let debs = fixture_debs(&pool);
+    let key = gpg::GpgKey::generate("apt test <apt@example.org>");
+    let root = tmp.path().join("repo");
+    let s = settings();
+    let outside = tmp.path().join("outside.deb");
+    std::fs::rename(&debs[0], &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, &debs[0]).unwrap();
+    let e = apt_repo::write_apt_repo(&root, &debs, &s, &key).unwrap_err();
+    assert!(format!("{e:#}").contains("symbolic link"), "{e:#}");
+    std::fs::remove_file(&debs[0]).unwrap();
+    must(Command::new("mkfifo").arg(&debs[0]));
+    let e = apt_repo::write_apt_repo(&root, &debs, &s, &key).unwrap_err();
+    assert!(format!("{e:#}").contains("not a regular file"), "{e:#}");
+    assert!(!root.join("dists/stable/Release").exists());
+}
