@@ -1048,3 +1048,72 @@ fn symlinked_and_fifo_packages_are_refused() {
     assert!(format!("{e:#}").contains("not a regular file"), "{e:#}");
     assert!(!root.join("dists/stable/Release").exists());
 }
+
+/// Swap the contents of two cached chunk files whose names end alike (each then a
+/// well-formed chunk of another text, its own digest right).
+fn swap_chunks(dir: &Path, kind: &str) {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains(kind))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 2, "{kind}: {files:?}");
+    let (a, b) = (std::fs::read(&files[0]).unwrap(), std::fs::read(&files[1]).unwrap());
+    assert_ne!(a, b);
+    std::fs::write(&files[0], &b).unwrap();
+    std::fs::write(&files[1], &a).unwrap();
+}
+
+/// Cached compressed chunks are used only when they decode to the text they stand for: with
+/// the amd64 and arm64 chunks swapped in the cache, `Packages.xz` / `Packages.gz` still
+/// decompress (xz, gzip) to each architecture's own `Packages`, and apt-get reads the result.
+/// The chunk directory is 0700, its files 0600.
+#[test]
+fn swapped_cached_chunks_are_not_used() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let pool = tmp.path().join("pool-in");
+    std::fs::create_dir(&pool).unwrap();
+    fixture_debs(&pool);
+    let key = gpg::GpgKey::generate("apt test <apt@example.org>");
+    let cache = tmp.path().join("state/apt-index-cache");
+    let root = tmp.path().join("repo");
+    let s = settings();
+    apt_repo::index_dir(&pool, &root, &s, &key, Some(&cache)).unwrap();
+    let chunks = tmp.path().join("state/apt-index-cache.packages-chunks/stable");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&chunks), 0o700);
+    assert_eq!(mode(chunks.parent().unwrap()), 0o700);
+    for e in std::fs::read_dir(&chunks).unwrap() {
+        assert_eq!(mode(&e.unwrap().path()), 0o600);
+    }
+    swap_chunks(&chunks, "-xz6-");
+    swap_chunks(&chunks, "-gz9-last-");
+    apt_repo::index_dir(&pool, &root, &s, &key, Some(&cache)).unwrap();
+    for arch in ["amd64", "arm64"] {
+        let dir = root.join(format!("dists/stable/main/binary-{arch}"));
+        let plain = std::fs::read_to_string(dir.join("Packages")).unwrap();
+        assert!(plain.contains(&format!("Architecture: {arch}\n")), "{plain}");
+        for (tool, file) in [("xz", "Packages.xz"), ("gzip", "Packages.gz")] {
+            must(Command::new(tool).arg("-t").arg(dir.join(file)));
+            let out = must(Command::new(tool).arg("-dc").arg(dir.join(file)));
+            assert!(out == plain, "{arch} {file}: a swapped chunk was used");
+        }
+    }
+    let keyring = key.write_keyring(&tmp.path().join("keyring.gpg"));
+    let files = apt_repo::client_files(
+        &s,
+        &ClientSettings {
+            name: "obs".into(),
+            base_url: file_url(&root),
+            signed_by: Some(keyring.display().to_string()),
+        },
+        &key,
+    )
+    .unwrap();
+    let apt = Apt::new(&files.sources);
+    apt.update_ok();
+    let show = must(apt.cmd("apt-cache").args(["show", "zeta-tool:arm64"]));
+    assert!(show.contains("Version: 1:0.5-2"), "{show}");
+}

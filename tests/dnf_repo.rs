@@ -1046,3 +1046,47 @@ fn forged_cache_entries_are_read_again() {
         "{q}"
     );
 }
+
+/// Cached compressed chunks of the XML are used only when they decode to the text they stand
+/// for: with the primary and filelists chunks swapped in the cache, each file still
+/// decompresses (gzip) to its own XML, and dnf reads the repository.
+#[test]
+fn swapped_cached_chunks_are_not_used() {
+    let f = fixture(false);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = f.inputs[0].parent().unwrap();
+    let cache = tmp.path().join("state/dnf-index-cache");
+    let root = tmp.path().join("repo");
+    let s = Settings::new(DATE as u64);
+    let first = dnf_repo::index_dir(dir, &root, &s, &f.key, Some(&cache)).unwrap();
+    let chunks = tmp.path().join("state/dnf-index-cache.xml-chunks");
+    let mut files: Vec<PathBuf> = fs::read_dir(&chunks)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 3, "{files:?}");
+    let (a, b) = (fs::read(&files[0]).unwrap(), fs::read(&files[1]).unwrap());
+    fs::write(&files[0], &b).unwrap();
+    fs::write(&files[1], &a).unwrap();
+    let second = dnf_repo::index_dir(dir, &root, &s, &f.key, Some(&cache)).unwrap();
+    for kind in ["primary", "filelists", "other"] {
+        assert_eq!(href_of(&first, kind), href_of(&second, kind), "{kind}");
+        let p = root.join(href_of(&second, kind));
+        ok(Command::new("gzip").arg("-t").arg(&p));
+        let text = ok(Command::new("gzip").arg("-dc").arg(&p));
+        let d = second.data.iter().find(|d| d.kind == kind).unwrap();
+        assert_eq!(text.len() as u64, d.open_size, "{kind}");
+        let root_elem = match kind {
+            "primary" => "<metadata ",
+            "filelists" => "<filelists ",
+            _ => "<otherdata ",
+        };
+        assert!(text.contains(root_elem), "{kind}: {text}");
+    }
+    dnf_repo::write_public_key(&root, "obs", &f.key).unwrap();
+    let dnf = Dnf::new();
+    let key = root.join("keys/obs.asc");
+    let out = run(dnf.with_repo(&root, &key).arg("makecache"));
+    assert!(out.status.success(), "makecache: {}", stdout_stderr(&out));
+}

@@ -480,13 +480,10 @@ impl DebFile {
     /// digests' form.
     pub fn check(&self) -> Result<()> {
         let (package, version, architecture, source) = identity(&self.control)?;
-        if (package, version, architecture, source)
-            != (
-                self.package.clone(),
-                self.version.clone(),
-                self.architecture.clone(),
-                self.source.clone(),
-            )
+        if package != self.package
+            || version != self.version
+            || architecture != self.architecture
+            || source != self.source
         {
             bail!(
                 "package, version, architecture or source ({} {} {} {}) disagree with the control file",

@@ -406,17 +406,13 @@ impl<T: Cached> IndexCache<T> {
         self.path.is_some()
     }
 
-    /// Whether the stat of `file` (of metadata `m`) may be trusted on its own (see the module
+    /// Whether the stat of the file at `abs` (of metadata `m`) may be trusted on its own (see the module
     /// docs): the file and its directory can be changed by their owner (us, or root) only.
-    fn stat_trusted(&self, file: &Path, m: &Metadata) -> bool {
+    fn stat_trusted(&self, abs: &Path, m: &Metadata) -> bool {
         if self.full_hash || !owner_only_writes(m) {
             return false;
         }
-        let dir = match std::path::absolute(file) {
-            Ok(a) => a.parent().map(Path::to_path_buf),
-            Err(_) => None,
-        };
-        let Some(dir) = dir else {
+        let Some(dir) = abs.parent().map(Path::to_path_buf) else {
             return false;
         };
         if let Some(&ok) = self.dirs.lock().expect("cache lock").get(&dir) {
@@ -455,7 +451,7 @@ impl<T: Cached> IndexCache<T> {
                          ({e:#}); reading the file"
                     ),
                     Ok(()) => {
-                        let verify = o.racy || !self.stat_trusted(path, &m);
+                        let verify = o.racy || !self.stat_trusted(&abs, &m);
                         if !verify || sha256_of(&mut f, path, stat.size)? == v.sha256() {
                             let racy = o.racy && stat.racy(SystemTime::now(), self.window);
                             let e = New {
