@@ -618,7 +618,7 @@ pub fn files_under(dir: &Path, ext: &str) -> Result<Vec<PathBuf>> {
 mod tests {
     use super::*;
 
-    #[derive(Clone, serde::Serialize, serde::Deserialize)]
+    #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
     struct V {
         sha256: String,
         text: String,
