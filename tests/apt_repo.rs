@@ -1021,7 +1021,10 @@ fn forged_cache_entries_are_read_again() {
     let apt = Apt::new(&sources);
     apt.update_ok();
     let show = must(apt.cmd("apt-cache").args(["show", "libdemo-data"]));
-    assert!(show.contains("Filename: pool/main/libd/libdemo/libdemo-data_2.0-1_all.deb"), "{show}");
+    assert!(
+        show.contains("Filename: pool/main/libd/libdemo/libdemo-data_2.0-1_all.deb"),
+        "{show}"
+    );
     let (ok, text) = apt.get(&["install", "--download-only", "evil"]);
     assert!(!ok, "{text}");
 }
@@ -1059,7 +1062,10 @@ fn swap_chunks(dir: &Path, kind: &str) {
         .collect();
     files.sort();
     assert!(files.len() >= 2, "{kind}: {files:?}");
-    let (a, b) = (std::fs::read(&files[0]).unwrap(), std::fs::read(&files[1]).unwrap());
+    let (a, b) = (
+        std::fs::read(&files[0]).unwrap(),
+        std::fs::read(&files[1]).unwrap(),
+    );
     assert_ne!(a, b);
     std::fs::write(&files[0], &b).unwrap();
     std::fs::write(&files[1], &a).unwrap();
@@ -1081,7 +1087,9 @@ fn swapped_cached_chunks_are_not_used() {
     let root = tmp.path().join("repo");
     let s = settings();
     apt_repo::index_dir(&pool, &root, &s, &key, Some(&cache)).unwrap();
-    let chunks = tmp.path().join("state/apt-index-cache.packages-chunks/stable");
+    let chunks = tmp
+        .path()
+        .join("state/apt-index-cache.packages-chunks/stable");
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&chunks), 0o700);
     assert_eq!(mode(chunks.parent().unwrap()), 0o700);
@@ -1094,7 +1102,10 @@ fn swapped_cached_chunks_are_not_used() {
     for arch in ["amd64", "arm64"] {
         let dir = root.join(format!("dists/stable/main/binary-{arch}"));
         let plain = std::fs::read_to_string(dir.join("Packages")).unwrap();
-        assert!(plain.contains(&format!("Architecture: {arch}\n")), "{plain}");
+        assert!(
+            plain.contains(&format!("Architecture: {arch}\n")),
+            "{plain}"
+        );
         for (tool, file) in [("xz", "Packages.xz"), ("gzip", "Packages.gz")] {
             must(Command::new(tool).arg("-t").arg(dir.join(file)));
             let out = must(Command::new(tool).arg("-dc").arg(dir.join(file)));

@@ -1030,7 +1030,10 @@ fn forged_cache_entries_are_read_again() {
         let repo = dnf_repo::index_dir(dir, &root, &s, &f.key, Some(&cache))
             .unwrap_or_else(|e| panic!("{to}: {e:#}"));
         assert!(primary(&repo) == want, "{to}: the forged entry shows");
-        assert!(!fs::read_to_string(&cache).unwrap().contains(to.as_str()), "{to}");
+        assert!(
+            !fs::read_to_string(&cache).unwrap().contains(to.as_str()),
+            "{to}"
+        );
     }
     dnf_repo::write_public_key(&root, "obs", &f.key).unwrap();
     let dnf = Dnf::new();
@@ -1042,7 +1045,8 @@ fn forged_cache_entries_are_read_again() {
         "%{name} %{summary}",
     ]));
     assert!(
-        q.lines().any(|l| l == "demo_exporter Test <exporter> & \"friends\""),
+        q.lines()
+            .any(|l| l == "demo_exporter Test <exporter> & \"friends\""),
         "{q}"
     );
 }

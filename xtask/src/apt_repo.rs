@@ -430,7 +430,9 @@ impl crate::index_cache::Cached for DebFile {
 }
 
 fn is_hex(s: &str, len: usize) -> bool {
-    s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == len
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Package, version, architecture and source name of a control file, each checked:
@@ -1358,9 +1360,12 @@ fn compress_packages(
                 cache.get(ChunkKind::Xz, &sums[i], plain, || lzma2_chunk(plain))
             } else {
                 let last = i + 1 == n;
-                cache.get(ChunkKind::Deflate { level: 9, last }, &sums[i], plain, || {
-                    deflate_chunk(plain, last, 9)
-                })
+                cache.get(
+                    ChunkKind::Deflate { level: 9, last },
+                    &sums[i],
+                    plain,
+                    || deflate_chunk(plain, last, 9),
+                )
             }
         })
         .collect::<Result<_>>()?;
@@ -2084,8 +2089,14 @@ mod tests {
         let fin = deflate_chunk(p, true, 9).unwrap();
         assert!(deflate_decodes_to(&mid, p, false));
         assert!(deflate_decodes_to(&fin, p, true));
-        assert!(!deflate_decodes_to(&fin, p, false), "a final block mid-stream");
-        assert!(!deflate_decodes_to(&mid, p, true), "no final block at the end");
+        assert!(
+            !deflate_decodes_to(&fin, p, false),
+            "a final block mid-stream"
+        );
+        assert!(
+            !deflate_decodes_to(&mid, p, true),
+            "no final block at the end"
+        );
         assert!(!deflate_decodes_to(&mid, &p[1..], false));
         assert!(!deflate_decodes_to(&mid[..mid.len() - 5], p, false));
         let x = lzma2_chunk(p).unwrap();
@@ -2122,7 +2133,10 @@ mod tests {
         assert!(!old.exists(), "an unused chunk stayed");
         assert!(keep.exists(), "a name of another shape was removed");
         assert!(target.exists(), "a symlink was followed");
-        assert!(fs::symlink_metadata(&link).is_err(), "the link itself is an unused name");
+        assert!(
+            fs::symlink_metadata(&link).is_err(),
+            "the link itself is an unused name"
+        );
         assert!(subdir.is_dir());
         // The used xz and gz chunk, notes.txt, the directory.
         assert_eq!(fs::read_dir(&c).unwrap().count(), 4);
@@ -2186,9 +2200,15 @@ mod tests {
             last: true,
         }
         .name(&sum);
-        assert!(DEFLATE_VERSION.starts_with("flate2-1."), "{DEFLATE_VERSION}");
+        assert!(
+            DEFLATE_VERSION.starts_with("flate2-1."),
+            "{DEFLATE_VERSION}"
+        );
         assert!(DEFLATE_VERSION.contains("+zlib-rs-0."), "{DEFLATE_VERSION}");
-        assert!(gz.ends_with(&format!("-gz9-last-{}", name_part(DEFLATE_VERSION))), "{gz}");
+        assert!(
+            gz.ends_with(&format!("-gz9-last-{}", name_part(DEFLATE_VERSION))),
+            "{gz}"
+        );
         assert!(is_chunk_name(&xz) && is_chunk_name(&gz));
         assert!(!is_chunk_name(".tmp-chunk-abc") && !is_chunk_name("notes.txt"));
     }
@@ -2214,12 +2234,19 @@ mod tests {
             sha512: "1".repeat(128),
         };
         Cached::check(&good, 10).unwrap();
-        assert_eq!(good.pool_path().unwrap(), "pool/main/a/a-b/a-b_1.0-1_amd64.deb");
+        assert_eq!(
+            good.pool_path().unwrap(),
+            "pool/main/a/a-b/a-b_1.0-1_amd64.deb"
+        );
         type Edit = fn(&mut DebFile);
         let edits: [(&str, Edit); 14] = [
             ("size", |d| d.size = 11),
-            ("stanza", |d| d.control.fields[3].1 = "x\n\nPackage: evil".into()),
-            ("field", |d| d.control.fields[3].1 = "x\nFilename: evil".into()),
+            ("stanza", |d| {
+                d.control.fields[3].1 = "x\n\nPackage: evil".into()
+            }),
+            ("field", |d| {
+                d.control.fields[3].1 = "x\nFilename: evil".into()
+            }),
             ("cr", |d| d.control.fields[3].1 = "x\r".into()),
             ("name", |d| d.control.fields[3].0 = "Desc ription".into()),
             ("index field", |d| {

@@ -1588,10 +1588,14 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
                 "service.reason.kill_signal",
                 v.get_ref(),
                 match &s.kill_signal {
-                    Some(_) => "explains no departure: service.kill_signal is systemd's SIGTERM; \
-                                remove the reason",
-                    None => "explains no departure: service.kill_signal is not set; remove the \
-                             reason or set the signal it explains",
+                    Some(_) => {
+                        "explains no departure: service.kill_signal is systemd's SIGTERM; \
+                                remove the reason"
+                    }
+                    None => {
+                        "explains no departure: service.kill_signal is not set; remove the \
+                             reason or set the signal it explains"
+                    }
                 },
             );
         }

@@ -812,7 +812,9 @@ fn push_attr(o: &mut String, s: &str) -> Result<()> {
 
 /// Whether `s` is `len` lower-case hex digits.
 fn is_hex(s: &str, len: usize) -> bool {
-    s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == len
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Append a sha256 (refused unless 64 lower-case hex digits: it is written unescaped).
@@ -1308,8 +1310,16 @@ impl Described {
 /// header range inside a file of `size` bytes, and every string one that XML can carry (all of
 /// them are escaped when written).
 fn check_info(i: &RpmInfo, size: u64) -> Result<()> {
-    if !i.name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric()) {
-        bail!("package name {:?} does not start with a letter or digit", i.name);
+    if !i
+        .name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
+    {
+        bail!(
+            "package name {:?} does not start with a letter or digit",
+            i.name
+        );
     }
     let r = i.header_range;
     if r.start < LEAD_SIZE + 16 || r.start >= r.end || r.end > size {

@@ -419,8 +419,7 @@ impl<T: Cached> IndexCache<T> {
             return ok;
         }
         let ok = std::fs::metadata(&dir).is_ok_and(|d| {
-            (d.uid() == euid() || d.uid() == 0)
-                && (d.mode() & 0o022 == 0 || d.mode() & 0o1000 != 0)
+            (d.uid() == euid() || d.uid() == 0) && (d.mode() & 0o022 == 0 || d.mode() & 0o1000 != 0)
         });
         self.dirs.lock().expect("cache lock").insert(dir, ok);
         ok
@@ -486,7 +485,8 @@ impl<T: Cached> IndexCache<T> {
         if self.path.is_none() {
             return Ok(());
         }
-        let m = std::fs::symlink_metadata(file).with_context(|| format!("stat {}", file.display()))?;
+        let m =
+            std::fs::symlink_metadata(file).with_context(|| format!("stat {}", file.display()))?;
         if !m.is_file() {
             bail!("{}: not a regular file", file.display());
         }
@@ -841,17 +841,32 @@ mod tests {
         assert!(!forged_entry_read_again(&f, &cache_file, false), "own file");
         assert!(forged_entry_read_again(&f, &cache_file, true), "full hash");
         chmod(&f, 0o664);
-        assert!(forged_entry_read_again(&f, &cache_file, false), "group-writable file");
+        assert!(
+            forged_entry_read_again(&f, &cache_file, false),
+            "group-writable file"
+        );
         chmod(&f, 0o646);
-        assert!(forged_entry_read_again(&f, &cache_file, false), "other-writable file");
+        assert!(
+            forged_entry_read_again(&f, &cache_file, false),
+            "other-writable file"
+        );
         chmod(&f, 0o644);
         chmod(&d, 0o777);
-        assert!(forged_entry_read_again(&f, &cache_file, false), "other-writable directory");
+        assert!(
+            forged_entry_read_again(&f, &cache_file, false),
+            "other-writable directory"
+        );
         chmod(&d, 0o775);
-        assert!(forged_entry_read_again(&f, &cache_file, false), "group-writable directory");
+        assert!(
+            forged_entry_read_again(&f, &cache_file, false),
+            "group-writable directory"
+        );
         // A sticky directory: others cannot rename or remove our file there.
         chmod(&d, 0o1777);
-        assert!(!forged_entry_read_again(&f, &cache_file, false), "sticky directory");
+        assert!(
+            !forged_entry_read_again(&f, &cache_file, false),
+            "sticky directory"
+        );
     }
 
     /// A hit runs the checks a read makes (here: the value's own) and must describe a file of
@@ -905,9 +920,7 @@ mod tests {
                 .get_or(&link, |_, _| panic!("followed a symlink"))
                 .unwrap_err();
             assert!(format!("{e:#}").contains("symbolic link"), "{e:#}");
-            let e = c
-                .get_or(&fifo, |_, _| panic!("read a FIFO"))
-                .unwrap_err();
+            let e = c.get_or(&fifo, |_, _| panic!("read a FIFO")).unwrap_err();
             assert!(format!("{e:#}").contains("not a regular file"), "{e:#}");
             let v = c
                 .get_or(&real, |mut file, m| {
