@@ -365,8 +365,7 @@ impl Control {
         if self.fields.is_empty() {
             bail!("control file is empty");
         }
-        let mut seen = std::collections::HashSet::new();
-        for (name, value) in &self.fields {
+        for (i, (name, value)) in self.fields.iter().enumerate() {
             if name.is_empty()
                 || name.starts_with(['-', '#'])
                 || !name
@@ -375,7 +374,10 @@ impl Control {
             {
                 bail!("control field name {name:?} is invalid");
             }
-            if !seen.insert(name.to_ascii_lowercase()) {
+            if self.fields[..i]
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case(name))
+            {
                 bail!("control field {name} given twice");
             }
             let bad_char = |l: &str| l.chars().find(|c| c.is_control() && *c != '\t');
@@ -437,7 +439,7 @@ fn is_hex(s: &str, len: usize) -> bool {
 
 /// Package, version, architecture and source name of a control file, each checked:
 /// what [`read_deb`] derives, and what a cached [`DebFile`] must agree with.
-fn identity(control: &Control) -> Result<(String, String, String, String)> {
+fn identity(control: &Control) -> Result<(&str, &str, &str, &str)> {
     control.check()?;
     for f in INDEX_FIELDS {
         if control.get(f).is_some() {
@@ -447,29 +449,28 @@ fn identity(control: &Control) -> Result<(String, String, String, String)> {
     let field = |n: &str| {
         control
             .get(n)
-            .map(str::to_string)
             .ok_or_else(|| anyhow!("control file has no {n} field"))
     };
     let package = field("Package")?;
     let version = field("Version")?;
     let architecture = field("Architecture")?;
-    if !valid_package_name(&package) {
+    if !valid_package_name(package) {
         bail!("invalid package name {package:?}");
     }
-    if !valid_version(&version) {
+    if !valid_version(version) {
         bail!("invalid version {version:?}");
     }
-    if !valid_arch(&architecture) {
+    if !valid_arch(architecture) {
         bail!("invalid architecture {architecture:?}");
     }
     let source = match control.get("Source") {
-        None => package.clone(),
+        None => package,
         Some(s) => {
             let name = s.split_whitespace().next().unwrap_or("");
             if !valid_package_name(name) {
                 bail!("invalid Source field {s:?}");
             }
-            name.to_string()
+            name
         }
     };
     Ok((package, version, architecture, source))
@@ -498,7 +499,7 @@ impl DebFile {
         if !is_hex(&self.sha256, 64) || !is_hex(&self.sha512, 128) {
             bail!("sha256 or sha512 is not lower-case hex of the right length");
         }
-        self.pool_path()?;
+        // With the identity fields valid, `pool_path` cannot fail (it checks them again).
         Ok(())
     }
 
@@ -644,7 +645,10 @@ pub fn read_deb_from(path: &Path, f: &File, len: u64) -> Result<DebFile> {
     let text =
         String::from_utf8(control).map_err(|_| anyhow!("{}: control file is not UTF-8", ctx()))?;
     let control = Control::parse(&text).with_context(ctx)?;
-    let (package, version, architecture, source) = identity(&control).with_context(ctx)?;
+    let (package, version, architecture, source) = {
+        let (p, v, a, s) = identity(&control).with_context(ctx)?;
+        (p.to_string(), v.to_string(), a.to_string(), s.to_string())
+    };
     let d = DebFile {
         path: path.to_path_buf(),
         control,
