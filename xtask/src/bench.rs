@@ -1894,7 +1894,9 @@ fn b4(ctx: &Ctx) -> Result<Vec<Row>> {
         ),
         note_add: format!(
             "one more .deb into the {n}-package repository, warm: ours index_dir with the metadata cache \
-             of the cold run (an unchanged package costs an open + fstat: size, mtime, ctime, inode, device, trusted alone for files only their owner can write, and its cached chunks a decode check; see index_cache); \
+             of the cold run (an unchanged package costs an open + fstat: size, mtime, ctime, inode, \
+             device, trusted alone for files only their owner can write; a cached chunk costs a \
+             decode check; see index_cache); \
              theirs apt-ftparchive with its --db of the cold run (stat only), then the same compression and signing"
         ),
     };
