@@ -2170,7 +2170,12 @@ mod tests {
                 let hs: Vec<_> = (0..8)
                     .map(|_| {
                         s.spawn(|| {
+                            let x = lzma2_chunk(plain.as_bytes()).unwrap();
                             barrier.wait();
+                            // Each store must succeed on its own (a failed one would only be
+                            // a warning inside `get`).
+                            let path = c.join(ChunkKind::Xz.name(&sum));
+                            ChunkCache::store(&c, &path, &x).unwrap();
                             cache
                                 .get(ChunkKind::Xz, &sum, plain.as_bytes(), || {
                                     lzma2_chunk(plain.as_bytes())
