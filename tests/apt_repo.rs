@@ -950,3 +950,181 @@ fn index_dir_reads_only_what_the_cache_does_not_describe() {
         "stale entries are dropped"
     );
 }
+
+/// A cache entry is used only if it passes the checks a read makes: a forged entry (a stanza
+/// or field injected into a control value, a source name leading out of the pool or empty, a
+/// size that is not the file's) is read again, with a warning, and the published index is
+/// the one made without a cache (compared byte for byte, then read by apt-get).
+#[test]
+fn forged_cache_entries_are_read_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pool = tmp.path().join("pool-in");
+    std::fs::create_dir(&pool).unwrap();
+    let debs = fixture_debs(&pool);
+    let key = gpg::GpgKey::generate("apt test <apt@example.org>");
+    let cache = tmp.path().join("state/apt-index-cache");
+    let root = tmp.path().join("repo");
+    let s = settings();
+    apt_repo::index_dir(&pool, &root, &s, &key, Some(&cache)).unwrap();
+    let packages = |arch: &str| {
+        std::fs::read(root.join(format!("dists/stable/main/binary-{arch}/Packages"))).unwrap()
+    };
+    let want = (packages("amd64"), packages("arm64"));
+    let good = std::fs::read_to_string(&cache).unwrap();
+    let size = std::fs::metadata(&debs[3]).unwrap().len();
+    let (size_from, size_to) = (
+        format!("\"source\":\"libdemo\",\"size\":{size},"),
+        format!("\"source\":\"libdemo\",\"size\":{},", size + 1),
+    );
+    let forgeries = [
+        (
+            "test package libdemo-data",
+            "test package libdemo-data\\n\\nPackage: evil\\nVersion: 6.6.6\\nArchitecture: amd64",
+        ),
+        (
+            "test package zeta-tool",
+            "test package zeta-tool\\nFilename: pool/main/e/evil_1_arm64.deb",
+        ),
+        ("\"source\":\"libdemo\"", "\"source\":\"../../../escaped\""),
+        ("\"source\":\"libdemo\"", "\"source\":\"\""),
+        ("\"source\":\"libdemo\"", "\"source\":\"\u{e9}\""),
+        (size_from.as_str(), size_to.as_str()),
+    ];
+    for (from, to) in forgeries {
+        assert_eq!(good.matches(from).count(), 1, "{from}");
+        std::fs::write(&cache, good.replace(from, to)).unwrap();
+        apt_repo::index_dir(&pool, &root, &s, &key, Some(&cache))
+            .unwrap_or_else(|e| panic!("{to}: {e:#}"));
+        assert!(
+            (packages("amd64"), packages("arm64")) == want,
+            "{to}: the forged entry shows in Packages"
+        );
+        assert!(!tmp.path().join("escaped").exists());
+        assert!(!std::fs::read_to_string(&cache).unwrap().contains(to));
+    }
+    let keyring = key.write_keyring(&tmp.path().join("keyring.gpg"));
+    let sources = clients::sources_at(
+        &apt_repo::client_files(
+            &s,
+            &ClientSettings {
+                name: "obs".into(),
+                base_url: file_url(&root),
+                signed_by: None,
+            },
+            &key,
+        )
+        .unwrap()
+        .sources,
+        &file_url(&root),
+        &keyring,
+    );
+    let apt = Apt::new(&sources);
+    apt.update_ok();
+    let show = must(apt.cmd("apt-cache").args(["show", "libdemo-data"]));
+    assert!(
+        show.contains("Filename: pool/main/libd/libdemo/libdemo-data_2.0-1_all.deb"),
+        "{show}"
+    );
+    let (ok, text) = apt.get(&["install", "--download-only", "evil"]);
+    assert!(!ok, "{text}");
+}
+
+/// Packages are opened without following a symlink or waiting on a FIFO: one swapped in for a
+/// listed package is an error naming it, not a read of its target (nor a hang).
+#[test]
+fn symlinked_and_fifo_packages_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pool = tmp.path().join("pool-in");
+    std::fs::create_dir(&pool).unwrap();
+    let debs = fixture_debs(&pool);
+    let key = gpg::GpgKey::generate("apt test <apt@example.org>");
+    let root = tmp.path().join("repo");
+    let s = settings();
+    let outside = tmp.path().join("outside.deb");
+    std::fs::rename(&debs[0], &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, &debs[0]).unwrap();
+    let e = apt_repo::write_apt_repo(&root, &debs, &s, &key).unwrap_err();
+    assert!(format!("{e:#}").contains("symbolic link"), "{e:#}");
+    std::fs::remove_file(&debs[0]).unwrap();
+    must(Command::new("mkfifo").arg(&debs[0]));
+    let e = apt_repo::write_apt_repo(&root, &debs, &s, &key).unwrap_err();
+    assert!(format!("{e:#}").contains("not a regular file"), "{e:#}");
+    assert!(!root.join("dists/stable/Release").exists());
+}
+
+/// Swap the contents of two cached chunk files whose names end alike (each then a
+/// well-formed chunk of another text, its own digest right).
+fn swap_chunks(dir: &Path, kind: &str) {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains(kind))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 2, "{kind}: {files:?}");
+    let (a, b) = (
+        std::fs::read(&files[0]).unwrap(),
+        std::fs::read(&files[1]).unwrap(),
+    );
+    assert_ne!(a, b);
+    std::fs::write(&files[0], &b).unwrap();
+    std::fs::write(&files[1], &a).unwrap();
+}
+
+/// Cached compressed chunks are used only when they decode to the text they stand for: with
+/// the amd64 and arm64 chunks swapped in the cache, `Packages.xz` / `Packages.gz` still
+/// decompress (xz, gzip) to each architecture's own `Packages`, and apt-get reads the result.
+/// The chunk directory is 0700, its files 0600.
+#[test]
+fn swapped_cached_chunks_are_not_used() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let pool = tmp.path().join("pool-in");
+    std::fs::create_dir(&pool).unwrap();
+    fixture_debs(&pool);
+    let key = gpg::GpgKey::generate("apt test <apt@example.org>");
+    let cache = tmp.path().join("state/apt-index-cache");
+    let root = tmp.path().join("repo");
+    let s = settings();
+    apt_repo::index_dir(&pool, &root, &s, &key, Some(&cache)).unwrap();
+    let chunks = tmp
+        .path()
+        .join("state/apt-index-cache.packages-chunks/stable");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&chunks), 0o700);
+    assert_eq!(mode(chunks.parent().unwrap()), 0o700);
+    for e in std::fs::read_dir(&chunks).unwrap() {
+        assert_eq!(mode(&e.unwrap().path()), 0o600);
+    }
+    swap_chunks(&chunks, "-xz6-");
+    swap_chunks(&chunks, "-gz9-last-");
+    apt_repo::index_dir(&pool, &root, &s, &key, Some(&cache)).unwrap();
+    for arch in ["amd64", "arm64"] {
+        let dir = root.join(format!("dists/stable/main/binary-{arch}"));
+        let plain = std::fs::read_to_string(dir.join("Packages")).unwrap();
+        assert!(
+            plain.contains(&format!("Architecture: {arch}\n")),
+            "{plain}"
+        );
+        for (tool, file) in [("xz", "Packages.xz"), ("gzip", "Packages.gz")] {
+            must(Command::new(tool).arg("-t").arg(dir.join(file)));
+            let out = must(Command::new(tool).arg("-dc").arg(dir.join(file)));
+            assert!(out == plain, "{arch} {file}: a swapped chunk was used");
+        }
+    }
+    let keyring = key.write_keyring(&tmp.path().join("keyring.gpg"));
+    let files = apt_repo::client_files(
+        &s,
+        &ClientSettings {
+            name: "obs".into(),
+            base_url: file_url(&root),
+            signed_by: Some(keyring.display().to_string()),
+        },
+        &key,
+    )
+    .unwrap();
+    let apt = Apt::new(&files.sources);
+    apt.update_ok();
+    let show = must(apt.cmd("apt-cache").args(["show", "zeta-tool:arm64"]));
+    assert!(show.contains("Version: 1:0.5-2"), "{show}");
+}

@@ -775,6 +775,26 @@ fn kill_signal_needs_a_reason_and_a_clean_signal() {
         value: Some("SIGKILL"),
         message: "must be one of SIGTERM, SIGINT, SIGHUP",
     });
+    // A reason without the departure it explains is refused, naming the reason.
+    let reason = "0.11 ends with exit status 1 on SIGTERM and SIGINT (its own signal handler), so every stop and restart would be recorded as a failure; it leaves SIGHUP to Go's default, and a death by SIGHUP is a clean end to systemd";
+    refused(&Case {
+        base: "nginx_exporter",
+        stem: None,
+        edits: &[("kill_signal = \"SIGHUP\"\n", "")],
+        at: "\"0.11 ends",
+        field: "service.reason.kill_signal",
+        value: Some(reason),
+        message: "explains no departure: service.kill_signal is not set",
+    });
+    refused(&Case {
+        base: "nginx_exporter",
+        stem: None,
+        edits: &[("kill_signal = \"SIGHUP\"", "kill_signal = \"SIGTERM\"")],
+        at: "\"0.11 ends",
+        field: "service.reason.kill_signal",
+        value: Some(reason),
+        message: "explains no departure: service.kill_signal is systemd's SIGTERM",
+    });
 }
 
 #[test]

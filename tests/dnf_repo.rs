@@ -967,3 +967,130 @@ fn index_dir_reads_only_what_the_cache_does_not_describe() {
     ]));
     assert!(q.lines().any(|l| l == "added-exporter"), "{q}");
 }
+
+/// A cache entry is used only if it passes the checks a read makes: a sha256 that is not hex
+/// (it is written unescaped into the XML), a size that is not the file's, a header range past
+/// the file's end, a string XML cannot carry. Each forged entry is read again and the
+/// repodata is what it is without the forgery; then dnf reads it. (The entries are made more
+/// than the racy window after the files' last change, so they are trusted on their stat.)
+#[test]
+fn forged_cache_entries_are_read_again() {
+    let f = fixture(false);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = f.inputs[0].parent().unwrap();
+    let cache = tmp.path().join("state/dnf-index-cache");
+    let root = tmp.path().join("repo");
+    let s = Settings::new(DATE as u64);
+    std::thread::sleep(xtask::index_cache::RACY + std::time::Duration::from_millis(200));
+    let first = dnf_repo::index_dir(dir, &root, &s, &f.key, Some(&cache)).unwrap();
+    // Once more after the racy window of the placed copies too: entries trusted on the stat.
+    std::thread::sleep(xtask::index_cache::RACY + std::time::Duration::from_millis(200));
+    dnf_repo::index_dir(dir, &root, &s, &f.key, Some(&cache)).unwrap();
+    let good = fs::read_to_string(&cache).unwrap();
+    assert!(!good.contains("\t1\t\""), "racy entries left:\n{good}");
+    let primary = |repo: &dnf_repo::DnfRepo| -> String {
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(fs::File::open(root.join(href_of(repo, "primary"))).unwrap())
+            .read_to_string(&mut text)
+            .unwrap();
+        text
+    };
+    let want = primary(&first);
+    let bytes = fs::read(&f.inputs[0]).unwrap();
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&bytes))
+    };
+    let hr = {
+        let at = good.find("\"header_range\":{").unwrap();
+        let end = at + good[at..].find('}').unwrap() + 1;
+        good[at..end].to_string()
+    };
+    let forgeries = [
+        (
+            format!("\"sha256\":\"{sha}\""),
+            format!("\"sha256\":\"{}</checksum><evil/>\"", &sha[..40]),
+        ),
+        (
+            format!("\"sha256\":\"{sha}\",\"size\":{}}}", bytes.len()),
+            format!("\"sha256\":\"{sha}\",\"size\":{}}}", bytes.len() + 1),
+        ),
+        (
+            hr.clone(),
+            "\"header_range\":{\"start\":112,\"end\":1000000000000}".to_string(),
+        ),
+        (
+            "Test <exporter> & \\\"friends\\\"".to_string(),
+            "Test \\u0007 bell".to_string(),
+        ),
+    ];
+    for (from, to) in &forgeries {
+        assert!(good.contains(from.as_str()), "{from}");
+        fs::write(&cache, good.replace(from.as_str(), to)).unwrap();
+        let repo = dnf_repo::index_dir(dir, &root, &s, &f.key, Some(&cache))
+            .unwrap_or_else(|e| panic!("{to}: {e:#}"));
+        assert!(primary(&repo) == want, "{to}: the forged entry shows");
+        assert!(
+            !fs::read_to_string(&cache).unwrap().contains(to.as_str()),
+            "{to}"
+        );
+    }
+    dnf_repo::write_public_key(&root, "obs", &f.key).unwrap();
+    let dnf = Dnf::new();
+    let key = root.join("keys/obs.asc");
+    let q = ok(dnf.with_repo(&root, &key).args([
+        "--setopt=obs.gpgcheck=0",
+        "repoquery",
+        "--qf",
+        "%{name} %{summary}",
+    ]));
+    assert!(
+        q.lines()
+            .any(|l| l == "demo_exporter Test <exporter> & \"friends\""),
+        "{q}"
+    );
+}
+
+/// Cached compressed chunks of the XML are used only when they decode to the text they stand
+/// for: with the primary and filelists chunks swapped in the cache, each file still
+/// decompresses (gzip) to its own XML, and dnf reads the repository.
+#[test]
+fn swapped_cached_chunks_are_not_used() {
+    let f = fixture(false);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = f.inputs[0].parent().unwrap();
+    let cache = tmp.path().join("state/dnf-index-cache");
+    let root = tmp.path().join("repo");
+    let s = Settings::new(DATE as u64);
+    let first = dnf_repo::index_dir(dir, &root, &s, &f.key, Some(&cache)).unwrap();
+    let chunks = tmp.path().join("state/dnf-index-cache.xml-chunks");
+    let mut files: Vec<PathBuf> = fs::read_dir(&chunks)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 3, "{files:?}");
+    let (a, b) = (fs::read(&files[0]).unwrap(), fs::read(&files[1]).unwrap());
+    fs::write(&files[0], &b).unwrap();
+    fs::write(&files[1], &a).unwrap();
+    let second = dnf_repo::index_dir(dir, &root, &s, &f.key, Some(&cache)).unwrap();
+    for kind in ["primary", "filelists", "other"] {
+        assert_eq!(href_of(&first, kind), href_of(&second, kind), "{kind}");
+        let p = root.join(href_of(&second, kind));
+        ok(Command::new("gzip").arg("-t").arg(&p));
+        let text = ok(Command::new("gzip").arg("-dc").arg(&p));
+        let d = second.data.iter().find(|d| d.kind == kind).unwrap();
+        assert_eq!(text.len() as u64, d.open_size, "{kind}");
+        let root_elem = match kind {
+            "primary" => "<metadata ",
+            "filelists" => "<filelists ",
+            _ => "<otherdata ",
+        };
+        assert!(text.contains(root_elem), "{kind}: {text}");
+    }
+    dnf_repo::write_public_key(&root, "obs", &f.key).unwrap();
+    let dnf = Dnf::new();
+    let key = root.join("keys/obs.asc");
+    let out = run(dnf.with_repo(&root, &key).arg("makecache"));
+    assert!(out.status.success(), "makecache: {}", stdout_stderr(&out));
+}

@@ -47,4 +47,23 @@ fn main() {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=XTASK_RUSTC_VERSION={v}");
+    // The deflate implementation (flate2 and its zlib-rs backend, as locked): part of the
+    // names of cached compressed chunks (apt_repo.rs), so a dependency bump never reuses
+    // bytes an older encoder made.
+    let lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock");
+    println!("cargo:rerun-if-changed={}", lock.display());
+    let text = std::fs::read_to_string(&lock).unwrap_or_default();
+    let locked = |name: &str| -> String {
+        let head = format!("name = \"{name}\"\nversion = \"");
+        text.split("[[package]]\n")
+            .find_map(|p| p.strip_prefix(&head))
+            .and_then(|r| r.split('"').next())
+            .unwrap_or("unlocked")
+            .to_string()
+    };
+    println!(
+        "cargo:rustc-env=XTASK_DEFLATE_VERSION=flate2-{}+zlib-rs-{}",
+        locked("flate2"),
+        locked("zlib-rs")
+    );
 }

@@ -350,7 +350,55 @@ impl Control {
         if fields.is_empty() {
             bail!("control file is empty");
         }
-        Ok(Control { fields })
+        let c = Control { fields };
+        c.check()?;
+        Ok(c)
+    }
+
+    /// The shape [`Control::parse`] gives (checked on every use of a cached control file too,
+    /// so a stanza written from it is one stanza with these fields and no others): at least one
+    /// field; field names of printable ASCII without `:`, not starting with `-` or `#`, given
+    /// once (case-insensitively); a value's first line without control characters (tab
+    /// allowed) or surrounding white space; each continuation line starting with a space or
+    /// tab, not blank, without control characters or trailing white space.
+    pub fn check(&self) -> Result<()> {
+        if self.fields.is_empty() {
+            bail!("control file is empty");
+        }
+        for (i, (name, value)) in self.fields.iter().enumerate() {
+            if name.is_empty()
+                || name.starts_with(['-', '#'])
+                || !name
+                    .bytes()
+                    .all(|b| (0x21..=0x7e).contains(&b) && b != b':')
+            {
+                bail!("control field name {name:?} is invalid");
+            }
+            if self.fields[..i]
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case(name))
+            {
+                bail!("control field {name} given twice");
+            }
+            let bad_char = |l: &str| l.chars().find(|c| c.is_control() && *c != '\t');
+            let mut lines = value.split('\n');
+            let first = lines.next().unwrap_or("");
+            if let Some(c) = bad_char(first) {
+                bail!("control field {name}: control character {c:?}");
+            }
+            if first.trim() != first {
+                bail!("control field {name}: value {first:?} has surrounding white space");
+            }
+            for l in lines {
+                if let Some(c) = bad_char(l) {
+                    bail!("control field {name}: control character {c:?}");
+                }
+                if !l.starts_with([' ', '\t']) || l.trim().is_empty() || l.trim_end() != l {
+                    bail!("control field {name}: continuation line {l:?} is malformed");
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -374,11 +422,104 @@ impl crate::index_cache::Cached for DebFile {
     fn sha256(&self) -> &str {
         &self.sha256
     }
+    fn check(&self, size: u64) -> Result<()> {
+        DebFile::check(self)?;
+        if self.size != size {
+            bail!("size {} is not the file's {size}", self.size);
+        }
+        Ok(())
+    }
+}
+
+fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Package, version, architecture and source name of a control file, each checked:
+/// what [`read_deb`] derives, and what a cached [`DebFile`] must agree with.
+fn identity(control: &Control) -> Result<(&str, &str, &str, &str)> {
+    control.check()?;
+    for f in INDEX_FIELDS {
+        if control.get(f).is_some() {
+            bail!("control file carries the index field {f}");
+        }
+    }
+    let field = |n: &str| {
+        control
+            .get(n)
+            .ok_or_else(|| anyhow!("control file has no {n} field"))
+    };
+    let package = field("Package")?;
+    let version = field("Version")?;
+    let architecture = field("Architecture")?;
+    if !valid_package_name(package) {
+        bail!("invalid package name {package:?}");
+    }
+    if !valid_version(version) {
+        bail!("invalid version {version:?}");
+    }
+    if !valid_arch(architecture) {
+        bail!("invalid architecture {architecture:?}");
+    }
+    let source = match control.get("Source") {
+        None => package,
+        Some(s) => {
+            let name = s.split_whitespace().next().unwrap_or("");
+            if !valid_package_name(name) {
+                bail!("invalid Source field {s:?}");
+            }
+            name
+        }
+    };
+    Ok((package, version, architecture, source))
 }
 
 impl DebFile {
-    /// `pool/main/<prefix>/<source>/<package>_<version without epoch>_<arch>.deb`
-    pub fn pool_path(&self) -> String {
+    /// Everything a stanza is written from, checked as [`read_deb`] checks it (the one
+    /// function for a read and for a cached entry): the control file's shape and identity
+    /// fields (which the `package`, `version`, `architecture` and `source` must equal), the
+    /// digests' form.
+    pub fn check(&self) -> Result<()> {
+        let (package, version, architecture, source) = identity(&self.control)?;
+        if package != self.package
+            || version != self.version
+            || architecture != self.architecture
+            || source != self.source
+        {
+            bail!(
+                "package, version, architecture or source ({} {} {} {}) disagree with the control file",
+                self.package,
+                self.version,
+                self.architecture,
+                self.source
+            );
+        }
+        if !is_hex(&self.sha256, 64) || !is_hex(&self.sha512, 128) {
+            bail!("sha256 or sha512 is not lower-case hex of the right length");
+        }
+        // With the identity fields valid, `pool_path` cannot fail (it checks them again).
+        Ok(())
+    }
+
+    /// `pool/main/<prefix>/<source>/<package>_<version without epoch>_<arch>.deb`; an error for
+    /// a name, version or architecture that is not valid (so never a path outside the pool).
+    pub fn pool_path(&self) -> Result<String> {
+        if !valid_package_name(&self.source)
+            || !valid_package_name(&self.package)
+            || !valid_version(&self.version)
+            || !valid_arch(&self.architecture)
+        {
+            bail!(
+                "no pool path for source {:?}, package {:?}, version {:?}, architecture {:?}",
+                self.source,
+                self.package,
+                self.version,
+                self.architecture
+            );
+        }
+        // Valid names are ASCII of at least two bytes.
         let prefix = if self.source.starts_with("lib") && self.source.len() > 3 {
             &self.source[..4]
         } else {
@@ -388,10 +529,10 @@ impl DebFile {
             .version
             .split_once(':')
             .map_or(self.version.as_str(), |(_, v)| v);
-        format!(
+        Ok(format!(
             "pool/{COMPONENT}/{prefix}/{}/{}_{}_{}.deb",
             self.source, self.package, version, self.architecture
-        )
+        ))
     }
 }
 
@@ -444,13 +585,18 @@ fn read_control_member(name: &str, r: impl Read) -> Result<Option<Vec<u8>>> {
     }
 }
 
-/// Read a `.deb`: its control file (validated) and its size and hashes, in one streaming pass.
+/// Read a `.deb`: its control file (validated) and its size and hashes, in one streaming pass
+/// (opened with [`crate::index_cache::open_regular`]: a symlink or FIFO is refused).
 pub fn read_deb(path: &Path) -> Result<DebFile> {
+    let (f, m) = crate::index_cache::open_regular(path)?;
+    read_deb_from(path, &f, m.len())
+}
+
+/// [`read_deb`] of the open file `f` (`len` bytes, read from its current offset), named `path`.
+pub fn read_deb_from(path: &Path, f: &File, len: u64) -> Result<DebFile> {
     let ctx = || format!("{}", path.display());
-    let f = File::open(path).with_context(ctx)?;
     // A buffer the size of the file, at most 1 MiB: most packages are small, and a large
     // buffer per file is an mmap/munmap pair each.
-    let len = f.metadata().with_context(ctx)?.len();
     let mut hr = HashingReader {
         inner: io::BufReader::with_capacity(len.clamp(8192, 1 << 20) as usize, f),
         sha256: Sha256::new(),
@@ -499,40 +645,11 @@ pub fn read_deb(path: &Path) -> Result<DebFile> {
     let text =
         String::from_utf8(control).map_err(|_| anyhow!("{}: control file is not UTF-8", ctx()))?;
     let control = Control::parse(&text).with_context(ctx)?;
-    for f in INDEX_FIELDS {
-        if control.get(f).is_some() {
-            bail!("{}: control file carries the index field {f}", ctx());
-        }
-    }
-    let field = |n: &str| {
-        control
-            .get(n)
-            .map(str::to_string)
-            .ok_or_else(|| anyhow!("{}: control file has no {n} field", ctx()))
+    let (package, version, architecture, source) = {
+        let (p, v, a, s) = identity(&control).with_context(ctx)?;
+        (p.to_string(), v.to_string(), a.to_string(), s.to_string())
     };
-    let package = field("Package")?;
-    let version = field("Version")?;
-    let architecture = field("Architecture")?;
-    if !valid_package_name(&package) {
-        bail!("{}: invalid package name {package:?}", ctx());
-    }
-    if !valid_version(&version) {
-        bail!("{}: invalid version {version:?}", ctx());
-    }
-    if !valid_arch(&architecture) {
-        bail!("{}: invalid architecture {architecture:?}", ctx());
-    }
-    let source = match control.get("Source") {
-        None => package.clone(),
-        Some(s) => {
-            let name = s.split_whitespace().next().unwrap_or("");
-            if !valid_package_name(name) {
-                bail!("{}: invalid Source field {s:?}", ctx());
-            }
-            name.to_string()
-        }
-    };
-    Ok(DebFile {
+    let d = DebFile {
         path: path.to_path_buf(),
         control,
         package,
@@ -542,7 +659,12 @@ pub fn read_deb(path: &Path) -> Result<DebFile> {
         size: hr.count,
         sha256: hex::encode(hr.sha256.finalize()),
         sha512: hex::encode(hr.sha512.finalize()),
-    })
+    };
+    if d.size != len {
+        bail!("{}: changed size while it was read", ctx());
+    }
+    d.check().with_context(ctx)?;
+    Ok(d)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -625,7 +747,7 @@ fn write_temp(path: &Path, data: &[u8]) -> Result<PathBuf> {
 }
 
 fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = File::open(path).with_context(|| format!("{}", path.display()))?;
+    let (mut f, _) = crate::index_cache::open_regular(path)?;
     let mut h = Sha256::new();
     io::copy(&mut f, &mut h).with_context(|| format!("{}", path.display()))?;
     Ok(hex::encode(h.finalize()))
@@ -681,7 +803,7 @@ fn place_in_pool(deb: &DebFile, dest: &Path, link: PoolLink) -> Result<bool> {
         }
     } else {
         let ctx = || format!("copying {} to {}", deb.path.display(), tmp.display());
-        let mut src = File::open(&deb.path).with_context(ctx)?;
+        let (mut src, _) = crate::index_cache::open_regular(&deb.path)?;
         let mut out = File::create(&tmp).with_context(ctx)?;
         out.set_permissions(fs::Permissions::from_mode(0o644))
             .with_context(ctx)?;
@@ -720,7 +842,7 @@ impl<W: Write> Write for HashWriter<W> {
     }
 }
 
-fn stanza(deb: &DebFile) -> String {
+fn stanza(deb: &DebFile) -> Result<String> {
     let mut s = String::new();
     for (k, v) in &deb.control.fields {
         if v.starts_with('\n') || v.is_empty() {
@@ -729,11 +851,11 @@ fn stanza(deb: &DebFile) -> String {
             let _ = writeln!(s, "{k}: {v}");
         }
     }
-    let _ = writeln!(s, "Filename: {}", deb.pool_path());
+    let _ = writeln!(s, "Filename: {}", deb.pool_path()?);
     let _ = writeln!(s, "Size: {}", deb.size);
     let _ = writeln!(s, "SHA256: {}", deb.sha256);
     let _ = writeln!(s, "SHA512: {}", deb.sha512);
-    s
+    Ok(s)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -751,8 +873,9 @@ const CHUNK_SPREAD: u64 = 256;
 const XZ_DICT: u32 = CHUNK_MAX as u32;
 /// The LZMA2 dictionary-size property byte for [`XZ_DICT`] (2^(16/2 + 12) = 1 MiB).
 const XZ_DICT_PROP: u8 = 16;
-/// Names cached chunk files: bumped when the encoders' parameters change.
-const CHUNK_FORMAT: &str = "c2";
+/// Names cached chunk files (with the encoders' library versions, [`ChunkKind::name`]): bumped
+/// when the encoders' parameters change.
+const CHUNK_FORMAT: &str = "c3";
 
 fn fnv1a(b: &[u8]) -> u64 {
     b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &c| {
@@ -810,13 +933,9 @@ pub(crate) fn gzip_chunked(
             let plain = &bytes[r.clone()];
             let last = i + 1 == n;
             let sum = hex::encode(Sha256::digest(plain));
-            cache.get(
-                format!(
-                    "{sum}-{CHUNK_FORMAT}-gz{level}{}",
-                    if last { "-last" } else { "" }
-                ),
-                || deflate_chunk(plain, last, level),
-            )
+            cache.get(ChunkKind::Deflate { level, last }, &sum, plain, || {
+                deflate_chunk(plain, last, level)
+            })
         })
         .collect::<Result<_>>()?;
     let mut gz = pgzip::gzip_header(level, pgzip::OS_UNKNOWN).to_vec();
@@ -830,14 +949,167 @@ pub(crate) fn gzip_chunked(
     Ok(gz)
 }
 
-/// Compressed chunks kept between runs (next to the index cache file), named by the sha256 of
-/// the uncompressed chunk (see [`ChunkCache::get`]).
+/// Which encoder made a cached chunk (part of its name), and how a reused one is checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ChunkKind {
+    /// Raw LZMA2 ([`lzma2_chunk`]).
+    Xz,
+    /// Raw deflate at `level`, sync-flushed, or ending the stream when `last`.
+    Deflate { level: u32, last: bool },
+}
+
+/// The version of the liblzma this process runs with (`lzma_version_string()`: the library
+/// actually linked, static or shared).
+pub(crate) fn lzma_version() -> String {
+    extern "C" {
+        fn lzma_version_string() -> *const std::os::raw::c_char;
+    }
+    // SAFETY: liblzma (linked through liblzma-sys) returns a pointer to a static
+    // NUL-terminated string.
+    unsafe { std::ffi::CStr::from_ptr(lzma_version_string()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The deflate implementation: flate2's version and its backend's (zlib-rs) from Cargo.lock,
+/// embedded by build.rs.
+pub(crate) const DEFLATE_VERSION: &str = env!("XTASK_DEFLATE_VERSION");
+
+/// `s` with every byte outside `[A-Za-z0-9.+_]` as `_` (a part of a chunk file name).
+fn name_part(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || ".+_".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+impl ChunkKind {
+    /// `<sha256 of the plaintext>-<format>-<encoder, settings>-<library versions>`: a chunk made
+    /// by another liblzma or deflate version (whose bytes may differ) is another name, so the
+    /// output never depends on what an older build left in the cache.
+    fn name(self, sum: &str) -> String {
+        static LIBS: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+        let (lzma, deflate) = LIBS.get_or_init(|| {
+            (
+                format!("liblzma_{}", name_part(&lzma_version())),
+                name_part(DEFLATE_VERSION),
+            )
+        });
+        match self {
+            ChunkKind::Xz => format!("{sum}-{CHUNK_FORMAT}-xz6-{lzma}"),
+            ChunkKind::Deflate { level, last } => format!(
+                "{sum}-{CHUNK_FORMAT}-gz{level}{}-{deflate}",
+                if last { "-last" } else { "" }
+            ),
+        }
+    }
+}
+
+/// Whether `name` has the shape of a chunk file name (any format or version): 64 lower-case
+/// hex digits, `-`, then `[A-Za-z0-9.+_-]+`. Only such names are ever removed by a prune.
+fn is_chunk_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    b.len() > 65
+        && b[..64]
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+        && b[64] == b'-'
+        && b[65..]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || b".+_-".contains(c))
+}
+
+/// Whether the raw deflate `comp` decodes to exactly `plain` (streaming, 64 KiB at a time). A
+/// chunk that is not the last must end with the sync flush's empty stored block and, followed
+/// by a final empty stored block, end the stream exactly there (so the next chunk starts on a
+/// block and byte boundary); the last chunk must end the stream at its last byte.
+fn deflate_decodes_to(comp: &[u8], plain: &[u8], last: bool) -> bool {
+    const SYNC: [u8; 4] = [0, 0, 0xff, 0xff];
+    const FINAL_EMPTY: [u8; 5] = [1, 0, 0, 0xff, 0xff];
+    if !last && !comp.ends_with(&SYNC) {
+        return false;
+    }
+    let with_end: [&[u8]; 2] = [comp, &FINAL_EMPTY];
+    let segs = if last { &with_end[..1] } else { &with_end[..] };
+    let mut d = flate2::Decompress::new(false);
+    let mut buf = vec![0u8; 64 << 10];
+    let (mut seg, mut off, mut matched) = (0usize, 0usize, 0usize);
+    loop {
+        if off == segs[seg].len() && seg + 1 < segs.len() {
+            seg += 1;
+            off = 0;
+        }
+        let (in0, out0) = (d.total_in(), d.total_out());
+        let st = match d.decompress(&segs[seg][off..], &mut buf, flate2::FlushDecompress::None) {
+            Ok(st) => st,
+            Err(_) => return false,
+        };
+        let used = (d.total_in() - in0) as usize;
+        let produced = (d.total_out() - out0) as usize;
+        off += used;
+        if matched + produced > plain.len() || buf[..produced] != plain[matched..matched + produced]
+        {
+            return false;
+        }
+        matched += produced;
+        if st == flate2::Status::StreamEnd {
+            return matched == plain.len() && seg + 1 == segs.len() && off == segs[seg].len();
+        }
+        if used == 0 && produced == 0 {
+            return false;
+        }
+    }
+}
+
+/// Whether the raw LZMA2 `comp` decodes to exactly `plain` and ends (end marker) at its last
+/// byte (streaming, 64 KiB at a time; the dictionary is ours, 1 MiB).
+fn lzma2_decodes_to(comp: &[u8], plain: &[u8]) -> bool {
+    let Ok(filters) = lzma2_filters() else {
+        return false;
+    };
+    let Ok(mut s) = liblzma::stream::Stream::new_raw_decoder(&filters) else {
+        return false;
+    };
+    let mut buf: Vec<u8> = Vec::with_capacity(64 << 10);
+    let mut matched = 0usize;
+    loop {
+        buf.clear();
+        let consumed = s.total_in() as usize;
+        let st = match s.process_vec(&comp[consumed..], &mut buf, liblzma::stream::Action::Run) {
+            Ok(st) => st,
+            Err(_) => return false,
+        };
+        let produced = buf.len();
+        if matched + produced > plain.len() || buf[..] != plain[matched..matched + produced] {
+            return false;
+        }
+        matched += produced;
+        if st == liblzma::stream::Status::StreamEnd {
+            return matched == plain.len() && s.total_in() as usize == comp.len();
+        }
+        if produced == 0 && s.total_in() as usize == consumed {
+            return false;
+        }
+    }
+}
+
+/// Compressed chunks kept between runs (in a directory beside the index cache file, see
+/// `IndexCache::side_dir`: mode 0700, ours alone), named by the sha256 of the uncompressed
+/// chunk and the encoder ([`ChunkKind::name`]). A chunk is reused only after it is checked to
+/// decode to the very plaintext it is named by; files are written 0600 and must stay ours
+/// alone.
 pub(crate) struct ChunkCache {
     dir: Option<PathBuf>,
     used: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl ChunkCache {
+    /// A cache in `dir` (already checked to be ours alone), or none.
     pub(crate) fn new(dir: Option<PathBuf>) -> ChunkCache {
         ChunkCache {
             dir,
@@ -845,45 +1117,124 @@ impl ChunkCache {
         }
     }
 
-    /// The compressed chunk `name` (sha256 of the uncompressed chunk + format) from the
-    /// cache, or `compress()`'s (then stored). A stored chunk is the sha256 of the compressed
-    /// bytes followed by them; one whose digest does not match (damaged, truncated) is made
-    /// again. Like the index cache's entries, it trusts whoever can write the cache directory.
-    fn get(&self, name: String, compress: impl FnOnce() -> Result<Vec<u8>>) -> Result<Vec<u8>> {
+    /// The compressed chunk of `plain` (whose sha256 is `sum`) by `kind`'s encoder: from the
+    /// cache if a stored one passes every check, else `compress()`'s (then stored). A stored
+    /// chunk is the sha256 of the compressed bytes followed by them, in a regular file of ours
+    /// alone (not a symlink), at most a little larger than the plaintext, and it must decode to
+    /// `plain` exactly; one that fails any of this is reported, made again and replaced.
+    fn get(
+        &self,
+        kind: ChunkKind,
+        sum: &str,
+        plain: &[u8],
+        compress: impl FnOnce() -> Result<Vec<u8>>,
+    ) -> Result<Vec<u8>> {
         let Some(dir) = &self.dir else {
             return compress();
         };
+        let name = kind.name(sum);
         let path = dir.join(&name);
         self.used.lock().expect("chunk cache").insert(name);
-        if let Ok(mut c) = fs::read(&path) {
-            if c.len() >= 32 && Sha256::digest(&c[32..])[..] == c[..32] {
-                c.drain(..32);
-                return Ok(c);
-            }
+        match Self::load(&path, kind, plain) {
+            Ok(Some(c)) => return Ok(c),
+            Ok(None) => {}
+            Err(why) => tracing::warn!(
+                "chunk cache {}: {why}; compressing the chunk again",
+                path.display()
+            ),
         }
         let c = compress()?;
-        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let tmp = temp_name(&path);
-        let mut stored = Sha256::digest(&c).to_vec();
-        stored.extend_from_slice(&c);
-        fs::write(&tmp, &stored).with_context(|| format!("writing {}", tmp.display()))?;
-        fs::rename(&tmp, &path).with_context(|| format!("renaming into {}", path.display()))?;
+        if let Err(e) = Self::store(dir, &path, &c) {
+            tracing::warn!("chunk cache {}: {e:#}; not kept", path.display());
+        }
         Ok(c)
     }
 
-    /// Remove the chunks this run did not use.
+    /// A stored chunk that passes every check, `None` if there is none, or why it is refused.
+    fn load(
+        path: &Path,
+        kind: ChunkKind,
+        plain: &[u8],
+    ) -> std::result::Result<Option<Vec<u8>>, String> {
+        match fs::symlink_metadata(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.to_string()),
+            Ok(_) => {}
+        }
+        let (f, m) = crate::index_cache::open_regular(path).map_err(|e| format!("{e:#}"))?;
+        if let Some(why) = crate::index_cache::not_private(&m) {
+            return Err(why);
+        }
+        // Worst-case expansion of either encoder is far below an eighth, plus framing.
+        let max = 32 + plain.len() as u64 + plain.len() as u64 / 8 + (64 << 10);
+        if m.len() < 32 || m.len() > max {
+            return Err(format!("{} bytes is not the size of such a chunk", m.len()));
+        }
+        let mut c = Vec::with_capacity(m.len() as usize);
+        (&f).take(max + 1)
+            .read_to_end(&mut c)
+            .map_err(|e| e.to_string())?;
+        if c.len() < 32 || Sha256::digest(&c[32..])[..] != c[..32] {
+            return Err("damaged or truncated (digest mismatch)".into());
+        }
+        c.drain(..32);
+        let ok = match kind {
+            ChunkKind::Xz => lzma2_decodes_to(&c, plain),
+            ChunkKind::Deflate { last, .. } => deflate_decodes_to(&c, plain, last),
+        };
+        if !ok {
+            return Err("does not decode to the chunk it is named by".into());
+        }
+        Ok(Some(c))
+    }
+
+    /// Store `c` as `path` (a unique temporary file, mode 0600, renamed over the name: a
+    /// concurrent identical write of the same chunk by another worker is harmless).
+    fn store(dir: &Path, path: &Path, c: &[u8]) -> Result<()> {
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".tmp-chunk-")
+            .tempfile_in(dir)
+            .with_context(|| format!("a temporary file in {}", dir.display()))?;
+        tmp.write_all(&Sha256::digest(c))?;
+        tmp.write_all(c)?;
+        tmp.persist(path)
+            .map_err(|e| anyhow!("renaming into {}: {}", path.display(), e.error))?;
+        Ok(())
+    }
+
+    /// Remove the chunk files this run did not use: only names of the chunk-name shape
+    /// ([`is_chunk_name`]), never following a symlink (a symlinked directory is refused).
     pub(crate) fn prune(&self) -> Result<()> {
         let Some(dir) = &self.dir else {
             return Ok(());
         };
+        match fs::symlink_metadata(dir) {
+            Ok(m) if m.is_dir() && crate::index_cache::not_private(&m).is_none() => {}
+            Ok(_) => {
+                tracing::warn!(
+                    "chunk cache {}: not a directory of ours alone; not pruned",
+                    dir.display()
+                );
+                return Ok(());
+            }
+            Err(_) => return Ok(()),
+        }
         let used = self.used.lock().expect("chunk cache");
         let Ok(rd) = fs::read_dir(dir) else {
             return Ok(());
         };
         for e in rd {
             let e = e?;
-            if !used.contains(e.file_name().to_string_lossy().as_ref()) {
-                let _ = fs::remove_file(e.path());
+            let name = e.file_name();
+            let Some(name) = name.to_str() else {
+                continue;
+            };
+            if !is_chunk_name(name) || used.contains(name) {
+                continue;
+            }
+            // file_type() does not follow a symlink; remove_file removes a link, not its target.
+            if e.file_type().is_ok_and(|t| !t.is_dir()) {
+                let _ = fs::remove_file(dir.join(name));
             }
         }
         Ok(())
@@ -1010,17 +1361,13 @@ fn compress_packages(
         .map(|&(i, is_xz)| {
             let plain = &bytes[ranges[i].clone()];
             if is_xz {
-                cache.get(format!("{}-{CHUNK_FORMAT}-xz", sums[i]), || {
-                    lzma2_chunk(plain)
-                })
+                cache.get(ChunkKind::Xz, &sums[i], plain, || lzma2_chunk(plain))
             } else {
                 let last = i + 1 == n;
                 cache.get(
-                    format!(
-                        "{}-{CHUNK_FORMAT}-gz{}",
-                        sums[i],
-                        if last { "-last" } else { "" }
-                    ),
+                    ChunkKind::Deflate { level: 9, last },
+                    &sums[i],
+                    plain,
                     || deflate_chunk(plain, last, 9),
                 )
             }
@@ -1065,7 +1412,7 @@ pub fn read_debs_cached(
     let read: Vec<DebFile> = debs
         .par_iter()
         .map(|p| {
-            let mut d: DebFile = cache.get_or(p, || read_deb(p))?;
+            let mut d: DebFile = cache.get_or(p, |f, m| read_deb_from(p, f, m.len()))?;
             d.path = p.clone();
             Ok(d)
         })
@@ -1089,7 +1436,7 @@ pub fn read_debs_cached(
             }
             continue;
         }
-        let pool = d.pool_path();
+        let pool = d.pool_path()?;
         if let Some((v, p)) = by_pool.get(&pool) {
             bail!(
                 "{} ({}) and {} ({}) would both be {pool}",
@@ -1192,7 +1539,7 @@ pub fn write_apt_repo_cached(
     create_dir_0755(root)?;
     debs.par_iter()
         .map(|d| {
-            if place_in_pool(d, &root.join(d.pool_path()), settings.pool_link)? {
+            if place_in_pool(d, &root.join(d.pool_path()?), settings.pool_link)? {
                 cache.restat(&d.path)?;
             }
             Ok(())
@@ -1204,11 +1551,7 @@ pub fn write_apt_repo_cached(
     let mut index_files = Vec::new();
     // Each architecture's Packages, rendered and compressed (gzip and xz side by side) in
     // parallel; written in order below.
-    let chunks = ChunkCache::new(
-        cache
-            .side_dir("packages-chunks")
-            .map(|d| d.join(&settings.suite)),
-    );
+    let chunks = ChunkCache::new(cache.side_dir("packages-chunks", Some(&settings.suite)));
     let rendered: Vec<(String, ArchIndexes)> = arches
         .par_iter()
         .map(|arch| -> Result<(String, ArchIndexes)> {
@@ -1216,7 +1559,7 @@ pub fn write_apt_repo_cached(
                 .iter()
                 .filter(|d| &d.architecture == arch || d.architecture == "all")
                 .map(stanza)
-                .collect();
+                .collect::<Result<_>>()?;
             let text = stanzas.join("\n");
             let component_release = format!(
                 "Archive: {}\nOrigin: {}\nLabel: {}\nAcquire-By-Hash: yes\nComponent: {COMPONENT}\nArchitecture: {arch}\n",
@@ -1289,15 +1632,17 @@ pub fn write_apt_repo_cached(
 
     let packages = debs
         .iter()
-        .map(|d| PoolEntry {
-            package: d.package.clone(),
-            version: d.version.clone(),
-            architecture: d.architecture.clone(),
-            filename: d.pool_path(),
-            size: d.size,
-            sha256: d.sha256.clone(),
+        .map(|d| {
+            Ok(PoolEntry {
+                package: d.package.clone(),
+                version: d.version.clone(),
+                architecture: d.architecture.clone(),
+                filename: d.pool_path()?,
+                size: d.size,
+                sha256: d.sha256.clone(),
+            })
         })
-        .collect();
+        .collect::<Result<_>>()?;
     Ok(AptRepo {
         suite_dir,
         architectures: arches,
@@ -1613,7 +1958,8 @@ mod tests {
         assert!(before.len() > 2);
 
         let tmp = tempfile::tempdir().unwrap();
-        let cache = ChunkCache::new(Some(tmp.path().join("c")));
+        let c = tmp.path().join("c");
+        let cache = ChunkCache::new(chunk_dir(&c));
         assert_eq!(
             compress_packages(&text, &stanzas, &cache).unwrap(),
             (gz.clone(), xzd.clone())
@@ -1625,7 +1971,7 @@ mod tests {
         for e in std::fs::read_dir(tmp.path().join("c")).unwrap() {
             std::fs::write(e.unwrap().path(), b"garbage").unwrap();
         }
-        let cache = ChunkCache::new(Some(tmp.path().join("c")));
+        let cache = ChunkCache::new(chunk_dir(&c));
         assert_eq!(
             compress_packages(&text, &stanzas, &cache).unwrap(),
             (gz, xzd)
@@ -1645,7 +1991,7 @@ mod tests {
             after.len() - same,
             after.len()
         );
-        let cache = ChunkCache::new(Some(tmp.path().join("c")));
+        let cache = ChunkCache::new(chunk_dir(&c));
         let (gz2, xz2) = compress_packages(&t2, &more, &cache).unwrap();
         cache.prune().unwrap();
         assert_eq!(
@@ -1663,6 +2009,277 @@ mod tests {
             .read_to_string(&mut back)
             .unwrap();
         assert_eq!(back, t2);
+    }
+
+    /// A checked chunk directory (mode 0700) at `p`.
+    fn chunk_dir(p: &Path) -> Option<PathBuf> {
+        let d = crate::index_cache::private_dir(p, p);
+        assert!(d.is_some(), "{}", p.display());
+        d
+    }
+
+    fn mode(p: &Path) -> u32 {
+        fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    /// A reused chunk must decode to the plaintext it is named by: a chunk file replaced by a
+    /// well-framed chunk of other text (its own digest right) is not used, is reported and
+    /// replaced; the output is the same bytes as without a cache. Files are 0600, the
+    /// directory 0700.
+    #[test]
+    fn forged_chunks_are_not_used() {
+        let st = stanzas(12_000);
+        let text = st.join("\n");
+        let none = ChunkCache::new(None);
+        let want = compress_packages(&text, &st, &none).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let c = tmp.path().join("c");
+        let cache = ChunkCache::new(chunk_dir(&c));
+        assert_eq!(compress_packages(&text, &st, &cache).unwrap(), want);
+        assert_eq!(mode(&c), 0o700);
+        let names: Vec<PathBuf> = fs::read_dir(&c)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert!(names.len() >= 4, "{names:?}");
+        let evil = "Package: evil\nFilename: pool/main/e/evil/evil_1_amd64.deb\n".repeat(50);
+        for p in &names {
+            assert_eq!(mode(p), 0o600, "{}", p.display());
+            let n = p.file_name().unwrap().to_str().unwrap();
+            let forged = if n.contains("-xz6-") {
+                lzma2_chunk(evil.as_bytes()).unwrap()
+            } else {
+                deflate_chunk(evil.as_bytes(), n.contains("-last-"), 9).unwrap()
+            };
+            let mut stored = Sha256::digest(&forged).to_vec();
+            stored.extend_from_slice(&forged);
+            fs::write(p, stored).unwrap();
+        }
+        let cache = ChunkCache::new(chunk_dir(&c));
+        let got = compress_packages(&text, &st, &cache).unwrap();
+        assert!(got == want, "a forged chunk was used");
+        // Replaced by good ones: a third run reuses them (and still gives the same bytes).
+        for p in &names {
+            let b = fs::read(p).unwrap();
+            let n = p.file_name().unwrap().to_str().unwrap();
+            let ok = if n.contains("-xz6-") {
+                !lzma2_decodes_to(&b[32..], evil.as_bytes())
+            } else {
+                !deflate_decodes_to(&b[32..], evil.as_bytes(), n.contains("-last-"))
+            };
+            assert!(ok, "{n} still forged");
+        }
+        let cache = ChunkCache::new(chunk_dir(&c));
+        assert!(compress_packages(&text, &st, &cache).unwrap() == want);
+        // A chunk file others can write is not used either.
+        for p in &names {
+            fs::set_permissions(p, fs::Permissions::from_mode(0o666)).unwrap();
+        }
+        let cache = ChunkCache::new(chunk_dir(&c));
+        assert!(compress_packages(&text, &st, &cache).unwrap() == want);
+        for p in &names {
+            assert_eq!(mode(p), 0o600, "{} not replaced", p.display());
+        }
+    }
+
+    /// What a reused chunk's decoding check accepts: exactly the plaintext, a non-last deflate
+    /// chunk sync-flushed (not final), the last one final, an LZMA2 chunk ending at its end
+    /// marker.
+    #[test]
+    fn chunk_decoding_checks() {
+        let plain = "Package: a\nVersion: 1\n".repeat(4000);
+        let p = plain.as_bytes();
+        let mid = deflate_chunk(p, false, 9).unwrap();
+        let fin = deflate_chunk(p, true, 9).unwrap();
+        assert!(deflate_decodes_to(&mid, p, false));
+        assert!(deflate_decodes_to(&fin, p, true));
+        assert!(
+            !deflate_decodes_to(&fin, p, false),
+            "a final block mid-stream"
+        );
+        assert!(
+            !deflate_decodes_to(&mid, p, true),
+            "no final block at the end"
+        );
+        assert!(!deflate_decodes_to(&mid, &p[1..], false));
+        assert!(!deflate_decodes_to(&mid[..mid.len() - 5], p, false));
+        let x = lzma2_chunk(p).unwrap();
+        assert!(lzma2_decodes_to(&x, p));
+        assert!(!lzma2_decodes_to(&x, &p[..p.len() - 1]));
+        let mut longer = x.clone();
+        longer.push(0);
+        assert!(!lzma2_decodes_to(&longer, p), "bytes after the end marker");
+        assert!(!lzma2_decodes_to(&x[..x.len() - 1], p), "truncated");
+    }
+
+    /// A prune removes only unused names of the chunk-name shape, never follows a symlink, and
+    /// leaves a symlinked directory alone.
+    #[test]
+    fn prune_removes_only_chunk_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = tmp.path().join("c");
+        let cache = ChunkCache::new(chunk_dir(&c));
+        let text = "Package: a\n";
+        compress_packages(text, &[text.to_string()], &cache).unwrap();
+        let old = c.join(format!("{}-c2-xz", "a".repeat(64)));
+        fs::write(&old, b"old").unwrap();
+        let keep = c.join("notes.txt");
+        fs::write(&keep, b"mine").unwrap();
+        let outside = tmp.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        let target = outside.join("precious");
+        fs::write(&target, b"precious").unwrap();
+        let link = c.join(format!("{}-c3-xz6-x", "b".repeat(64)));
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let subdir = c.join(format!("{}-c3-gz9-x", "c".repeat(64)));
+        fs::create_dir(&subdir).unwrap();
+        cache.prune().unwrap();
+        assert!(!old.exists(), "an unused chunk stayed");
+        assert!(keep.exists(), "a name of another shape was removed");
+        assert!(target.exists(), "a symlink was followed");
+        assert!(
+            fs::symlink_metadata(&link).is_err(),
+            "the link itself is an unused name"
+        );
+        assert!(subdir.is_dir());
+        // The used xz and gz chunk, notes.txt, the directory.
+        assert_eq!(fs::read_dir(&c).unwrap().count(), 4);
+
+        // A side directory that is a symlink: refused when made, never pruned through.
+        let stale = outside.join(format!("{}-c2-xz", "d".repeat(64)));
+        fs::write(&stale, b"x").unwrap();
+        let linked = tmp.path().join("linked");
+        std::os::unix::fs::symlink(&outside, &linked).unwrap();
+        assert!(crate::index_cache::private_dir(&linked, &linked).is_none());
+        ChunkCache::new(Some(linked)).prune().unwrap();
+        assert!(stale.exists() && target.exists());
+    }
+
+    /// Workers of one process storing the same chunk at once (two architectures sharing a
+    /// chunk, cold cache) all succeed (unique temporary files; the last rename wins).
+    #[test]
+    fn concurrent_writes_of_one_chunk() {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = tmp.path().join("c");
+        let cache = ChunkCache::new(chunk_dir(&c));
+        for round in 0..20 {
+            let plain = format!("Package: p{round}\n").repeat(2000);
+            let sum = hex::encode(Sha256::digest(plain.as_bytes()));
+            let barrier = std::sync::Barrier::new(8);
+            let outs: Vec<Vec<u8>> = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..8)
+                    .map(|_| {
+                        s.spawn(|| {
+                            let x = lzma2_chunk(plain.as_bytes()).unwrap();
+                            barrier.wait();
+                            // Each store must succeed on its own (a failed one would only be
+                            // a warning inside `get`).
+                            let path = c.join(ChunkKind::Xz.name(&sum));
+                            ChunkCache::store(&c, &path, &x).unwrap();
+                            cache
+                                .get(ChunkKind::Xz, &sum, plain.as_bytes(), || {
+                                    lzma2_chunk(plain.as_bytes())
+                                })
+                                .unwrap()
+                        })
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            assert!(outs.windows(2).all(|w| w[0] == w[1]));
+        }
+        let names: Vec<String> = fs::read_dir(&c)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 20, "{names:?}");
+    }
+
+    /// Chunk names carry the liblzma version this process runs with and the deflate
+    /// implementation's versions (a dependency bump is another name).
+    #[test]
+    fn chunk_names_carry_encoder_versions() {
+        let v = lzma_version();
+        assert!(v.starts_with('5'), "{v}");
+        let sum = "0".repeat(64);
+        let xz = ChunkKind::Xz.name(&sum);
+        assert!(xz.ends_with(&format!("-xz6-liblzma_{v}")), "{xz}");
+        let gz = ChunkKind::Deflate {
+            level: 9,
+            last: true,
+        }
+        .name(&sum);
+        assert!(
+            DEFLATE_VERSION.starts_with("flate2-1."),
+            "{DEFLATE_VERSION}"
+        );
+        assert!(DEFLATE_VERSION.contains("+zlib-rs-0."), "{DEFLATE_VERSION}");
+        assert!(
+            gz.ends_with(&format!("-gz9-last-{}", name_part(DEFLATE_VERSION))),
+            "{gz}"
+        );
+        assert!(is_chunk_name(&xz) && is_chunk_name(&gz));
+        assert!(!is_chunk_name(".tmp-chunk-abc") && !is_chunk_name("notes.txt"));
+    }
+
+    /// A cached DebFile passes only the checks a read makes: no stanza or field injection, no
+    /// pool path outside the pool (and no panic on an empty or non-ASCII source), digests of
+    /// the right form, the stat's size.
+    #[test]
+    fn cached_debs_are_checked_like_reads() {
+        use crate::index_cache::Cached;
+        let good = DebFile {
+            path: PathBuf::from("/x.deb"),
+            control: Control::parse(
+                "Package: a-b\nVersion: 1.0-1\nArchitecture: amd64\nDescription: x\n more\n",
+            )
+            .unwrap(),
+            package: "a-b".into(),
+            version: "1.0-1".into(),
+            architecture: "amd64".into(),
+            source: "a-b".into(),
+            size: 10,
+            sha256: "0".repeat(64),
+            sha512: "1".repeat(128),
+        };
+        Cached::check(&good, 10).unwrap();
+        assert_eq!(
+            good.pool_path().unwrap(),
+            "pool/main/a/a-b/a-b_1.0-1_amd64.deb"
+        );
+        type Edit = fn(&mut DebFile);
+        let edits: [(&str, Edit); 14] = [
+            ("size", |d| d.size = 11),
+            ("stanza", |d| {
+                d.control.fields[3].1 = "x\n\nPackage: evil".into()
+            }),
+            ("field", |d| {
+                d.control.fields[3].1 = "x\nFilename: evil".into()
+            }),
+            ("cr", |d| d.control.fields[3].1 = "x\r".into()),
+            ("name", |d| d.control.fields[3].0 = "Desc ription".into()),
+            ("index field", |d| {
+                d.control.fields.push(("SHA256".into(), "0".into()))
+            }),
+            ("source ..", |d| d.source = "../../etc".into()),
+            ("empty source", |d| d.source = String::new()),
+            ("non-ascii source", |d| d.source = "é".into()),
+            ("package", |d| d.package = "evil".into()),
+            ("version", |d| d.version = "1.0/../x".into()),
+            ("arch", |d| d.architecture = "arm64".into()),
+            ("sha256", |d| d.sha256 = "<x/>".into()),
+            ("sha512", |d| d.sha512 = "F".repeat(128)),
+        ];
+        for (what, edit) in edits {
+            let mut d = good.clone();
+            edit(&mut d);
+            assert!(Cached::check(&d, 10).is_err(), "{what} accepted");
+        }
+        let mut d = good.clone();
+        d.source = String::new();
+        assert!(d.pool_path().is_err());
+        d.source = "é".into();
+        assert!(d.pool_path().is_err());
     }
 
     #[test]

@@ -1919,7 +1919,9 @@ fn b4(ctx: &Ctx) -> Result<Vec<Row>> {
         ),
         note_add: format!(
             "one more .deb into the {n}-package repository, warm: ours index_dir with the metadata cache \
-             of the cold run (an unchanged package costs a stat: size, mtime, ctime, inode, device; see index_cache); \
+             of the cold run (an unchanged package costs an open + fstat: size, mtime, ctime, inode, \
+             device, trusted alone for files only their owner can write; a cached chunk costs a \
+             decode check; see index_cache); \
              theirs apt-ftparchive with its --db of the cold run (stat only), then the same compression and signing"
         ),
     };
@@ -1943,7 +1945,7 @@ fn b4(ctx: &Ctx) -> Result<Vec<Row>> {
         ),
         note_add: format!(
             "one more .rpm into the {n}-package repository, warm: ours index_dir with the metadata cache of the \
-             cold run (an unchanged package costs a stat); theirs createrepo_c --update \
+             cold run (an unchanged package costs an open + fstat); theirs createrepo_c --update \
              (reuses the old metadata of files whose size and mtime match) + gpg"
         ),
     };

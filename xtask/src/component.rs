@@ -1579,6 +1579,27 @@ fn validate(cx: &mut Ctx<'_>, raw: Raw, file_sha256: String) -> Option<Component
         }
         Some(x)
     });
+    // A reason for a departure that is not there explains nothing (a leftover, or a typo in the
+    // signal's key): refused like a reason for something that is not a widening.
+    if kill_signal.is_none() {
+        if let Some((_, v)) = s.reason.iter().find(|(k, _)| k.get_ref() == "kill_signal") {
+            cx.err(
+                v.span(),
+                "service.reason.kill_signal",
+                v.get_ref(),
+                match &s.kill_signal {
+                    Some(_) => {
+                        "explains no departure: service.kill_signal is systemd's SIGTERM; \
+                                remove the reason"
+                    }
+                    None => {
+                        "explains no departure: service.kill_signal is not set; remove the \
+                             reason or set the signal it explains"
+                    }
+                },
+            );
+        }
+    }
     let tasks_max = int_field(cx, &s.tasks_max, "service.tasks_max", 256, 65536);
     let limit_nofile = int_field(cx, &s.limit_nofile, "service.limit_nofile", 8192, 1048576);
 

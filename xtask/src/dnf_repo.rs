@@ -200,9 +200,8 @@ const MAX_HEADER_BYTES: u64 = 256 << 20;
 /// Where the main header lies in an rpm file: after the 96-byte lead and the signature header
 /// (padded to a multiple of 8 bytes). Reads only the lead and the two 16-byte header intros.
 pub fn header_range(path: &Path) -> Result<HeaderRange> {
-    let f = File::open(path).with_context(|| format!("open {}", path.display()))?;
-    let len = f.metadata()?.len();
-    header_range_of(&f, len, path)
+    let (f, m) = crate::index_cache::open_regular(path)?;
+    header_range_of(&f, m.len(), path)
 }
 
 /// [`header_range`] of an open file of `file_len` bytes (positioned reads: the file offset is
@@ -439,7 +438,8 @@ pub fn is_primary_file(path: &str) -> bool {
 
 /// Read everything the index needs from an rpm file (headers only).
 pub fn read_rpm(path: &Path) -> Result<RpmInfo> {
-    Ok(read_rpm_hashed(path, false)?.0)
+    let (f, m) = crate::index_cache::open_regular(path)?;
+    Ok(read_rpm_hashed(path, &f, m.len(), false)?.0)
 }
 
 /// A `BufRead` that hashes (sha256) and counts every byte consumed from it.
@@ -476,12 +476,16 @@ impl<R: BufRead> BufRead for HashingBufReader<R> {
     }
 }
 
-/// [`read_rpm`], opening the file once; with `hash`, the whole file is streamed on through
-/// sha256 after the headers: (info, Some((sha256, size))).
-fn read_rpm_hashed(path: &Path, hash: bool) -> Result<(RpmInfo, Option<(String, u64)>)> {
+/// [`read_rpm`] of the open file `f` (`len` bytes, read from its start), named `path`; with
+/// `hash`, the whole file is streamed on through sha256 after the headers:
+/// (info, Some((sha256, size))).
+fn read_rpm_hashed(
+    path: &Path,
+    f: &File,
+    len: u64,
+    hash: bool,
+) -> Result<(RpmInfo, Option<(String, u64)>)> {
     let ctx = || format!("{}", path.display());
-    let f = File::open(path).with_context(|| format!("open {}", path.display()))?;
-    let len = f.metadata().with_context(ctx)?.len();
     // Sized to the file (at most 1 MiB): small packages need no large buffer each.
     let cap = if hash { len } else { len.min(64 << 10) }.clamp(8192, 1 << 20) as usize;
     let mut inner = io::BufReader::with_capacity(cap, f);
@@ -806,6 +810,22 @@ fn push_attr(o: &mut String, s: &str) -> Result<()> {
     Ok(())
 }
 
+/// Whether `s` is `len` lower-case hex digits.
+fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Append a sha256 (refused unless 64 lower-case hex digits: it is written unescaped).
+fn push_hex(o: &mut String, s: &str) -> Result<()> {
+    if !is_hex(s, 64) {
+        bail!("sha256 {s:?} is not 64 lower-case hex digits");
+    }
+    o.push_str(s);
+    Ok(())
+}
+
 /// Append a number (no `format!` allocation).
 fn push_num(o: &mut String, n: impl std::fmt::Display) {
     use std::fmt::Write as _;
@@ -907,7 +927,7 @@ fn primary_package(p: &IndexedPackage) -> Result<String> {
     text_elem(o, "  ", "arch", &i.arch)?;
     version_elem(o, "  ", i)?;
     o.push_str("  <checksum type=\"sha256\" pkgid=\"YES\">");
-    o.push_str(&p.sha256);
+    push_hex(o, &p.sha256)?;
     o.push_str("</checksum>\n");
     text_elem(o, "  ", "summary", &i.summary)?;
     text_elem(o, "  ", "description", &i.description)?;
@@ -953,7 +973,7 @@ fn primary_package(p: &IndexedPackage) -> Result<String> {
 
 fn package_open(o: &mut String, p: &IndexedPackage) -> Result<()> {
     o.push_str("<package pkgid=\"");
-    o.push_str(&p.sha256);
+    push_hex(o, &p.sha256)?;
     o.push_str("\" name=\"");
     push_attr(o, &p.info.name)?;
     o.push_str("\" arch=\"");
@@ -1217,14 +1237,11 @@ fn place(src: &Path, dest: &Path) -> Result<()> {
     }
     let dir = dest.parent().context("destination has no parent")?;
     fs::create_dir_all(dir)?;
-    if !fs::metadata(src)
-        .with_context(|| format!("stat {}", src.display()))?
-        .is_file()
-    {
-        bail!("{}: not a regular file", src.display());
-    }
-    let tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
-    fs::copy(src, tmp.path()).with_context(|| format!("copy {}", src.display()))?;
+    // Not followed if a symlink, not waited on if a FIFO; io::copy between two files is
+    // copy_file_range (a CoW file system shares the blocks).
+    let (mut from, _) = crate::index_cache::open_regular(src)?;
+    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+    io::copy(&mut from, tmp.as_file_mut()).with_context(|| format!("copy {}", src.display()))?;
     set_mode(tmp.path(), 0o644)?;
     tmp.persist(dest)
         .map_err(|e| anyhow!("rename to {}: {}", dest.display(), e.error))?;
@@ -1270,13 +1287,101 @@ impl crate::index_cache::Cached for Described {
     fn sha256(&self) -> &str {
         &self.sha256
     }
+    fn check(&self, size: u64) -> Result<()> {
+        Described::check(self, size)
+    }
 }
 
-/// Headers and sha256 of an rpm file, in one pass over it.
-fn describe_rpm(path: &Path) -> Result<Described> {
-    let (info, hashed) = read_rpm_hashed(path, true)?;
+impl Described {
+    /// What a read checks of what it derived, and a cached entry must pass too (one function):
+    /// the digest's form, the size (the file's), and [`check_info`].
+    fn check(&self, size: u64) -> Result<()> {
+        if !is_hex(&self.sha256, 64) {
+            bail!("sha256 {:?} is not 64 lower-case hex digits", self.sha256);
+        }
+        if self.size != size {
+            bail!("size {} is not the file's {size}", self.size);
+        }
+        check_info(&self.info, size)
+    }
+}
+
+/// The checks of what the index writes about a package: a name the placement can use, a
+/// header range inside a file of `size` bytes, and every string one that XML can carry (all of
+/// them are escaped when written).
+fn check_info(i: &RpmInfo, size: u64) -> Result<()> {
+    if !i
+        .name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
+    {
+        bail!(
+            "package name {:?} does not start with a letter or digit",
+            i.name
+        );
+    }
+    let r = i.header_range;
+    if r.start < LEAD_SIZE + 16 || r.start >= r.end || r.end > size {
+        bail!(
+            "header range {}..{} does not fit a {size}-byte rpm",
+            r.start,
+            r.end
+        );
+    }
+    let strings = [
+        &i.name,
+        &i.arch,
+        &i.version,
+        &i.release,
+        &i.summary,
+        &i.description,
+        &i.packager,
+        &i.url,
+        &i.license,
+        &i.vendor,
+        &i.group,
+        &i.buildhost,
+        &i.sourcerpm,
+    ];
+    for s in strings {
+        check_xml_chars(s)?;
+    }
+    for list in [
+        &i.provides,
+        &i.requires,
+        &i.conflicts,
+        &i.obsoletes,
+        &i.suggests,
+        &i.enhances,
+        &i.recommends,
+        &i.supplements,
+    ] {
+        for d in list {
+            check_xml_chars(&d.name)?;
+            for v in [&d.epoch, &d.ver, &d.rel].into_iter().flatten() {
+                check_xml_chars(v)?;
+            }
+        }
+    }
+    for f in &i.files {
+        check_xml_chars(&f.path)?;
+    }
+    for c in &i.changelog {
+        check_xml_chars(&c.author)?;
+        check_xml_chars(&c.text)?;
+    }
+    Ok(())
+}
+
+/// Headers and sha256 of the open rpm file `f` (`len` bytes), in one pass over it, checked.
+fn describe_rpm(path: &Path, f: &File, len: u64) -> Result<Described> {
+    let (info, hashed) = read_rpm_hashed(path, f, len, true)?;
     let (sha256, size) = hashed.expect("hashed");
-    Ok(Described { info, sha256, size })
+    let d = Described { info, sha256, size };
+    d.check(len)
+        .with_context(|| format!("{}", path.display()))?;
+    Ok(d)
 }
 
 /// [`write_repo`] with a per-package metadata cache (see `index_cache`): a package whose
@@ -1316,7 +1421,7 @@ pub fn write_repo_cached(
         .par_iter()
         .map(|(file_name, src)| -> Result<IndexedPackage> {
             let from_src = if cache.enabled() {
-                Some(cache.get_or(src, || describe_rpm(src))?)
+                Some(cache.get_or(src, |f, m| describe_rpm(src, f, m.len()))?)
             } else {
                 None
             };
@@ -1347,28 +1452,29 @@ pub fn write_repo_cached(
                     return Ok(done(d, href));
                 }
                 // Placed by an earlier run and unchanged since: nothing to copy or read.
-                if dest.is_file() {
-                    let placed: Described = cache.get_or(&dest, || describe_rpm(&dest))?;
+                if fs::symlink_metadata(&dest).is_ok_and(|m| m.is_file()) {
+                    let placed: Described =
+                        cache.get_or(&dest, |f, m| describe_rpm(&dest, f, m.len()))?;
                     if placed.sha256 == d.sha256 {
                         return Ok(done(placed, href));
                     }
                 }
                 let placed = place_checked(src, &dest, d)?;
-                let placed: Described = cache.get_or(&dest, || Ok(placed))?;
+                let placed: Described = cache.get_or(&dest, |_, _| Ok(placed))?;
                 return Ok(done(placed, href));
             }
             // No cache. Already in place: one pass (headers + sha256) over the file. Else the
             // input's headers name the place, and the placed copy is described: the index must
             // match the bytes a client downloads.
-            let (info, hashed) = read_rpm_hashed(src, true)?;
-            let (href, dest) = place_of(&info)?;
+            let (f, m) = crate::index_cache::open_regular(src)?;
+            let d = describe_rpm(src, &f, m.len())?;
+            drop(f);
+            let (href, dest) = place_of(&d.info)?;
             if **src == dest || same_file(src, &dest) {
                 ensure_mode(&dest, 0o644)?;
-                let (sha256, size) = hashed.expect("hashed");
-                return Ok(done(Described { info, sha256, size }, href));
+                return Ok(done(d, href));
             }
-            let (sha256, size) = hashed.expect("hashed");
-            let placed = place_checked(src, &dest, Described { info, sha256, size })?;
+            let placed = place_checked(src, &dest, d)?;
             Ok(done(placed, href))
         })
         .collect::<Result<_>>()?;
@@ -1388,7 +1494,7 @@ pub fn write_repo_cached(
     let t = span("dnf: duplicate check", t);
     let n = packages.len();
     let c = settings.compression;
-    let chunks = crate::apt_repo::ChunkCache::new(cache.side_dir("xml-chunks"));
+    let chunks = crate::apt_repo::ChunkCache::new(cache.side_dir("xml-chunks", None));
     let out = DataOut {
         repodata: &repodata,
         c,
