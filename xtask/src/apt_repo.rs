@@ -1578,53 +1578,61 @@ pub fn write_apt_repo_cached(
         })
         .collect::<Result<_>>()?;
     let t = span("apt: render and compress Packages", t);
+    // Every index file is written (and synced) once, all of them in parallel (the fsyncs of
+    // one run overlap instead of queueing); the by-hash names are hard links to it, made
+    // before the file gets its own name: a client that already has the new Release finds
+    // them at once.
+    let mut staged = Vec::new();
     for (arch, files) in rendered {
         let rel_dir = format!("{COMPONENT}/binary-{arch}");
         let dir = suite_dir.join(&rel_dir);
-        create_dir_0755(&dir)?;
-        let sha256_dir = dir.join("by-hash").join("SHA256");
-        let sha512_dir = dir.join("by-hash").join("SHA512");
-        create_dir_0755(&sha256_dir)?;
-        create_dir_0755(&sha512_dir)?;
+        for d in ["", "by-hash", "by-hash/SHA256", "by-hash/SHA512"] {
+            create_dir_0755(&dir.join(d))?;
+        }
         for (name, data) in files {
             let entry = index_entry(format!("{rel_dir}/{name}"), &data);
-            // Written (and synced) once; the by-hash names are hard links to it, made before
-            // the file gets its own name: a client that already has the new Release finds
-            // them at once.
-            let tmp = write_temp(&dir.join(name), &data)?;
-            link_or_copy(&tmp, &sha256_dir.join(&entry.sha256), &data)?;
-            link_or_copy(&tmp, &sha512_dir.join(&entry.sha512), &data)?;
-            fs::rename(&tmp, dir.join(name))
-                .with_context(|| format!("renaming into {}", dir.join(name).display()))?;
-            index_files.push(entry);
+            staged.push((dir.join(name), entry, data));
         }
+    }
+    let temps = staged
+        .par_iter()
+        .map(|(path, _, data)| write_temp(path, data))
+        .collect::<Result<Vec<_>>>()?;
+    for ((path, entry, data), tmp) in staged.into_iter().zip(temps) {
+        let by_hash = path
+            .parent()
+            .expect("index file has a directory")
+            .join("by-hash");
+        link_or_copy(&tmp, &by_hash.join("SHA256").join(&entry.sha256), &data)?;
+        link_or_copy(&tmp, &by_hash.join("SHA512").join(&entry.sha512), &data)?;
+        fs::rename(&tmp, &path).with_context(|| format!("renaming into {}", path.display()))?;
+        index_files.push(entry);
     }
     let t = span("apt: write index files, by-hash", t);
     index_files.sort_by(|a, b| a.path.cmp(&b.path));
     chunks.prune()?;
 
     let release = release_text(settings, &arches, &index_files);
-    let detached = signer
-        .detach_sign_armored(release.as_bytes())
-        .context("signing Release")?;
-    let inline = signer
-        .clearsign(&release)
-        .context("clear-signing Release")?;
-    let staged = [
-        (
-            "Release",
-            write_temp(&suite_dir.join("Release"), release.as_bytes())?,
-        ),
-        (
-            "Release.gpg",
-            write_temp(&suite_dir.join("Release.gpg"), detached.as_bytes())?,
-        ),
-        (
-            "InRelease",
-            write_temp(&suite_dir.join("InRelease"), inline.as_bytes())?,
-        ),
+    // Two signatures of the same text: made on two cores.
+    let (detached, inline) = rayon::join(
+        || {
+            signer
+                .detach_sign_armored(release.as_bytes())
+                .context("signing Release")
+        },
+        || signer.clearsign(&release).context("clear-signing Release"),
+    );
+    let (detached, inline) = (detached?, inline?);
+    let files = [
+        ("Release", release.as_bytes()),
+        ("Release.gpg", detached.as_bytes()),
+        ("InRelease", inline.as_bytes()),
     ];
-    for (name, tmp) in staged {
+    let temps = files
+        .par_iter()
+        .map(|(name, data)| write_temp(&suite_dir.join(name), data))
+        .collect::<Result<Vec<_>>>()?;
+    for ((name, _), tmp) in files.iter().zip(temps) {
         fs::rename(&tmp, suite_dir.join(name))
             .with_context(|| format!("renaming into {}", suite_dir.join(name).display()))?;
     }
