@@ -866,6 +866,37 @@ fn client_files_are_what_apt_reads() {
     }
 }
 
+/// What the `index_dir` tests start from: the fixture packages in `TMP/pool-in`, a key, the
+/// cache file's place (`TMP/state/apt-index-cache`) and the repository's (`TMP/repo`).
+struct Cached {
+    tmp: tempfile::TempDir,
+    pool: PathBuf,
+    debs: Vec<PathBuf>,
+    key: gpg::GpgKey,
+    cache: PathBuf,
+    root: PathBuf,
+}
+
+impl Cached {
+    fn new() -> Cached {
+        let tmp = tempfile::tempdir().unwrap();
+        let pool = tmp.path().join("pool-in");
+        std::fs::create_dir(&pool).unwrap();
+        let debs = fixture_debs(&pool);
+        let key = gpg::GpgKey::generate("apt test <apt@example.org>");
+        let cache = tmp.path().join("state/apt-index-cache");
+        let root = tmp.path().join("repo");
+        Cached {
+            tmp,
+            pool,
+            debs,
+            key,
+            cache,
+            root,
+        }
+    }
+}
+
 /// `index_dir` over a directory of packages with a metadata cache: the index equals
 /// `write_apt_repo`'s over the same files; an added package is read and listed; unchanged
 /// packages are taken from the cache (a cache entry edited by hand shows through, which is how
@@ -873,13 +904,14 @@ fn client_files_are_what_apt_reads() {
 /// again (the edit disappears).
 #[test]
 fn index_dir_reads_only_what_the_cache_does_not_describe() {
-    let tmp = tempfile::tempdir().unwrap();
-    let pool = tmp.path().join("pool-in");
-    std::fs::create_dir(&pool).unwrap();
-    let debs = fixture_debs(&pool);
-    let key = gpg::GpgKey::generate("apt test <apt@example.org>");
-    let cache = tmp.path().join("state/apt-index-cache");
-    let root = tmp.path().join("repo");
+    let Cached {
+        tmp,
+        pool,
+        debs,
+        key,
+        cache,
+        root,
+    } = Cached::new();
     let s = settings();
     // The reference first: its hard links into `plain/pool` move the inputs' ctimes (a new
     // link count), which the cache would rightly take for a change.
@@ -957,13 +989,14 @@ fn index_dir_reads_only_what_the_cache_does_not_describe() {
 /// the one made without a cache (compared byte for byte, then read by apt-get).
 #[test]
 fn forged_cache_entries_are_read_again() {
-    let tmp = tempfile::tempdir().unwrap();
-    let pool = tmp.path().join("pool-in");
-    std::fs::create_dir(&pool).unwrap();
-    let debs = fixture_debs(&pool);
-    let key = gpg::GpgKey::generate("apt test <apt@example.org>");
-    let cache = tmp.path().join("state/apt-index-cache");
-    let root = tmp.path().join("repo");
+    let Cached {
+        tmp,
+        pool,
+        debs,
+        key,
+        cache,
+        root,
+    } = Cached::new();
     let s = settings();
     apt_repo::index_dir(&pool, &root, &s, &key, Some(&cache)).unwrap();
     let packages = |arch: &str| {
@@ -1033,12 +1066,13 @@ fn forged_cache_entries_are_read_again() {
 /// listed package is an error naming it, not a read of its target (nor a hang).
 #[test]
 fn symlinked_and_fifo_packages_are_refused() {
-    let tmp = tempfile::tempdir().unwrap();
-    let pool = tmp.path().join("pool-in");
-    std::fs::create_dir(&pool).unwrap();
-    let debs = fixture_debs(&pool);
-    let key = gpg::GpgKey::generate("apt test <apt@example.org>");
-    let root = tmp.path().join("repo");
+    let Cached {
+        tmp,
+        debs,
+        key,
+        root,
+        ..
+    } = Cached::new();
     let s = settings();
     let outside = tmp.path().join("outside.deb");
     std::fs::rename(&debs[0], &outside).unwrap();
@@ -1078,13 +1112,14 @@ fn swap_chunks(dir: &Path, kind: &str) {
 #[test]
 fn swapped_cached_chunks_are_not_used() {
     use std::os::unix::fs::PermissionsExt;
-    let tmp = tempfile::tempdir().unwrap();
-    let pool = tmp.path().join("pool-in");
-    std::fs::create_dir(&pool).unwrap();
-    fixture_debs(&pool);
-    let key = gpg::GpgKey::generate("apt test <apt@example.org>");
-    let cache = tmp.path().join("state/apt-index-cache");
-    let root = tmp.path().join("repo");
+    let Cached {
+        tmp,
+        pool,
+        key,
+        cache,
+        root,
+        ..
+    } = Cached::new();
     let s = settings();
     apt_repo::index_dir(&pool, &root, &s, &key, Some(&cache)).unwrap();
     let chunks = tmp

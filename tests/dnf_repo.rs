@@ -42,6 +42,16 @@ fn ok(c: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// dnf's `repoquery --qf QF` of the repository at `root` (its public key written under
+/// `keys/obs.asc` first; package signatures not checked: the repodata is what is queried).
+fn repoquery(root: &Path, key: &dyn Signer, qf: &str) -> String {
+    dnf_repo::write_public_key(root, "obs", key).unwrap();
+    let key = root.join("keys/obs.asc");
+    ok(Dnf::new()
+        .with_repo(root, &key)
+        .args(["--setopt=obs.gpgcheck=0", "repoquery", "--qf", qf]))
+}
+
 /// One small test package. `base` is the noarch package that satisfies the others' requires
 /// in an empty installroot.
 fn build_rpm(dir: &Path, name: &str, arch: &str, base: bool) -> PathBuf {
@@ -956,15 +966,7 @@ fn index_dir_reads_only_what_the_cache_does_not_describe() {
         "stale entries are dropped"
     );
 
-    dnf_repo::write_public_key(&root, "obs", &f.key).unwrap();
-    let dnf = Dnf::new();
-    let key = root.join("keys/obs.asc");
-    let q = ok(dnf.with_repo(&root, &key).args([
-        "--setopt=obs.gpgcheck=0",
-        "repoquery",
-        "--qf",
-        "%{name}",
-    ]));
+    let q = repoquery(&root, &f.key, "%{name}");
     assert!(q.lines().any(|l| l == "added-exporter"), "{q}");
 }
 
@@ -1035,15 +1037,7 @@ fn forged_cache_entries_are_read_again() {
             "{to}"
         );
     }
-    dnf_repo::write_public_key(&root, "obs", &f.key).unwrap();
-    let dnf = Dnf::new();
-    let key = root.join("keys/obs.asc");
-    let q = ok(dnf.with_repo(&root, &key).args([
-        "--setopt=obs.gpgcheck=0",
-        "repoquery",
-        "--qf",
-        "%{name} %{summary}",
-    ]));
+    let q = repoquery(&root, &f.key, "%{name} %{summary}");
     assert!(
         q.lines()
             .any(|l| l == "demo_exporter Test <exporter> & \"friends\""),
