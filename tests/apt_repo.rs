@@ -866,35 +866,25 @@ fn client_files_are_what_apt_reads() {
     }
 }
 
-/// What the `index_dir` tests start from: the fixture packages in `TMP/pool-in`, a key, the
-/// cache file's place (`TMP/state/apt-index-cache`) and the repository's (`TMP/repo`).
-struct Cached {
-    tmp: tempfile::TempDir,
-    pool: PathBuf,
-    debs: Vec<PathBuf>,
-    key: gpg::GpgKey,
-    cache: PathBuf,
-    root: PathBuf,
-}
-
-impl Cached {
-    fn new() -> Cached {
-        let tmp = tempfile::tempdir().unwrap();
-        let pool = tmp.path().join("pool-in");
-        std::fs::create_dir(&pool).unwrap();
-        let debs = fixture_debs(&pool);
-        let key = gpg::GpgKey::generate("apt test <apt@example.org>");
-        let cache = tmp.path().join("state/apt-index-cache");
-        let root = tmp.path().join("repo");
-        Cached {
-            tmp,
-            pool,
-            debs,
-            key,
-            cache,
-            root,
-        }
-    }
+/// What the `index_dir` tests start from: (the temporary directory, the fixture packages'
+/// directory `TMP/pool-in`, the packages, a key, the cache file's place
+/// `TMP/state/apt-index-cache`, the repository's `TMP/repo`).
+fn cached_fixture() -> (
+    tempfile::TempDir,
+    PathBuf,
+    Vec<PathBuf>,
+    gpg::GpgKey,
+    PathBuf,
+    PathBuf,
+) {
+    let tmp = tempfile::tempdir().unwrap();
+    let pool = tmp.path().join("pool-in");
+    std::fs::create_dir(&pool).unwrap();
+    let debs = fixture_debs(&pool);
+    let key = gpg::GpgKey::generate("apt test <apt@example.org>");
+    let cache = tmp.path().join("state/apt-index-cache");
+    let root = tmp.path().join("repo");
+    (tmp, pool, debs, key, cache, root)
 }
 
 /// `index_dir` over a directory of packages with a metadata cache: the index equals
@@ -904,14 +894,7 @@ impl Cached {
 /// again (the edit disappears).
 #[test]
 fn index_dir_reads_only_what_the_cache_does_not_describe() {
-    let Cached {
-        tmp,
-        pool,
-        debs,
-        key,
-        cache,
-        root,
-    } = Cached::new();
+    let (tmp, pool, debs, key, cache, root) = cached_fixture();
     let s = settings();
     // The reference first: its hard links into `plain/pool` move the inputs' ctimes (a new
     // link count), which the cache would rightly take for a change.
@@ -989,14 +972,7 @@ fn index_dir_reads_only_what_the_cache_does_not_describe() {
 /// the one made without a cache (compared byte for byte, then read by apt-get).
 #[test]
 fn forged_cache_entries_are_read_again() {
-    let Cached {
-        tmp,
-        pool,
-        debs,
-        key,
-        cache,
-        root,
-    } = Cached::new();
+    let (tmp, pool, debs, key, cache, root) = cached_fixture();
     let s = settings();
     apt_repo::index_dir(&pool, &root, &s, &key, Some(&cache)).unwrap();
     let packages = |arch: &str| {
@@ -1066,13 +1042,7 @@ fn forged_cache_entries_are_read_again() {
 /// listed package is an error naming it, not a read of its target (nor a hang).
 #[test]
 fn symlinked_and_fifo_packages_are_refused() {
-    let Cached {
-        tmp,
-        debs,
-        key,
-        root,
-        ..
-    } = Cached::new();
+    let (tmp, _, debs, key, _, root) = cached_fixture();
     let s = settings();
     let outside = tmp.path().join("outside.deb");
     std::fs::rename(&debs[0], &outside).unwrap();
@@ -1112,14 +1082,7 @@ fn swap_chunks(dir: &Path, kind: &str) {
 #[test]
 fn swapped_cached_chunks_are_not_used() {
     use std::os::unix::fs::PermissionsExt;
-    let Cached {
-        tmp,
-        pool,
-        key,
-        cache,
-        root,
-        ..
-    } = Cached::new();
+    let (tmp, pool, _, key, cache, root) = cached_fixture();
     let s = settings();
     apt_repo::index_dir(&pool, &root, &s, &key, Some(&cache)).unwrap();
     let chunks = tmp
