@@ -894,18 +894,33 @@ fn bad_inputs_are_refused() {
     assert!(!root.join("repodata/repomd.xml").exists());
 }
 
+/// What the `index_dir` tests start from: (the fixture, a temporary directory, the fixture
+/// packages' directory, the cache file's place `TMP/state/dnf-index-cache`, the repository's
+/// `TMP/repo`, the settings).
+fn cached_fixture() -> (
+    Fixture,
+    tempfile::TempDir,
+    PathBuf,
+    PathBuf,
+    PathBuf,
+    Settings,
+) {
+    let f = fixture(false);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = f.inputs[0].parent().unwrap().to_path_buf();
+    let cache = tmp.path().join("state/dnf-index-cache");
+    let root = tmp.path().join("repo");
+    (f, tmp, dir, cache, root, Settings::new(DATE as u64))
+}
+
 /// `index_dir` with a metadata cache: the same repodata as `write_repo` over the same files;
 /// an added package is read, placed and listed; an unchanged one is taken from the cache (a
 /// cache entry edited by hand shows through in primary.xml, so the file was not read again),
 /// and touching it (new mtime, new key) makes it read again. Then dnf reads the result.
 #[test]
 fn index_dir_reads_only_what_the_cache_does_not_describe() {
-    let f = fixture(false);
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = f.inputs[0].parent().unwrap();
-    let cache = tmp.path().join("state/dnf-index-cache");
-    let root = tmp.path().join("repo");
-    let s = Settings::new(DATE as u64);
+    let (f, tmp, dir, cache, root, s) = cached_fixture();
+    let dir = dir.as_path();
     let first = dnf_repo::index_dir(dir, &root, &s, &f.key, Some(&cache)).unwrap();
     let plain = tmp.path().join("plain");
     let reference = dnf_repo::write_repo(&plain, &f.inputs, &s, &f.key).unwrap();
@@ -977,12 +992,8 @@ fn index_dir_reads_only_what_the_cache_does_not_describe() {
 /// than the racy window after the files' last change, so they are trusted on their stat.)
 #[test]
 fn forged_cache_entries_are_read_again() {
-    let f = fixture(false);
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = f.inputs[0].parent().unwrap();
-    let cache = tmp.path().join("state/dnf-index-cache");
-    let root = tmp.path().join("repo");
-    let s = Settings::new(DATE as u64);
+    let (f, _tmp, dir, cache, root, s) = cached_fixture();
+    let dir = dir.as_path();
     std::thread::sleep(xtask::index_cache::RACY + std::time::Duration::from_millis(200));
     let first = dnf_repo::index_dir(dir, &root, &s, &f.key, Some(&cache)).unwrap();
     // Once more after the racy window of the placed copies too: entries trusted on the stat.
@@ -1050,12 +1061,8 @@ fn forged_cache_entries_are_read_again() {
 /// decompresses (gzip) to its own XML, and dnf reads the repository.
 #[test]
 fn swapped_cached_chunks_are_not_used() {
-    let f = fixture(false);
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = f.inputs[0].parent().unwrap();
-    let cache = tmp.path().join("state/dnf-index-cache");
-    let root = tmp.path().join("repo");
-    let s = Settings::new(DATE as u64);
+    let (f, tmp, dir, cache, root, s) = cached_fixture();
+    let dir = dir.as_path();
     let first = dnf_repo::index_dir(dir, &root, &s, &f.key, Some(&cache)).unwrap();
     let chunks = tmp.path().join("state/dnf-index-cache.xml-chunks");
     let mut files: Vec<PathBuf> = fs::read_dir(&chunks)
