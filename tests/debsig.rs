@@ -507,7 +507,7 @@ fn generation(gen: &Path, pkg: &Package, deb_signer: &dyn Signer, key: &SigningK
         client_name: "observability-stack".into(),
         base_url: format!("file://{}", gen.display()),
     };
-    xtask::dist::assemble_repositories(gen, &mut built, &opts, key, &[]).unwrap();
+    xtask::dist::assemble_repositories(gen, &mut built, &opts, key, &[], None).unwrap();
     assert!(built[0].file.starts_with("apt/pool/"), "{}", built[0].file);
     gen.join(&built[0].file)
 }

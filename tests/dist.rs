@@ -1704,7 +1704,70 @@ fn an_unchanged_dist_publishes_nothing_and_anything_else_publishes_again() {
     );
     assert!(!err.contains(NOTHING_CHANGED), "{err}");
     assert_eq!(last(&fx), "0011");
-    assert_eq!(recorded_inputs(&fx.out), ("0011".to_string(), fingerprint));
+    assert_eq!(
+        recorded_inputs(&fx.out),
+        ("0011".to_string(), fingerprint.clone())
+    );
+    fx.verify_ok(&fx.out, &dev);
+
+    // Same versions, other inputs (another Origin): generation 0012. Back to these inputs:
+    // 0013. Then 0012 put back as `current` with a record naming it and this run's
+    // fingerprint: it verifies and holds the same packages, but its signed manifest.json
+    // says it was made from other inputs — built anew.
+    let (_, err) = dist_run(&fx, &["--origin", "another-origin"]);
+    assert!(!err.contains(NOTHING_CHANGED), "{err}");
+    assert_eq!(last(&fx), "0012");
+    let other = recorded_inputs(&fx.out).1;
+    assert_ne!(other, fingerprint);
+    let manifest_inputs = |g: &str| -> String {
+        let m = std::fs::read_to_string(gens_dir.join(g).join("manifest.json")).unwrap();
+        let m: serde_json::Value = serde_json::from_str(&m).unwrap();
+        m["inputs"].as_str().unwrap().to_string()
+    };
+    assert_eq!(manifest_inputs("0012"), other);
+    let (_, err) = dist_run(&fx, &[]);
+    assert!(!err.contains(NOTHING_CHANGED), "{err}");
+    assert_eq!(last(&fx), "0013");
+    assert_eq!(manifest_inputs("0013"), fingerprint);
+    let point_current = |g: &str| {
+        let t = fx.out.join(".current-test");
+        std::os::unix::fs::symlink(format!("generations/{g}"), &t).unwrap();
+        std::fs::rename(&t, fx.out.join("current")).unwrap();
+    };
+    point_current("0012");
+    std::fs::write(
+        &inputs,
+        format!("generation 0012\nfingerprint {fingerprint}\n"),
+    )
+    .unwrap();
+    let (_, err) = dist_run(&fx, &[]);
+    assert!(
+        err.contains(
+            "note: building a new generation: generation 0012 was made from other inputs (its \
+             manifest.json says so)"
+        ),
+        "{err}"
+    );
+    assert_eq!(last(&fx), "0014");
+    assert_eq!(manifest_inputs("0014"), fingerprint);
+    fx.verify_ok(&fx.out, &dev);
+
+    // A damaged `current` that holds an entry `current` leading to a good generation: the
+    // no-op check verifies generation 0014 itself, not the link's target — built anew.
+    let g14 = gens_dir.join("0014");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(g14.join("manifest.json")).unwrap()).unwrap();
+    let pkg = g14.join(manifest["packages"][0]["file"].as_str().unwrap());
+    replace_file(&pkg, b"not the package that was signed");
+    std::os::unix::fs::symlink("../0013", g14.join("current")).unwrap();
+    let (_, err) = dist_run(&fx, &[]);
+    assert!(
+        err.contains("generation 0014 holds an entry named `current` (not written by dist)"),
+        "{err}"
+    );
+    assert!(!err.contains(NOTHING_CHANGED), "{err}");
+    assert_eq!(last(&fx), "0015");
+    assert_eq!(recorded_inputs(&fx.out), ("0015".to_string(), fingerprint));
     fx.verify_ok(&fx.out, &dev);
 }
 

@@ -761,6 +761,7 @@ pub fn assemble_repositories(
     opts: &RepoOptions,
     signer: &dyn crate::signer::Signer,
     previous: &[PathBuf],
+    inputs: Option<&str>,
 ) -> Result<()> {
     let build = gen.join(BUILD_DIR);
     let of = |f: Format| -> Vec<PathBuf> {
@@ -869,10 +870,17 @@ pub fn assemble_repositories(
             .collect()
     })?;
 
-    let manifest = serde_json::to_string_pretty(&serde_json::json!({
+    // `inputs`: the fingerprint of what `dist` made this generation from (`crate::inputs`),
+    // signed with the rest through SHA256SUMS: the no-op check compares it, not just a record
+    // beside the tree.
+    let mut manifest = serde_json::json!({
         "packages": built,
         "attestations": attestations,
-    }))?;
+    });
+    if let Some(f) = inputs {
+        manifest["inputs"] = serde_json::Value::String(f.to_string());
+    }
+    let manifest = serde_json::to_string_pretty(&manifest)?;
     write_atomic(&gen.join("manifest.json"), manifest.as_bytes())?;
     // SHA256SUMS names every file of the generation (client files and keys included), and its
     // detached signature makes the whole tree checkable offline, byte for byte.

@@ -37,7 +37,12 @@
 //! `dist` records the fingerprint of what it published in `OUT/.inputs`
 //! ([`crate::publish::record_inputs`]); [`check`] trusts that file only as "which fingerprint
 //! produced generation N": the generation itself must still be what `current` names and must
-//! verify completely (every signature and hash, as before publishing) for a run to do nothing.
+//! verify completely (every signature and hash, as before publishing), must hold exactly the
+//! packages the selected components make, and its `manifest.json` (covered by the signed
+//! `SHA256SUMS`) must carry the same fingerprint in its `inputs` field, for a run to do
+//! nothing: a record copied beside another signed generation of the same versions does not
+//! pass. The generation is verified as itself (a symlink at it, or an entry `current` in it,
+//! is a reason to build), never by following a link.
 
 use std::path::{Path, PathBuf};
 
@@ -172,7 +177,17 @@ pub fn check(
         return changed(format!("the inputs differ from generation {current}'s"));
     }
     let dir = crate::publish::generation_dir(out, &current);
-    match crate::verify::verify_tree(&dir, trusted) {
+    // The generation itself, not whatever a link in or at it leads to: `verify_tree` of a
+    // directory holding `current` would check that link's target instead.
+    if std::fs::symlink_metadata(&dir).map_or(true, |m| !m.is_dir()) {
+        return changed(format!("{} is not a directory (a symlink?)", dir.display()));
+    }
+    if std::fs::symlink_metadata(dir.join("current")).is_ok() {
+        return changed(format!(
+            "generation {current} holds an entry named `current` (not written by dist)"
+        ));
+    }
+    match crate::verify::verify_root(&dir, trusted) {
         Err(e) => return changed(format!("generation {current} does not verify: {e:#}")),
         Ok(r) if !r.ok() => {
             let shown: Vec<&str> = r.failures.iter().take(3).map(String::as_str).collect();
@@ -231,8 +246,43 @@ pub fn check(
             )),
         ));
     }
+    // The fingerprint the generation was signed with (its manifest.json, covered by the
+    // verified SHA256SUMS), not only the record beside it: a same-version generation made from
+    // other inputs, put back as `current` with the record copied, is built anew.
+    match manifest_inputs(&dir) {
+        Ok(Some(f)) if f == fingerprint => {}
+        Ok(Some(_)) => {
+            return changed(format!(
+                "generation {current} was made from other inputs (its manifest.json says so)"
+            ))
+        }
+        Ok(None) => {
+            return changed(format!(
+                "generation {current}'s manifest.json names no inputs (not made by `dist`)"
+            ))
+        }
+        Err(e) => return changed(format!("generation {current}: {e:#}")),
+    }
     Verdict::Unchanged {
         generation: dir,
         packages,
+    }
+}
+
+/// The `inputs` fingerprint a generation's `manifest.json` carries (`None`: the key is absent,
+/// as in a generation `index --merge` made).
+fn manifest_inputs(root: &Path) -> Result<Option<String>> {
+    let path = root.join("manifest.json");
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| anyhow!("reading {}: {e}", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| anyhow!("{} is not JSON: {e}", path.display()))?;
+    match v.get("inputs") {
+        None => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(anyhow!(
+            "{}: `inputs` {other}: not a string",
+            path.display()
+        )),
     }
 }

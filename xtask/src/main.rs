@@ -622,7 +622,14 @@ fn publish_generation(
     json: bool,
     fingerprint: Option<&str>,
 ) -> Result<()> {
-    dist::assemble_repositories(staging.path(), &mut built, &p.repo, key, &p.previous)?;
+    dist::assemble_repositories(
+        staging.path(),
+        &mut built,
+        &p.repo,
+        key,
+        &p.previous,
+        fingerprint,
+    )?;
     // Never publish what does not verify: the whole tree is checked before the switch.
     let report = verify::verify_tree(staging.path(), trusted)?;
     if !report.ok() {

@@ -205,7 +205,13 @@ pub fn resolve_root(dir: &Path) -> PathBuf {
 
 /// Verify everything under `dir` (an output directory or one generation / copy of it).
 pub fn verify_tree(dir: &Path, keys: &TrustedKeys) -> Result<Report> {
-    let root = resolve_root(dir);
+    verify_root(&resolve_root(dir), keys)
+}
+
+/// Verify everything under `root` itself (one generation or a copy of one; an entry named
+/// `current` in it is not followed but checked as any other file).
+pub fn verify_root(root: &Path, keys: &TrustedKeys) -> Result<Report> {
+    let root = root.to_path_buf();
     if !root.is_dir() {
         bail!("{}: not a directory", root.display());
     }
@@ -372,6 +378,7 @@ fn rel(root: &Path, p: &Path) -> String {
 /// self-contained: every byte checked is a byte that a copy of it (rsync, a web server that
 /// does not follow links) would serve.
 fn open_in_tree(root: &Path, p: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
     let refuse = |why: String| std::io::Error::other(why);
     let rel = p
         .strip_prefix(root)
@@ -390,7 +397,12 @@ fn open_in_tree(root: &Path, p: &Path) -> std::io::Result<std::fs::File> {
     if !std::fs::symlink_metadata(p)?.is_file() {
         return Err(refuse("is not a regular file".into()));
     }
-    let f = std::fs::File::open(p)?;
+    // Not by path alone: a symlink or FIFO swapped in since the check above is refused, not
+    // followed or waited on (the no-op `dist` verifies an existing tree under OUT's lock).
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(p)?;
     if !f.metadata()?.is_file() {
         return Err(refuse("is not a regular file".into()));
     }
