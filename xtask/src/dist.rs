@@ -182,12 +182,30 @@ pub fn source_date_epoch(c: &Component, explicit: Option<u64>) -> u64 {
     {
         return e;
     }
-    let dir = c.file.parent().unwrap_or(Path::new("."));
+    // One answer per component file for the whole run: the fingerprint of the no-op check and
+    // the build that follows it must not see two values (a commit or touch in between).
+    static SEEN: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<PathBuf, u64>>> =
+        std::sync::OnceLock::new();
+    let seen = SEEN.get_or_init(Default::default);
+    if let Some(e) = seen.lock().unwrap_or_else(|p| p.into_inner()).get(&c.file) {
+        return *e;
+    }
+    let e = file_epoch(&c.file);
+    *seen
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(c.file.clone())
+        .or_insert(e)
+}
+
+/// The last commit time of `file`, or its mtime outside git (0 if neither can be read).
+fn file_epoch(file: &Path) -> u64 {
+    let dir = file.parent().unwrap_or(Path::new("."));
     if let Ok(out) = std::process::Command::new("git")
         .arg("-C")
         .arg(dir)
         .args(["log", "-1", "--format=%ct", "--"])
-        .arg(&c.file)
+        .arg(file)
         .stderr(std::process::Stdio::null())
         .output()
     {
@@ -200,7 +218,7 @@ pub fn source_date_epoch(c: &Component, explicit: Option<u64>) -> u64 {
             return e;
         }
     }
-    std::fs::metadata(&c.file)
+    std::fs::metadata(file)
         .and_then(|m| m.modified())
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
