@@ -307,6 +307,7 @@ impl Control {
     /// Parse one deb822 paragraph (a binary package's `control` file), strictly.
     pub fn parse(text: &str) -> Result<Control> {
         let mut fields: Vec<(String, String)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         let mut ended = false;
         for (n, line) in text.lines().enumerate() {
             let n = n + 1;
@@ -342,7 +343,7 @@ impl Control {
             {
                 bail!("control line {n}: invalid field name {name:?}");
             }
-            if fields.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)) {
+            if !seen.insert(name.to_ascii_lowercase()) {
                 bail!("control line {n}: field {name} given twice");
             }
             fields.push((name.to_string(), value.trim().to_string()));
@@ -365,7 +366,8 @@ impl Control {
         if self.fields.is_empty() {
             bail!("control file is empty");
         }
-        for (i, (name, value)) in self.fields.iter().enumerate() {
+        let mut seen = std::collections::HashSet::with_capacity(self.fields.len());
+        for (name, value) in &self.fields {
             if name.is_empty()
                 || name.starts_with(['-', '#'])
                 || !name
@@ -374,10 +376,9 @@ impl Control {
             {
                 bail!("control field name {name:?} is invalid");
             }
-            if self.fields[..i]
-                .iter()
-                .any(|(k, _)| k.eq_ignore_ascii_case(name))
-            {
+            // A set, not a scan of the fields before: a hostile control file of many fields
+            // costs linear time, not quadratic.
+            if !seen.insert(name.to_ascii_lowercase()) {
                 bail!("control field {name} given twice");
             }
             let bad_char = |l: &str| l.chars().find(|c| c.is_control() && *c != '\t');
