@@ -755,6 +755,58 @@ fn unpacked_root(deb: &Path, work: &Path) -> (PathBuf, PathBuf) {
     (root, ctrl)
 }
 
+/// The paths postinst registers with `dpkg-statoverride --update --add` (the last, quoted
+/// word of each such line).
+fn override_paths(ctrl: &Path) -> Vec<String> {
+    let script = std::fs::read_to_string(ctrl.join("postinst")).unwrap();
+    script
+        .lines()
+        .filter(|l| {
+            l.trim_start()
+                .starts_with("dpkg-statoverride --update --add ")
+        })
+        .map(|l| {
+            let last = l.split_whitespace().last().unwrap();
+            last.trim_matches('\'').to_string()
+        })
+        .collect()
+}
+
+/// dpkg-statoverride resolves owner and group names on this machine, never in DPKG_ROOT (so
+/// bookworm's dpkg), and the package's user exists only in the throw-away root: an override
+/// cannot be added here (tests/host.rs installs for real and checks the owners). An override
+/// that already exists is the admin's choice, which postinst keeps: every path postinst would
+/// register gets one first (`root root 0600`), and the database is returned.
+fn seed_overrides(ctrl: &Path, root: &Path) -> PathBuf {
+    let db = root.join("var/lib/dpkg/statoverride");
+    let paths = override_paths(ctrl);
+    assert!(!paths.is_empty(), "postinst registers no stat override");
+    let lines: String = paths
+        .iter()
+        .map(|p| format!("root root 0600 {p}\n"))
+        .collect();
+    std::fs::write(&db, lines).unwrap();
+    db
+}
+
+/// The database's entries as (owner, group, mode, path), the mode as a number (dpkg rewrites
+/// the file in its own layout).
+fn overrides(db: &Path) -> Vec<(String, String, u32, String)> {
+    std::fs::read_to_string(db)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (
+                f[0].into(),
+                f[1].into(),
+                u32::from_str_radix(f[2], 8).unwrap(),
+                f[3].into(),
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn scripts_run_install_upgrade_remove_purge_in_a_throwaway_root() {
     let work = tempfile::tempdir().unwrap();
@@ -763,10 +815,17 @@ fn scripts_run_install_upgrade_remove_purge_in_a_throwaway_root() {
     let (root, ctrl) = unpacked_root(&w.path, work.path());
     let passwd = || std::fs::read_to_string(root.join("etc/passwd")).unwrap_or_default();
     let wants = root.join("etc/systemd/system/multi-user.target.wants/node_exporter.service");
+    let db = seed_overrides(&ctrl, &root);
+    let seeded = overrides(&db);
 
     // First installation, then the same configure again (dpkg may rerun it).
     for _ in 0..2 {
         run_script(&ctrl, &root, "postinst", &["configure", ""]);
+        assert_eq!(
+            overrides(&db),
+            seeded,
+            "postinst replaced an existing override"
+        );
         let pw = passwd();
         assert_eq!(
             pw.lines()
@@ -833,33 +892,18 @@ fn purge_removes_credentials_and_the_stat_override() {
     let pkg = package("mysqld_exporter", work.path());
     let w = write(&pkg, &work.path().join("out"), Compression::Xz).unwrap();
     let (root, ctrl) = unpacked_root(&w.path, work.path());
-    // dpkg-statoverride resolves names on this machine, not in DPKG_ROOT, so a group that
-    // only exists in the throw-away root cannot be added here (the e2e test installs for
-    // real). An override that already exists is what the admin chose: postinst keeps it.
-    let db = root.join("var/lib/dpkg/statoverride");
-    std::fs::write(&db, "root root 0600 /etc/mysqld_exporter/my.cnf\n").unwrap();
+    let db = seed_overrides(&ctrl, &root);
+    let seeded = overrides(&db);
+    assert!(
+        seeded.iter().any(|o| o.3 == "/etc/mysqld_exporter/my.cnf"),
+        "{seeded:?}"
+    );
     for _ in 0..2 {
         run_script(&ctrl, &root, "postinst", &["configure", ""]);
-        // (the web config's override is added too where this machine knows the group)
-        let text = std::fs::read_to_string(&db).unwrap();
-        // (dpkg-statoverride rewrites the database when it adds one: compare the fields,
-        // the mode as a number)
-        let cnf: Vec<(String, String, u32)> = text
-            .lines()
-            .filter(|l| l.ends_with(" /etc/mysqld_exporter/my.cnf"))
-            .map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                (
-                    f[0].into(),
-                    f[1].into(),
-                    u32::from_str_radix(f[2], 8).unwrap(),
-                )
-            })
-            .collect();
         assert_eq!(
-            cnf,
-            [("root".to_string(), "root".to_string(), 0o600)],
-            "postinst replaced an existing override:\n{text}"
+            overrides(&db),
+            seeded,
+            "postinst replaced an existing override"
         );
     }
     assert!(std::fs::read_to_string(root.join("etc/group"))
