@@ -683,6 +683,60 @@ fn successive_runs_publish_generations_and_keep_three_previous_indexes() {
     }
 }
 
+/// A previous generation is not trusted for what is carried over: a by-hash file or repodata
+/// file whose bytes no longer have the digest its index names stays behind, with a warning,
+/// and the new generation still verifies.
+#[test]
+fn tampered_index_files_of_a_previous_generation_are_not_carried_over() {
+    let fx = Fx::new(false);
+    let dev = fx.dev_public();
+    fx.set_revision(1);
+    fx.dist_ok();
+    let (bh, rd) = own_index_files(&fx.gen(1));
+    let pick = |algo: &str| -> String {
+        bh.iter()
+            .find(|n| n.contains(&format!("/by-hash/{algo}/")))
+            .unwrap()
+            .clone()
+    };
+    let tampered = [
+        format!("apt/dists/{}", pick("SHA256")),
+        format!("apt/dists/{}", pick("SHA512")),
+        format!("dnf/repodata/{}", rd.iter().next().unwrap()),
+    ];
+    for t in &tampered {
+        replace_file(&fx.gen(1).join(t), b"not what the index names");
+    }
+    fx.set_revision(2);
+    let o = fx.dist_ok();
+    let err = text(&o.stderr);
+    for (t, algo) in tampered.iter().zip(["sha256", "sha512", "sha256"]) {
+        assert!(
+            err.contains(&format!(
+                "warning: not carrying over {}: its {algo} is ",
+                fx.gen(1).canonicalize().unwrap().join(t).display()
+            )) || err.contains(&format!(
+                "warning: not carrying over {}: its {algo} is ",
+                fx.gen(1).join(t).display()
+            )),
+            "{t}: {err}"
+        );
+        assert!(
+            fx.gen(2).join(t).symlink_metadata().is_err(),
+            "{t} was carried over"
+        );
+    }
+    // The rest of generation 1's own index files came along.
+    let carried = by_hash_files(&fx.gen(2));
+    let kept = bh
+        .iter()
+        .filter(|n| !tampered.iter().any(|t| t.ends_with(*n)));
+    for n in kept {
+        assert!(carried.contains(n), "{n} not carried over");
+    }
+    fx.verify_ok(&fx.out, &dev);
+}
+
 // ------------------------------------------------------------------------------------------
 // 3. atomicity
 

@@ -879,7 +879,7 @@ pub fn assemble_repositories(
     crate::publish::carry_over(previous, gen, |prev| {
         own_index_files(prev)
             .into_iter()
-            .filter(|rel| match rel.strip_prefix("apt/dists") {
+            .filter(|named| match named.rel.strip_prefix("apt/dists") {
                 Ok(r) => r.components().next().is_some_and(|suite| {
                     gen.join("apt/dists").join(suite).join("Release").is_file()
                 }),
@@ -965,10 +965,12 @@ pub const DEBSIG_DIR: &str = "keys/debsig";
 /// repositories.
 pub const BUILD_DIR: &str = ".build";
 
-/// The files a generation's own indexes name, relative to the generation: the by-hash copies
-/// of every index each apt suite's `Release` lists, and the repodata files `repomd.xml` names.
-/// An unreadable index names nothing (previous generations were verified when published).
-pub fn own_index_files(gen: &Path) -> Vec<PathBuf> {
+/// The files a generation's own indexes name, relative to the generation, with the digest
+/// each is named by: the by-hash copies of every index each apt suite's `Release` lists, and
+/// the repodata files `repomd.xml` names. An unreadable index names nothing; what is named is
+/// checked against its digest as it is carried over ([`crate::publish::carry_over`]).
+pub fn own_index_files(gen: &Path) -> Vec<crate::publish::Named> {
+    use crate::publish::{Named, NamedDigest};
     let mut out = Vec::new();
     let dists = Path::new("apt/dists");
     if let Ok(rd) = std::fs::read_dir(gen.join(dists)) {
@@ -990,21 +992,27 @@ pub fn own_index_files(gen: &Path) -> Vec<PathBuf> {
                     .unwrap_or_default()
                 {
                     let dir = Path::new(&path).parent().unwrap_or(Path::new(""));
-                    out.push(
-                        dists
-                            .join(&suite)
-                            .join(dir)
-                            .join("by-hash")
-                            .join(algo)
-                            .join(hash),
-                    );
+                    let rel = dists
+                        .join(&suite)
+                        .join(dir)
+                        .join("by-hash")
+                        .join(algo)
+                        .join(&hash);
+                    let digest = match algo {
+                        "SHA256" => NamedDigest::Sha256(hash),
+                        _ => NamedDigest::Sha512(hash),
+                    };
+                    out.push(Named { rel, digest });
                 }
             }
         }
     }
     if let Ok(xml) = std::fs::read(gen.join("dnf/repodata/repomd.xml")) {
         if let Ok(data) = crate::verify::parse_repomd(&xml) {
-            out.extend(data.into_iter().map(|d| Path::new("dnf").join(d.href)));
+            out.extend(data.into_iter().map(|d| Named {
+                rel: Path::new("dnf").join(d.href),
+                digest: NamedDigest::Sha256(d.checksum),
+            }));
         }
     }
     out

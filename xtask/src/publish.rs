@@ -345,20 +345,41 @@ pub fn generation_dir(out: &Path, name: &str) -> PathBuf {
     out.join(GENERATIONS).join(name)
 }
 
+/// A file a generation's own index names (relative to the generation), and the digest that
+/// index gives it: the by-hash name of an apt index, the checksum `repomd.xml` states.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Named {
+    pub rel: PathBuf,
+    pub digest: NamedDigest,
+}
+
+/// Lower-case hex.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedDigest {
+    Sha256(String),
+    Sha512(String),
+}
+
 /// Hard-link (or copy, across file systems) into `new_root` every file that `files_of(prev)`
 /// names (paths relative to the generation) and `new_root` lacks, for each previous generation.
 /// Used for apt's by-hash files and dnf's repodata: `files_of` names only what a generation's
 /// own indexes reference, so older indexes stay fetchable after a switch while files carried
 /// into a previous generation from even older ones are not carried again (a generation holds
 /// the indexes of itself and the previous [`KEEP_PREVIOUS`], no more).
+///
+/// A previous generation is not trusted for content: what lands in the new one (and so in its
+/// signed SHA256SUMS) is a regular file, not a link, whose bytes have the digest its index
+/// names, and it is the very file that was hashed (the link's inode, or the copy made while
+/// hashing). Anything else is left behind with a warning: the new generation is complete
+/// without it (a client holding that older index fails to fetch it either way).
 pub fn carry_over(
     previous: &[PathBuf],
     new_root: &Path,
-    files_of: impl Fn(&Path) -> Vec<PathBuf>,
+    files_of: impl Fn(&Path) -> Vec<Named>,
 ) -> Result<usize> {
     let mut n = 0;
     for prev in previous {
-        for rel in files_of(prev) {
+        for Named { rel, digest } in files_of(prev) {
             if rel.is_absolute() || rel.components().any(|c| c.as_os_str() == "..") {
                 bail!(
                     "{}: refusing to carry over {}",
@@ -368,20 +389,94 @@ pub fn carry_over(
             }
             let from = prev.join(&rel);
             let to = new_root.join(&rel);
-            if !from.is_file() || to.exists() {
+            if to.symlink_metadata().is_ok() {
                 continue;
             }
-            if let Some(d) = to.parent() {
-                std::fs::create_dir_all(d)?;
+            match carry_one(&from, &to, &digest) {
+                Ok(true) => n += 1,
+                Ok(false) => {}
+                Err(why) => {
+                    // Nothing half-made stays behind under the name.
+                    if to.symlink_metadata().is_ok_and(|m| m.is_file()) {
+                        let _ = std::fs::remove_file(&to);
+                    }
+                    eprintln!("warning: not carrying over {}: {why:#}", from.display());
+                }
             }
-            if std::fs::hard_link(&from, &to).is_err() {
-                std::fs::copy(&from, &to)
-                    .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
-            }
-            n += 1;
         }
     }
     Ok(n)
+}
+
+/// One file of [`carry_over`]: `Ok(false)` when `from` does not exist.
+fn carry_one(from: &Path, to: &Path, digest: &NamedDigest) -> Result<bool> {
+    use std::io::{Read, Seek, Write};
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let mut f = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(from)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(anyhow!("opening it: {e} (a symlink?)")),
+    };
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        bail!("not a regular file");
+    }
+    // Hash `reader`, writing what it reads to `copy` when given.
+    let hash = |reader: &mut dyn Read, mut copy: Option<&mut File>| -> Result<String> {
+        let mut h256 = sha2::Sha256::default();
+        let mut h512 = sha2::Sha512::default();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let k = reader.read(&mut buf)?;
+            if k == 0 {
+                break;
+            }
+            match digest {
+                NamedDigest::Sha256(_) => sha2::Digest::update(&mut h256, &buf[..k]),
+                NamedDigest::Sha512(_) => sha2::Digest::update(&mut h512, &buf[..k]),
+            }
+            if let Some(c) = copy.as_deref_mut() {
+                c.write_all(&buf[..k])?;
+            }
+        }
+        Ok(match digest {
+            NamedDigest::Sha256(_) => hex::encode(sha2::Digest::finalize(h256)),
+            NamedDigest::Sha512(_) => hex::encode(sha2::Digest::finalize(h512)),
+        })
+    };
+    let (algo, want) = match digest {
+        NamedDigest::Sha256(h) => ("sha256", h),
+        NamedDigest::Sha512(h) => ("sha512", h),
+    };
+    let check = |got: String| -> Result<()> {
+        if !got.eq_ignore_ascii_case(want) {
+            bail!("its {algo} is {got}, its index names {want}");
+        }
+        Ok(())
+    };
+    if let Some(d) = to.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    if std::fs::hard_link(from, to).is_ok() {
+        let linked = to.symlink_metadata()?;
+        if (linked.dev(), linked.ino()) != (meta.dev(), meta.ino()) {
+            bail!("it was replaced while being carried over");
+        }
+        check(hash(&mut f, None)?)?;
+    } else {
+        f.seek(std::io::SeekFrom::Start(0))?;
+        let mut copy = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(to)
+            .with_context(|| format!("creating {}", to.display()))?;
+        check(hash(&mut f, Some(&mut copy))?)?;
+    }
+    Ok(true)
 }
 
 fn sync_dir(p: &Path) -> Result<()> {
@@ -624,12 +719,83 @@ mod tests {
         std::fs::write(prev.join("r/b"), "old b").unwrap();
         std::fs::write(prev.join("r/unnamed"), "x").unwrap();
         std::fs::write(new.join("r/b"), "new b").unwrap();
-        let named = |_: &Path| vec![PathBuf::from("r/a"), "r/b".into(), "r/gone".into()];
+        let sha = |s: &str| NamedDigest::Sha256(crate::digest::sha256_hex(s.as_bytes()));
+        let named = |_: &Path| {
+            [("r/a", "old a"), ("r/b", "old b"), ("r/gone", "")]
+                .map(|(r, c)| Named {
+                    rel: r.into(),
+                    digest: sha(c),
+                })
+                .to_vec()
+        };
         let n = carry_over(std::slice::from_ref(&prev), &new, named).unwrap();
         assert_eq!(n, 1);
         assert_eq!(std::fs::read_to_string(new.join("r/a")).unwrap(), "old a");
         assert_eq!(std::fs::read_to_string(new.join("r/b")).unwrap(), "new b");
         assert!(!new.join("r/unnamed").exists());
-        assert!(carry_over(&[prev], &new, |_| vec![PathBuf::from("../x")]).is_err());
+        let escape = |_: &Path| {
+            vec![Named {
+                rel: "../x".into(),
+                digest: sha(""),
+            }]
+        };
+        assert!(carry_over(std::slice::from_ref(&prev), &new, escape).is_err());
+    }
+
+    #[test]
+    fn carry_over_leaves_behind_what_its_index_does_not_name() {
+        use sha2::Digest;
+        let t = tempfile::tempdir().unwrap();
+        let prev = t.path().join("prev");
+        let new = t.path().join("new");
+        std::fs::create_dir_all(prev.join("r")).unwrap();
+        std::fs::create_dir_all(&new).unwrap();
+        std::fs::write(prev.join("r/good"), "good").unwrap();
+        std::fs::write(prev.join("r/good512"), "good").unwrap();
+        std::fs::write(prev.join("r/tampered"), "tampered").unwrap();
+        std::fs::write(prev.join("r/wrongalgo"), "good").unwrap();
+        std::os::unix::fs::symlink("good", prev.join("r/link")).unwrap();
+        std::fs::create_dir(prev.join("r/dir")).unwrap();
+        let good = crate::digest::sha256_hex(b"good");
+        let good512 = hex::encode(sha2::Sha512::digest(b"good"));
+        let named = |_: &Path| {
+            vec![
+                Named {
+                    rel: "r/good".into(),
+                    digest: NamedDigest::Sha256(good.clone()),
+                },
+                Named {
+                    rel: "r/good512".into(),
+                    digest: NamedDigest::Sha512(good512.clone()),
+                },
+                Named {
+                    rel: "r/tampered".into(),
+                    digest: NamedDigest::Sha256(good.clone()),
+                },
+                Named {
+                    rel: "r/link".into(),
+                    digest: NamedDigest::Sha256(good.clone()),
+                },
+                Named {
+                    rel: "r/dir".into(),
+                    digest: NamedDigest::Sha256(good.clone()),
+                },
+                // The right digest, under the other algorithm: not a match.
+                Named {
+                    rel: "r/wrongalgo".into(),
+                    digest: NamedDigest::Sha512(good.clone()),
+                },
+            ]
+        };
+        let n = carry_over(std::slice::from_ref(&prev), &new, named).unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(std::fs::read(new.join("r/good")).unwrap(), b"good");
+        assert_eq!(std::fs::read(new.join("r/good512")).unwrap(), b"good");
+        for gone in ["r/tampered", "r/wrongalgo", "r/link", "r/dir"] {
+            assert!(
+                new.join(gone).symlink_metadata().is_err(),
+                "{gone} was carried over"
+            );
+        }
     }
 }

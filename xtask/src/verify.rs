@@ -1112,7 +1112,7 @@ fn decompress(root: &Path, p: &Path) -> Result<Vec<u8>> {
 pub(crate) struct RepomdData {
     kind: String,
     pub(crate) href: String,
-    checksum: String,
+    pub(crate) checksum: String,
     open_checksum: Option<String>,
     size: Option<u64>,
     open_size: Option<u64>,
