@@ -85,9 +85,22 @@ fn differences(a: &Path, b: &Path) -> Vec<String> {
 
 /// `dist` through `sh -c` so that umask, TZ and the working directory are the run's own.
 fn dist_in(fx: &Fx, out: &Path, cwd: &Path, umask: &str, tz: &str, sde: Option<&str>) {
+    dist_with(fx, None, out, cwd, umask, tz, sde)
+}
+
+/// [`dist_in`] with another `xtask` executable (`None`: the one cargo built).
+fn dist_with(
+    fx: &Fx,
+    exe: Option<&Path>,
+    out: &Path,
+    cwd: &Path,
+    umask: &str,
+    tz: &str,
+    sde: Option<&str>,
+) {
     std::fs::create_dir_all(cwd).unwrap();
     let c = fx.cmd();
-    let bin = c.get_program().to_owned();
+    let bin = exe.map_or_else(|| c.get_program().to_owned(), |p| p.as_os_str().to_owned());
     let mut sh = Command::new("sh");
     sh.arg("-c")
         .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
@@ -126,8 +139,18 @@ fn two_builds_in_different_places_umasks_zones_and_times_are_identical() {
     let (a, b) = (fx.path("one/dist"), fx.path("elsewhere/deeper/dist"));
     dist_in(&fx, &a, &fx.path("cwd-a"), "022", "UTC", Some("1700000000"));
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    dist_in(
+    // The second by another build of the same code: the executable with one byte appended
+    // (a checkout elsewhere, another user's cargo home: other bytes, same behaviour). Nothing
+    // published may depend on the tool's own digest.
+    let exe = fx.path("bin/xtask");
+    std::fs::create_dir_all(exe.parent().unwrap()).unwrap();
+    let mut bytes = std::fs::read(env!("CARGO_BIN_EXE_xtask")).unwrap();
+    bytes.push(0);
+    std::fs::write(&exe, bytes).unwrap();
+    std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    dist_with(
         &fx,
+        Some(&exe),
         &b,
         &fx.path("cwd-b/x"),
         "077",

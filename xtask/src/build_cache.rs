@@ -53,6 +53,8 @@ pub struct KeyInputs<'a> {
 pub struct BuildCache {
     dir: PathBuf,
     run_salt: String,
+    /// `run_salt` without the tool digest: for [`BuildCache::content_key`].
+    content_salt: String,
 }
 
 /// sha256 of the running executable (computed once per process).
@@ -70,6 +72,30 @@ pub fn tool_digest() -> Result<String> {
         .map_err(|e| anyhow!("build cache key: {e}"))
 }
 
+/// sha256 (hex) of `salt` followed by the canonical description of one package's inputs.
+fn key_with(salt: &str, k: &KeyInputs<'_>) -> String {
+    let mut text = salt.to_string();
+    let format = match k.format {
+        Format::Deb => "deb",
+        Format::Rpm => "rpm",
+    };
+    let compression = match k.compression {
+        Compression::Xz => "xz",
+        Compression::Zstd => "zstd",
+        Compression::Gzip => "gzip",
+        Compression::None => "none",
+    };
+    text.push_str(&format!(
+        "format {format}\narch {}\ncomponent-file {}\nasset {}\ncompression {compression}\n\
+         maintainer {:?}\nsource-date-epoch {}\n",
+        k.arch, k.component_file_sha256, k.asset_sha256, k.maintainer, k.source_date_epoch
+    ));
+    for (name, sha) in k.templates {
+        text.push_str(&format!("template {name:?} {sha}\n"));
+    }
+    crate::digest::sha256_hex(text.as_bytes())
+}
+
 impl BuildCache {
     /// A cache in `dir` (created when first written). `signer_id` names what signs the
     /// packages and when (key packet fingerprint and signature time): signed bytes depend on it.
@@ -80,6 +106,7 @@ impl BuildCache {
         Ok(BuildCache {
             dir: dir.to_path_buf(),
             run_salt: format!("{VERSION}\ntool {}\nsigner {signer_id}\n", tool_digest()?),
+            content_salt: format!("{VERSION}\nsigner {signer_id}\n"),
         })
     }
 
@@ -89,26 +116,14 @@ impl BuildCache {
 
     /// The key of a package: sha256 (hex) of the canonical description of its inputs.
     pub fn key(&self, k: &KeyInputs<'_>) -> String {
-        let mut text = self.run_salt.clone();
-        let format = match k.format {
-            Format::Deb => "deb",
-            Format::Rpm => "rpm",
-        };
-        let compression = match k.compression {
-            Compression::Xz => "xz",
-            Compression::Zstd => "zstd",
-            Compression::Gzip => "gzip",
-            Compression::None => "none",
-        };
-        text.push_str(&format!(
-            "format {format}\narch {}\ncomponent-file {}\nasset {}\ncompression {compression}\n\
-             maintainer {:?}\nsource-date-epoch {}\n",
-            k.arch, k.component_file_sha256, k.asset_sha256, k.maintainer, k.source_date_epoch
-        ));
-        for (name, sha) in k.templates {
-            text.push_str(&format!("template {name:?} {sha}\n"));
-        }
-        crate::digest::sha256_hex(text.as_bytes())
+        key_with(&self.run_salt, k)
+    }
+
+    /// The key of a package without the tool digest: names what the package is made from, not
+    /// which build of `xtask` made it (the fingerprint a published `manifest.json` carries,
+    /// which must not depend on where or how `xtask` itself was compiled).
+    pub fn content_key(&self, k: &KeyInputs<'_>) -> String {
+        key_with(&self.content_salt, k)
     }
 
     /// On a hit, place the cached package in `dest_dir` (hard link, else copy) and return its

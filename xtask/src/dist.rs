@@ -539,7 +539,8 @@ where
 /// The build-cache keys of one job's packages (deb, then rpm: the order of `build_one`'s
 /// layouts). They are made from the component's pin, not from the asset's bytes (`build_one`
 /// only ever packages an asset that verified against that pin), so they are known before
-/// anything is fetched: `dist`'s no-op check fingerprints a run from them.
+/// anything is fetched: `dist`'s no-op check fingerprints a run from them. `content`: the keys
+/// without the tool digest ([`crate::build_cache::BuildCache::content_key`]).
 pub fn package_keys(
     bc: &crate::build_cache::BuildCache,
     templates: &Templates,
@@ -547,28 +548,34 @@ pub fn package_keys(
     arch: Arch,
     opts: &BuildOptions,
     source_date_epoch: u64,
+    content: bool,
 ) -> Result<[String; 2]> {
     let pin = c
         .source
         .sha256
         .get(&arch)
         .ok_or_else(|| anyhow!("{} {arch}: no sha256 pin in {}", c.name, c.file.display()))?;
-    let key = |format: Format| {
-        bc.key(&crate::build_cache::KeyInputs {
-            format,
-            arch,
-            component_file_sha256: &c.file_sha256,
-            asset_sha256: pin,
-            templates: &templates.digests,
-            compression: match format {
-                Format::Deb => opts.deb_compression,
-                Format::Rpm => opts.rpm_compression,
-            },
-            maintainer: &opts.maintainer,
-            source_date_epoch,
-        })
+    let inputs = |format: Format| crate::build_cache::KeyInputs {
+        format,
+        arch,
+        component_file_sha256: &c.file_sha256,
+        asset_sha256: pin,
+        templates: &templates.digests,
+        compression: match format {
+            Format::Deb => opts.deb_compression,
+            Format::Rpm => opts.rpm_compression,
+        },
+        maintainer: &opts.maintainer,
+        source_date_epoch,
     };
-    Ok([key(Format::Deb), key(Format::Rpm)])
+    Ok(if content {
+        [
+            bc.content_key(&inputs(Format::Deb)),
+            bc.content_key(&inputs(Format::Rpm)),
+        ]
+    } else {
+        [bc.key(&inputs(Format::Deb)), bc.key(&inputs(Format::Rpm))]
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -603,7 +610,7 @@ where
                     art.sha256
                 );
             }
-            package_keys(bc, templates, c, arch, opts, sde)?
+            package_keys(bc, templates, c, arch, opts, sde, false)?
                 .into_iter()
                 .map(Some)
                 .collect()

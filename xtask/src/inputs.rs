@@ -39,8 +39,9 @@
 //! produced generation N": the generation itself must still be what `current` names and must
 //! verify completely (every signature and hash, as before publishing), must hold exactly the
 //! packages the selected components make, and its `manifest.json` (covered by the signed
-//! `SHA256SUMS`) must carry the same fingerprint in its `inputs` field, for a run to do
-//! nothing: a record copied beside another signed generation of the same versions does not
+//! `SHA256SUMS`) must carry the same content fingerprint in its `inputs` field (the same text
+//! without the tool digest, [`Fingerprints::content`]: published bytes must not depend on
+//! where `xtask` was compiled), for a run to do nothing: a record copied beside another signed generation of the same versions does not
 //! pass. The generation is verified as itself (a symlink at it, or an entry `current` in it,
 //! is a reason to build), never by following a link.
 
@@ -86,15 +87,21 @@ fn compression(c: Compression) -> &'static str {
 }
 
 /// The canonical text the fingerprint is the sha256 of (see the module documentation).
-pub fn canonical_text(r: &Run<'_>) -> Result<String> {
+/// `tool`: with the tool digest (in its own line and in every package key); without it, the
+/// text of [`Fingerprints::content`].
+pub fn canonical_text(r: &Run<'_>, tool: bool) -> Result<String> {
     if r.jobs.len() != r.source_date_epochs.len() {
         return Err(anyhow!("inputs: one SOURCE_DATE_EPOCH per job"));
     }
     let public = r.key.public_key_armored()?;
+    let tool_line = if tool {
+        format!("tool {}", crate::build_cache::tool_digest()?)
+    } else {
+        "content".to_string()
+    };
     let mut text = format!(
-        "{VERSION}\ntool {}\nsigning-key {}\nsigning-subkey {}\npublic-key {}\n\
+        "{VERSION}\n{tool_line}\nsigning-key {}\nsigning-subkey {}\npublic-key {}\n\
          signature-time {}\ndeb-compression {}\nrpm-compression {}\nmaintainer {:?}\nrepo {:?}\n",
-        crate::build_cache::tool_digest()?,
         r.key.fingerprint(),
         r.key.signing_fingerprint(),
         crate::digest::sha256_hex(public.as_bytes()),
@@ -113,6 +120,7 @@ pub fn canonical_text(r: &Run<'_>) -> Result<String> {
             *arch,
             r.opts,
             *sde,
+            !tool,
         )?);
     }
     keys.sort();
@@ -122,9 +130,29 @@ pub fn canonical_text(r: &Run<'_>) -> Result<String> {
     Ok(text)
 }
 
-/// sha256 (hex) of [`canonical_text`].
-pub fn fingerprint(r: &Run<'_>) -> Result<String> {
-    Ok(crate::digest::sha256_hex(canonical_text(r)?.as_bytes()))
+/// The two fingerprints of a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprints {
+    /// sha256 (hex) of [`canonical_text`] with the tool digest: recorded in `OUT/.inputs`, so
+    /// a new `xtask` binary publishes anew.
+    pub full: String,
+    /// The same without the tool digest: carried in the generation's signed `manifest.json`
+    /// (`inputs`), so the published bytes depend on what the packages and indexes are made
+    /// from, never on where or how `xtask` itself was compiled.
+    pub content: String,
+}
+
+/// Both fingerprints of `r`.
+pub fn fingerprints(r: &Run<'_>) -> Result<Fingerprints> {
+    let of = |tool| -> Result<String> {
+        Ok(crate::digest::sha256_hex(
+            canonical_text(r, tool)?.as_bytes(),
+        ))
+    };
+    Ok(Fingerprints {
+        full: of(true)?,
+        content: of(false)?,
+    })
 }
 
 /// What [`check`] found.
@@ -147,7 +175,7 @@ pub enum Verdict {
 /// manifest) is a reason to build, named in [`Verdict::Changed`].
 pub fn check(
     out: &Path,
-    fingerprint: &str,
+    fingerprints: &Fingerprints,
     trusted: &TrustedKeys,
     jobs: &[(Component, Arch)],
 ) -> Verdict {
@@ -173,7 +201,7 @@ pub fn check(
             "{INPUTS_FILE} names generation {gen}, `current` is generation {current}"
         ));
     }
-    if recorded != fingerprint {
+    if recorded != fingerprints.full {
         return changed(format!("the inputs differ from generation {current}'s"));
     }
     let dir = crate::publish::generation_dir(out, &current);
@@ -250,7 +278,7 @@ pub fn check(
     // verified SHA256SUMS), not only the record beside it: a same-version generation made from
     // other inputs, put back as `current` with the record copied, is built anew.
     match manifest_inputs(&dir) {
-        Ok(Some(f)) if f == fingerprint => {}
+        Ok(Some(f)) if f == fingerprints.content => {}
         Ok(Some(_)) => {
             return changed(format!(
                 "generation {current} was made from other inputs (its manifest.json says so)"

@@ -420,7 +420,7 @@ fn cmd_dist(a: DistArgs) -> Result<()> {
     )?;
     let trusted = TrustedKeys::from_armored(&key.public_key_armored()?)?;
     let fingerprint_of = |p: &Publishing| {
-        xtask::inputs::fingerprint(&xtask::inputs::Run {
+        xtask::inputs::fingerprints(&xtask::inputs::Run {
             keys: &keys,
             templates: &templates,
             jobs: &jobs,
@@ -437,8 +437,8 @@ fn cmd_dist(a: DistArgs) -> Result<()> {
     let mut early = None;
     if !a.no_build_cache && publish::has_recorded_inputs(&a.out) {
         let p = begin_publish(&a.repo, &a.out, date)?;
-        let fingerprint = fingerprint_of(&p)?;
-        match xtask::inputs::check(&p.lock.out, &fingerprint, &trusted, &jobs) {
+        let fingerprints = fingerprint_of(&p)?;
+        match xtask::inputs::check(&p.lock.out, &fingerprints, &trusted, &jobs) {
             xtask::inputs::Verdict::Unchanged {
                 generation,
                 packages,
@@ -450,14 +450,14 @@ fn cmd_dist(a: DistArgs) -> Result<()> {
                 if let Some(why) = why {
                     eprintln!("note: building a new generation: {why}");
                 }
-                early = Some((p, fingerprint));
+                early = Some((p, fingerprints));
             }
         }
     }
     let fetcher = Fetcher::new(fetch_opts)?;
     let progress = Progress::new(!a.common.json);
     let arts = dist::fetch_all(&fetcher, &jobs, &progress)?;
-    let (p, fingerprint) = match early {
+    let (p, fingerprints) = match early {
         Some(x) => x,
         None => {
             let p = begin_publish(&a.repo, &a.out, date)?;
@@ -495,7 +495,7 @@ fn cmd_dist(a: DistArgs) -> Result<()> {
         &trusted,
         &a.out,
         a.common.json,
-        Some(&fingerprint),
+        Some(&fingerprints),
     )
 }
 
@@ -609,7 +609,7 @@ fn repo_options(r: &RepoArgs, out: &Path, date: u64) -> Result<dist::RepoOptions
 }
 
 /// Index, sign and self-verify the staged generation (packages in its build directory), then
-/// publish it, record the inputs that made it (`fingerprint`; `dist` only) and report what it
+/// publish it, record the inputs that made it (`fingerprints`; `dist` only) and report what it
 /// holds.
 #[allow(clippy::too_many_arguments)]
 fn publish_generation(
@@ -620,7 +620,7 @@ fn publish_generation(
     trusted: &TrustedKeys,
     out_arg: &Path,
     json: bool,
-    fingerprint: Option<&str>,
+    fingerprints: Option<&xtask::inputs::Fingerprints>,
 ) -> Result<()> {
     dist::assemble_repositories(
         staging.path(),
@@ -628,7 +628,7 @@ fn publish_generation(
         &p.repo,
         key,
         &p.previous,
-        fingerprint,
+        fingerprints.map(|f| f.content.as_str()),
     )?;
     // Never publish what does not verify: the whole tree is checked before the switch.
     let report = verify::verify_tree(staging.path(), trusted)?;
@@ -639,9 +639,9 @@ fn publish_generation(
         );
     }
     let gen = publish::commit(&p.lock, staging)?;
-    if let Some(f) = fingerprint {
+    if let Some(f) = fingerprints {
         // Best effort: without the record the next run builds again, which is only slower.
-        if let Err(e) = publish::record_inputs(&p.lock, &gen, f) {
+        if let Err(e) = publish::record_inputs(&p.lock, &gen, &f.full) {
             eprintln!("warning: {e:#}");
         }
     }
