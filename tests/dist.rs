@@ -693,15 +693,20 @@ fn tampered_index_files_of_a_previous_generation_are_not_carried_over() {
     fx.set_revision(1);
     fx.dist_ok();
     let (bh, rd) = own_index_files(&fx.gen(1));
-    let pick = |algo: &str| -> String {
-        bh.iter()
-            .find(|n| n.contains(&format!("/by-hash/{algo}/")))
-            .unwrap()
-            .clone()
+    // The by-hash copies of `Packages`, which the revision bump changes (a by-hash file whose
+    // content generation 2 has as well, like the per-architecture `Release`, is generation
+    // 2's own and never carried), and one repodata file (all of them change).
+    use sha2::Digest;
+    let dir = "stable/main/binary-amd64";
+    let packages = std::fs::read(fx.gen(1).join("apt/dists").join(dir).join("Packages")).unwrap();
+    let by_hash = |algo: &str, hex: String| -> String {
+        let n = format!("{dir}/by-hash/{algo}/{hex}");
+        assert!(bh.contains(&n), "{n} not named by generation 1's Release");
+        format!("apt/dists/{n}")
     };
     let tampered = [
-        format!("apt/dists/{}", pick("SHA256")),
-        format!("apt/dists/{}", pick("SHA512")),
+        by_hash("SHA256", hex::encode(sha2::Sha256::digest(&packages))),
+        by_hash("SHA512", hex::encode(sha2::Sha512::digest(&packages))),
         format!("dnf/repodata/{}", rd.iter().next().unwrap()),
     ];
     for t in &tampered {
@@ -710,15 +715,14 @@ fn tampered_index_files_of_a_previous_generation_are_not_carried_over() {
     fx.set_revision(2);
     let o = fx.dist_ok();
     let err = text(&o.stderr);
-    for (t, algo) in tampered.iter().zip(["sha256", "sha512", "sha256"]) {
+    for t in &tampered {
         assert!(
-            err.contains(&format!(
-                "warning: not carrying over {}: its {algo} is ",
-                fx.gen(1).canonicalize().unwrap().join(t).display()
-            )) || err.contains(&format!(
-                "warning: not carrying over {}: its {algo} is ",
-                fx.gen(1).join(t).display()
-            )),
+            [fx.gen(1).canonicalize().unwrap(), fx.gen(1)]
+                .iter()
+                .any(|g| err.contains(&format!(
+                    "warning: not carrying over {}: its sha256 is ",
+                    g.join(t).display()
+                ))),
             "{t}: {err}"
         );
         assert!(
@@ -733,6 +737,38 @@ fn tampered_index_files_of_a_previous_generation_are_not_carried_over() {
         .filter(|n| !tampered.iter().any(|t| t.ends_with(*n)));
     for n in kept {
         assert!(carried.contains(n), "{n} not carried over");
+    }
+    fx.verify_ok(&fx.out, &dev);
+
+    // An index edited together with a file it is made to name (both unsigned): the index is
+    // not the one the generation's signed SHA256SUMS lists, so it names nothing.
+    let repodata = fx.gen(2).join("dnf/repodata");
+    let planted = "planted-primary.xml.gz";
+    std::fs::write(repodata.join(planted), b"planted").unwrap();
+    let repomd = std::fs::read_to_string(repodata.join("repomd.xml")).unwrap();
+    let entry = format!(
+        "  <data type=\"extra\">\n    <checksum type=\"sha256\">{}</checksum>\n    \
+         <location href=\"repodata/{planted}\"/>\n  </data>\n</repomd>",
+        sha256_file(&repodata.join(planted))
+    );
+    replace_file(
+        &repodata.join("repomd.xml"),
+        repomd.replace("</repomd>", &entry).as_bytes(),
+    );
+    let (_, gen2_rd) = own_index_files(&fx.gen(2));
+    fx.set_revision(3);
+    let err = text(&fx.dist_ok().stderr);
+    assert!(
+        err.contains("dnf/repodata/repomd.xml names: it is not the file its SHA256SUMS lists"),
+        "{err}"
+    );
+    let rd3 = repodata_files(&fx.gen(3));
+    assert!(!rd3.contains(planted), "{rd3:?}");
+    for f in gen2_rd.iter().filter(|f| *f != planted) {
+        assert!(
+            !rd3.contains(f),
+            "{f} carried from an index that is not signed"
+        );
     }
     fx.verify_ok(&fx.out, &dev);
 }

@@ -883,8 +883,21 @@ pub fn assemble_repositories(
     // Older indexes stay fetchable: the by-hash files and repodata they name come along —
     // for the suites this generation publishes (an older generation's other suite, e.g. after
     // `--suite` changed, has no Release here to name its by-hash files: it is not carried).
+    // Each previous generation's files are named from its signed SHA256SUMS (checked against
+    // this signing key: after a key change, nothing older is carried).
+    let trusted = crate::verify::TrustedKeys::from_armored(&signer.public_key_armored()?)?;
     crate::publish::carry_over(previous, gen, |prev| {
-        own_index_files(prev)
+        let sums = match crate::verify::signed_sums(prev, &trusted) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!(
+                    "warning: not carrying over anything from {}: {e:#}",
+                    prev.display()
+                );
+                return Vec::new();
+            }
+        };
+        own_index_files(prev, &sums)
             .into_iter()
             .filter(|named| match named.rel.strip_prefix("apt/dists") {
                 Ok(r) => r.components().next().is_some_and(|suite| {
@@ -974,52 +987,104 @@ pub const BUILD_DIR: &str = ".build";
 
 /// The files a generation's own indexes name, relative to the generation, with the digest
 /// each is named by: the by-hash copies of every index each apt suite's `Release` lists, and
-/// the repodata files `repomd.xml` names. An unreadable index names nothing; what is named is
-/// checked against its digest as it is carried over ([`crate::publish::carry_over`]).
-pub fn own_index_files(gen: &Path) -> Vec<crate::publish::Named> {
+/// the repodata files `repomd.xml` names. `sums` is the generation's signed `SHA256SUMS`
+/// ([`crate::verify::signed_sums`]): an index is read only when its bytes are the ones listed
+/// there, a file is named only when it is listed too (with that sha256) and has the shape this
+/// writer gives it (`…/by-hash/SHA256/<64 hex>`, `…/by-hash/SHA512/<128 hex>`,
+/// `dnf/repodata/<name>`). What is named is checked again as it is carried over
+/// ([`crate::publish::carry_over`]).
+pub fn own_index_files(
+    gen: &Path,
+    sums: &std::collections::BTreeMap<String, String>,
+) -> Vec<crate::publish::Named> {
     use crate::publish::{Named, NamedDigest};
+    use std::path::Component as C;
+    const INDEX_LIMIT: u64 = 64 << 20;
+    // An index file's bytes, when they are what the signed listing says.
+    let index = |rel: &str| -> Option<Vec<u8>> {
+        let listed = sums.get(rel)?;
+        match crate::verify::read_in_tree_limited(gen, &gen.join(rel), INDEX_LIMIT) {
+            Ok(b) if crate::digest::sha256_hex(&b) == *listed => Some(b),
+            Ok(_) => {
+                eprintln!(
+                    "warning: not carrying over what {} names: it is not the file its SHA256SUMS lists",
+                    gen.join(rel).display()
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("warning: not carrying over what {rel} names: {e:#}");
+                None
+            }
+        }
+    };
+    let is_hex = |h: &str, len: usize| {
+        h.len() == len
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
     let mut out = Vec::new();
-    let dists = Path::new("apt/dists");
-    if let Ok(rd) = std::fs::read_dir(gen.join(dists)) {
-        let mut suites: Vec<_> = rd.filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
-        suites.sort();
-        for suite in suites {
-            let Ok(text) = std::fs::read_to_string(gen.join(dists).join(&suite).join("Release"))
-            else {
-                continue;
-            };
-            let Ok(Some(para)) = crate::verify::parse_deb822(&text).map(|p| p.into_iter().next())
-            else {
-                continue;
-            };
-            for algo in ["SHA256", "SHA512"] {
-                for (hash, _, path) in para
-                    .get(algo)
-                    .map(|v| crate::verify::release_sums(v))
-                    .unwrap_or_default()
-                {
-                    let dir = Path::new(&path).parent().unwrap_or(Path::new(""));
-                    let rel = dists
-                        .join(&suite)
-                        .join(dir)
-                        .join("by-hash")
-                        .join(algo)
-                        .join(&hash);
-                    let digest = match algo {
-                        "SHA256" => NamedDigest::Sha256(hash),
-                        _ => NamedDigest::Sha512(hash),
-                    };
-                    out.push(Named { rel, digest });
+    let mut push = |rel: PathBuf, digest: NamedDigest| {
+        let normal = rel.components().all(|c| matches!(c, C::Normal(_)));
+        if let Some(signed) = rel.to_str().filter(|_| normal).and_then(|r| sums.get(r)) {
+            out.push(Named {
+                rel,
+                digest,
+                signed_sha256: signed.clone(),
+            });
+        }
+    };
+    let suites = sums.keys().filter_map(|k| {
+        k.strip_prefix("apt/dists/")?
+            .strip_suffix("/Release")
+            .filter(|s| !s.contains('/'))
+    });
+    for suite in suites {
+        let Some(text) =
+            index(&format!("apt/dists/{suite}/Release")).and_then(|b| String::from_utf8(b).ok())
+        else {
+            continue;
+        };
+        let Ok(Some(para)) = crate::verify::parse_deb822(&text).map(|p| p.into_iter().next())
+        else {
+            continue;
+        };
+        for (algo, len) in [("SHA256", 64), ("SHA512", 128)] {
+            for (hash, _, path) in para
+                .get(algo)
+                .map(|v| crate::verify::release_sums(v))
+                .unwrap_or_default()
+            {
+                if !is_hex(&hash, len) {
+                    continue;
                 }
+                let dir = Path::new(&path).parent().unwrap_or(Path::new(""));
+                let rel = Path::new("apt/dists")
+                    .join(suite)
+                    .join(dir)
+                    .join("by-hash")
+                    .join(algo)
+                    .join(&hash);
+                let digest = match algo {
+                    "SHA256" => NamedDigest::Sha256(hash),
+                    _ => NamedDigest::Sha512(hash),
+                };
+                push(rel, digest);
             }
         }
     }
-    if let Ok(xml) = std::fs::read(gen.join("dnf/repodata/repomd.xml")) {
+    if let Some(xml) = index("dnf/repodata/repomd.xml") {
         if let Ok(data) = crate::verify::parse_repomd(&xml) {
-            out.extend(data.into_iter().map(|d| Named {
-                rel: Path::new("dnf").join(d.href),
-                digest: NamedDigest::Sha256(d.checksum),
-            }));
+            for d in data {
+                let name = d.href.strip_prefix("repodata/").unwrap_or("");
+                if name.is_empty() || name.contains('/') || !is_hex(&d.checksum, 64) {
+                    continue;
+                }
+                push(
+                    Path::new("dnf/repodata").join(name),
+                    NamedDigest::Sha256(d.checksum),
+                );
+            }
         }
     }
     out

@@ -351,6 +351,8 @@ pub fn generation_dir(out: &Path, name: &str) -> PathBuf {
 pub struct Named {
     pub rel: PathBuf,
     pub digest: NamedDigest,
+    /// The sha256 the generation's signed `SHA256SUMS` lists for `rel`.
+    pub signed_sha256: String,
 }
 
 /// Lower-case hex.
@@ -367,10 +369,11 @@ pub enum NamedDigest {
 /// into a previous generation from even older ones are not carried again (a generation holds
 /// the indexes of itself and the previous [`KEEP_PREVIOUS`], no more).
 ///
-/// A previous generation is not trusted for content: what lands in the new one (and so in its
-/// signed SHA256SUMS) is a regular file, not a link, whose bytes have the digest its index
-/// names, and it is the very file that was hashed (the link's inode, or the copy made while
-/// hashing). Anything else is left behind with a warning: the new generation is complete
+/// A previous generation is not trusted for content: `files_of` names only what its signed
+/// `SHA256SUMS` lists (see `dist::own_index_files`), and what lands in the new one (and so in
+/// its signed `SHA256SUMS`) is a copy, made from a regular file (not a link), whose bytes have
+/// both the sha256 that listing gives and the digest its index names, hashed as they were
+/// written. Anything else is left behind with a warning: the new generation is complete
 /// without it (a client holding that older index fails to fetch it either way).
 pub fn carry_over(
     previous: &[PathBuf],
@@ -379,7 +382,8 @@ pub fn carry_over(
 ) -> Result<usize> {
     let mut n = 0;
     for prev in previous {
-        for Named { rel, digest } in files_of(prev) {
+        for named in files_of(prev) {
+            let rel = &named.rel;
             if rel.is_absolute() || rel.components().any(|c| c.as_os_str() == "..") {
                 bail!(
                     "{}: refusing to carry over {}",
@@ -387,19 +391,15 @@ pub fn carry_over(
                     rel.display()
                 );
             }
-            let from = prev.join(&rel);
-            let to = new_root.join(&rel);
+            let from = prev.join(rel);
+            let to = new_root.join(rel);
             if to.symlink_metadata().is_ok() {
                 continue;
             }
-            match carry_one(&from, &to, &digest) {
+            match carry_one(&from, &to, &named) {
                 Ok(true) => n += 1,
                 Ok(false) => {}
                 Err(why) => {
-                    // Nothing half-made stays behind under the name.
-                    if to.symlink_metadata().is_ok_and(|m| m.is_file()) {
-                        let _ = std::fs::remove_file(&to);
-                    }
                     eprintln!("warning: not carrying over {}: {why:#}", from.display());
                 }
             }
@@ -408,10 +408,11 @@ pub fn carry_over(
     Ok(n)
 }
 
-/// One file of [`carry_over`]: `Ok(false)` when `from` does not exist.
-fn carry_one(from: &Path, to: &Path, digest: &NamedDigest) -> Result<bool> {
-    use std::io::{Read, Seek, Write};
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+/// One file of [`carry_over`]: `Ok(false)` when `from` does not exist. A copy, never a hard
+/// link: the new generation's file is not an inode an older generation (or whoever can write
+/// there) shares, so the bytes checked here are the bytes its `SHA256SUMS` will list.
+fn carry_one(from: &Path, to: &Path, named: &Named) -> Result<bool> {
+    use std::os::unix::fs::OpenOptionsExt;
     let mut f = match std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -421,62 +422,63 @@ fn carry_one(from: &Path, to: &Path, digest: &NamedDigest) -> Result<bool> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(anyhow!("opening it: {e} (a symlink?)")),
     };
-    let meta = f.metadata()?;
-    if !meta.is_file() {
+    if !f.metadata()?.is_file() {
         bail!("not a regular file");
     }
-    // Hash `reader`, writing what it reads to `copy` when given.
-    let hash = |reader: &mut dyn Read, mut copy: Option<&mut File>| -> Result<String> {
-        let mut h256 = sha2::Sha256::default();
-        let mut h512 = sha2::Sha512::default();
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let k = reader.read(&mut buf)?;
-            if k == 0 {
-                break;
-            }
-            match digest {
-                NamedDigest::Sha256(_) => sha2::Digest::update(&mut h256, &buf[..k]),
-                NamedDigest::Sha512(_) => sha2::Digest::update(&mut h512, &buf[..k]),
-            }
-            if let Some(c) = copy.as_deref_mut() {
-                c.write_all(&buf[..k])?;
-            }
-        }
-        Ok(match digest {
-            NamedDigest::Sha256(_) => hex::encode(sha2::Digest::finalize(h256)),
-            NamedDigest::Sha512(_) => hex::encode(sha2::Digest::finalize(h512)),
-        })
-    };
-    let (algo, want) = match digest {
-        NamedDigest::Sha256(h) => ("sha256", h),
-        NamedDigest::Sha512(h) => ("sha512", h),
-    };
-    let check = |got: String| -> Result<()> {
-        if !got.eq_ignore_ascii_case(want) {
-            bail!("its {algo} is {got}, its index names {want}");
-        }
-        Ok(())
-    };
     if let Some(d) = to.parent() {
         std::fs::create_dir_all(d)?;
     }
-    if std::fs::hard_link(from, to).is_ok() {
-        let linked = to.symlink_metadata()?;
-        if (linked.dev(), linked.ino()) != (meta.dev(), meta.ino()) {
-            bail!("it was replaced while being carried over");
-        }
-        check(hash(&mut f, None)?)?;
-    } else {
-        f.seek(std::io::SeekFrom::Start(0))?;
-        let mut copy = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(to)
-            .with_context(|| format!("creating {}", to.display()))?;
-        check(hash(&mut f, Some(&mut copy))?)?;
+    let mut copy = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(to)
+        .with_context(|| format!("creating {}", to.display()))?;
+    // Nothing half-made or refused stays behind under the name.
+    let checked = copy_checked(&mut f, &mut copy, named);
+    if checked.is_err() {
+        let _ = std::fs::remove_file(to);
     }
-    Ok(true)
+    checked.map(|()| true)
+}
+
+/// Copy `f` into `copy`, hashing as it goes; `Err` unless the bytes have the digests `named`
+/// gives (the signed sha256, and the one its index names).
+fn copy_checked(f: &mut File, copy: &mut File, named: &Named) -> Result<()> {
+    use std::io::{Read, Write};
+    let mut h256 = sha2::Sha256::default();
+    let mut h512 = matches!(named.digest, NamedDigest::Sha512(_)).then(sha2::Sha512::default);
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let k = f.read(&mut buf)?;
+        if k == 0 {
+            break;
+        }
+        sha2::Digest::update(&mut h256, &buf[..k]);
+        if let Some(h) = h512.as_mut() {
+            sha2::Digest::update(h, &buf[..k]);
+        }
+        copy.write_all(&buf[..k])?;
+    }
+    let sha256 = hex::encode(sha2::Digest::finalize(h256));
+    if sha256 != named.signed_sha256 {
+        bail!(
+            "its sha256 is {sha256}, its generation's signed SHA256SUMS lists {}",
+            named.signed_sha256
+        );
+    }
+    let (algo, got, want) = match &named.digest {
+        NamedDigest::Sha256(want) => ("sha256", sha256, want),
+        NamedDigest::Sha512(want) => (
+            "sha512",
+            h512.map(|h| hex::encode(sha2::Digest::finalize(h)))
+                .unwrap_or_default(),
+            want,
+        ),
+    };
+    if &got != want {
+        bail!("its {algo} is {got}, its index names {want}");
+    }
+    Ok(())
 }
 
 fn sync_dir(p: &Path) -> Result<()> {
@@ -708,8 +710,17 @@ mod tests {
             .contains("not a small regular file"));
     }
 
+    /// A named file whose signed listing is `signed` (sha256 hex).
+    fn named(rel: &str, digest: NamedDigest, signed: &str) -> Named {
+        Named {
+            rel: rel.into(),
+            digest,
+            signed_sha256: signed.to_string(),
+        }
+    }
+
     #[test]
-    fn carry_over_links_missing_named_files_only() {
+    fn carry_over_copies_missing_named_files_only() {
         let t = tempfile::tempdir().unwrap();
         let prev = t.path().join("prev");
         let new = t.path().join("new");
@@ -719,79 +730,72 @@ mod tests {
         std::fs::write(prev.join("r/b"), "old b").unwrap();
         std::fs::write(prev.join("r/unnamed"), "x").unwrap();
         std::fs::write(new.join("r/b"), "new b").unwrap();
-        let sha = |s: &str| NamedDigest::Sha256(crate::digest::sha256_hex(s.as_bytes()));
-        let named = |_: &Path| {
+        let sha = |s: &str| crate::digest::sha256_hex(s.as_bytes());
+        let list = |_: &Path| {
             [("r/a", "old a"), ("r/b", "old b"), ("r/gone", "")]
-                .map(|(r, c)| Named {
-                    rel: r.into(),
-                    digest: sha(c),
-                })
+                .map(|(r, c)| named(r, NamedDigest::Sha256(sha(c)), &sha(c)))
                 .to_vec()
         };
-        let n = carry_over(std::slice::from_ref(&prev), &new, named).unwrap();
+        let n = carry_over(std::slice::from_ref(&prev), &new, list).unwrap();
         assert_eq!(n, 1);
         assert_eq!(std::fs::read_to_string(new.join("r/a")).unwrap(), "old a");
         assert_eq!(std::fs::read_to_string(new.join("r/b")).unwrap(), "new b");
         assert!(!new.join("r/unnamed").exists());
-        let escape = |_: &Path| {
-            vec![Named {
-                rel: "../x".into(),
-                digest: sha(""),
-            }]
-        };
+        // A copy, not the older generation's inode.
+        use std::os::unix::fs::MetadataExt;
+        assert_ne!(
+            std::fs::metadata(new.join("r/a")).unwrap().ino(),
+            std::fs::metadata(prev.join("r/a")).unwrap().ino()
+        );
+        let escape = |_: &Path| vec![named("../x", NamedDigest::Sha256(sha("")), &sha(""))];
         assert!(carry_over(std::slice::from_ref(&prev), &new, escape).is_err());
     }
 
     #[test]
-    fn carry_over_leaves_behind_what_its_index_does_not_name() {
+    fn carry_over_leaves_behind_what_is_not_signed_or_not_named() {
         use sha2::Digest;
         let t = tempfile::tempdir().unwrap();
         let prev = t.path().join("prev");
         let new = t.path().join("new");
         std::fs::create_dir_all(prev.join("r")).unwrap();
         std::fs::create_dir_all(&new).unwrap();
-        std::fs::write(prev.join("r/good"), "good").unwrap();
-        std::fs::write(prev.join("r/good512"), "good").unwrap();
+        for f in ["good", "good512", "wrongalgo", "unsigned", "upper"] {
+            std::fs::write(prev.join("r").join(f), "good").unwrap();
+        }
         std::fs::write(prev.join("r/tampered"), "tampered").unwrap();
-        std::fs::write(prev.join("r/wrongalgo"), "good").unwrap();
         std::os::unix::fs::symlink("good", prev.join("r/link")).unwrap();
         std::fs::create_dir(prev.join("r/dir")).unwrap();
         let good = crate::digest::sha256_hex(b"good");
         let good512 = hex::encode(sha2::Sha512::digest(b"good"));
-        let named = |_: &Path| {
+        let bad = crate::digest::sha256_hex(b"bad");
+        let list = |_: &Path| {
             vec![
-                Named {
-                    rel: "r/good".into(),
-                    digest: NamedDigest::Sha256(good.clone()),
-                },
-                Named {
-                    rel: "r/good512".into(),
-                    digest: NamedDigest::Sha512(good512.clone()),
-                },
-                Named {
-                    rel: "r/tampered".into(),
-                    digest: NamedDigest::Sha256(good.clone()),
-                },
-                Named {
-                    rel: "r/link".into(),
-                    digest: NamedDigest::Sha256(good.clone()),
-                },
-                Named {
-                    rel: "r/dir".into(),
-                    digest: NamedDigest::Sha256(good.clone()),
-                },
+                named("r/good", NamedDigest::Sha256(good.clone()), &good),
+                named("r/good512", NamedDigest::Sha512(good512.clone()), &good),
+                // Index and listing both name "good": the bytes are not.
+                named("r/tampered", NamedDigest::Sha256(good.clone()), &good),
+                named("r/link", NamedDigest::Sha256(good.clone()), &good),
+                named("r/dir", NamedDigest::Sha256(good.clone()), &good),
                 // The right digest, under the other algorithm: not a match.
-                Named {
-                    rel: "r/wrongalgo".into(),
-                    digest: NamedDigest::Sha512(good.clone()),
-                },
+                named("r/wrongalgo", NamedDigest::Sha512(good.clone()), &good),
+                // The index agrees with the bytes, the signed listing does not.
+                named("r/unsigned", NamedDigest::Sha256(good.clone()), &bad),
+                // Hex is compared as written: lower case.
+                named("r/upper", NamedDigest::Sha256(good.to_uppercase()), &good),
             ]
         };
-        let n = carry_over(std::slice::from_ref(&prev), &new, named).unwrap();
+        let n = carry_over(std::slice::from_ref(&prev), &new, list).unwrap();
         assert_eq!(n, 2);
         assert_eq!(std::fs::read(new.join("r/good")).unwrap(), b"good");
         assert_eq!(std::fs::read(new.join("r/good512")).unwrap(), b"good");
-        for gone in ["r/tampered", "r/wrongalgo", "r/link", "r/dir"] {
+        for gone in [
+            "r/tampered",
+            "r/wrongalgo",
+            "r/link",
+            "r/dir",
+            "r/unsigned",
+            "r/upper",
+        ] {
             assert!(
                 new.join(gone).symlink_metadata().is_err(),
                 "{gone} was carried over"

@@ -409,6 +409,59 @@ fn open_in_tree(root: &Path, p: &Path) -> std::io::Result<std::fs::File> {
     Ok(f)
 }
 
+/// The files the signed `SHA256SUMS` of the generation at `root` lists, with their sha256
+/// (lower-case hex): only when its signature `SHA256SUMS.asc` verifies against `keys`. Read in
+/// the tree (no link followed, no FIFO waited on); a malformed line or unsafe path is an error.
+/// Nothing listed is hashed here: a caller takes a listed digest as the authority for the
+/// bytes it reads.
+pub fn signed_sums(
+    root: &Path,
+    keys: &TrustedKeys,
+) -> Result<std::collections::BTreeMap<String, String>> {
+    use crate::dist::{SUMS_FILE, SUMS_SIGNATURE};
+    let text =
+        read_text_in_tree(root, &root.join(SUMS_FILE)).map_err(|e| anyhow!("{SUMS_FILE}: {e}"))?;
+    let asc = read_text_in_tree(root, &root.join(SUMS_SIGNATURE))
+        .map_err(|e| anyhow!("{SUMS_SIGNATURE}: {e}"))?;
+    let (sig, _) = DetachedSignature::from_string(&asc)
+        .map_err(|e| anyhow!("{SUMS_SIGNATURE}: not a detached signature: {e}"))?;
+    keys.verify_detached(&sig, text.as_bytes()).map_err(|e| {
+        anyhow!("{SUMS_SIGNATURE}: signature over {SUMS_FILE} does not verify: {e}")
+    })?;
+    let mut out = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let (h, f) = line
+            .split_once("  ")
+            .filter(|(h, _)| {
+                h.len() == 64
+                    && h.bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            })
+            .ok_or_else(|| anyhow!("{SUMS_FILE}: malformed line {line:?}"))?;
+        if f.starts_with('/') || f.split('/').any(|c| c == ".." || c == "." || c.is_empty()) {
+            bail!("{SUMS_FILE}: unsafe path {f:?}");
+        }
+        out.insert(f.to_string(), h.to_string());
+    }
+    Ok(out)
+}
+
+/// The bytes of `p` in the tree at `root` ([`open_in_tree`]: a regular file, no link), at
+/// most `limit` of them.
+pub(crate) fn read_in_tree_limited(root: &Path, p: &Path, limit: u64) -> Result<Vec<u8>> {
+    let f = open_in_tree(root, p).map_err(|e| anyhow!("{}: {e}", p.display()))?;
+    let len = f.metadata()?.len();
+    if len > limit {
+        bail!("{}: {len} bytes, more than {limit}", p.display());
+    }
+    let mut out = Vec::with_capacity(len as usize);
+    f.take(limit + 1).read_to_end(&mut out)?;
+    if out.len() as u64 > limit {
+        bail!("{}: more than {limit} bytes", p.display());
+    }
+    Ok(out)
+}
+
 fn read_in_tree(root: &Path, p: &Path) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::new();
     open_in_tree(root, p)?.read_to_end(&mut out)?;
