@@ -301,10 +301,9 @@ pub fn check(
 /// as in a generation `index --merge` made).
 fn manifest_inputs(root: &Path) -> Result<Option<String>> {
     let path = root.join("manifest.json");
-    let text =
-        std::fs::read_to_string(&path).map_err(|e| anyhow!("reading {}: {e}", path.display()))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| anyhow!("{} is not JSON: {e}", path.display()))?;
+    let bytes = crate::verify::read_in_tree_limited(root, &path, 64 << 20)?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| anyhow!("{} is not JSON: {e}", path.display()))?;
     match v.get("inputs") {
         None => Ok(None),
         Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),

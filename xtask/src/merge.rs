@@ -66,10 +66,12 @@ fn read_manifest(shard: &Path, root: &Path) -> Result<Vec<ShardPackage>> {
 /// published), each field checked: format, arch, a plain relative path to a .deb/.rpm in the
 /// tree, a sha256, a size. Reads the manifest only, not the packages.
 pub fn manifest_packages(root: &Path) -> Result<Vec<Built>> {
+    const MANIFEST_LIMIT: u64 = 64 << 20;
     let manifest = root.join("manifest.json");
-    let text = std::fs::read_to_string(&manifest)
+    // In the tree (a regular file, no link followed, no FIFO waited on), bounded.
+    let bytes = crate::verify::read_in_tree_limited(root, &manifest, MANIFEST_LIMIT)
         .with_context(|| format!("reading {}", manifest.display()))?;
-    let v: serde_json::Value = serde_json::from_str(&text)
+    let v: serde_json::Value = serde_json::from_slice(&bytes)
         .with_context(|| format!("{} is not JSON", manifest.display()))?;
     let list = v
         .get("packages")
