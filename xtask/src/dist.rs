@@ -1013,7 +1013,10 @@ pub fn own_index_files(
                 None
             }
             Err(e) => {
-                eprintln!("warning: not carrying over what {rel} names: {e:#}");
+                eprintln!(
+                    "warning: not carrying over what {} names: {e:#}",
+                    gen.join(rel).display()
+                );
                 None
             }
         }

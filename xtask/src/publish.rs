@@ -362,12 +362,12 @@ pub enum NamedDigest {
     Sha512(String),
 }
 
-/// Hard-link (or copy, across file systems) into `new_root` every file that `files_of(prev)`
-/// names (paths relative to the generation) and `new_root` lacks, for each previous generation.
-/// Used for apt's by-hash files and dnf's repodata: `files_of` names only what a generation's
-/// own indexes reference, so older indexes stay fetchable after a switch while files carried
-/// into a previous generation from even older ones are not carried again (a generation holds
-/// the indexes of itself and the previous [`KEEP_PREVIOUS`], no more).
+/// Copy into `new_root` every file that `files_of(prev)` names (paths relative to the
+/// generation) and `new_root` lacks, for each previous generation. Used for apt's by-hash
+/// files and dnf's repodata: `files_of` names only what a generation's own indexes reference,
+/// so older indexes stay fetchable after a switch while files carried into a previous
+/// generation from even older ones are not carried again (a generation holds the indexes of
+/// itself and the previous [`KEEP_PREVIOUS`], no more).
 ///
 /// A previous generation is not trusted for content: `files_of` names only what its signed
 /// `SHA256SUMS` lists (see `dist::own_index_files`), and what lands in the new one (and so in
