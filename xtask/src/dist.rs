@@ -108,7 +108,15 @@ pub fn fetch_all(
         // Deletes the temporary files of the downloads that did verify.
         drop(ok);
         fetcher.discard_created_dirs();
-        bail!("{}", errors.join("\n"));
+        bail!(
+            "{}\n{} of {} download(s) failed, nothing was built. Where the upstream hosts \
+             cannot be reached: `--mirror URL` (a mirror in the upstream layout, `--ca-cert` \
+             for its CA; a `file://` copy works too) or `--offline` (the cache only); see the \
+             README, \"Pointing at a mirror\"",
+            errors.join("\n"),
+            errors.len(),
+            jobs.len()
+        );
     }
     ok.into_iter().map(|p| fetcher.commit(p)).collect()
 }
