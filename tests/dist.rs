@@ -104,6 +104,13 @@ fn make_key(dir: &Path, uid: &str) -> Key {
     .unwrap();
     let public_gpg = dir.join("public.gpg");
     std::fs::write(&public_gpg, must(gpg(&home).args(["--export", &fpr]))).unwrap();
+    // The agent is not needed past this point (the tests use the exported files), and these
+    // keys live in a static: it would outlive the test binary.
+    must(
+        Command::new("gpgconf")
+            .env("GNUPGHOME", &home)
+            .args(["--kill", "gpg-agent"]),
+    );
     Key {
         fpr,
         secret,

@@ -63,6 +63,20 @@ fn detach_sign_command(home: &Path, fpr: &str) -> Command {
     c
 }
 
+/// The key's gpg-agent ends with it (it would outlive the test binary, holding inotify
+/// instances: enough of them exhaust the per-user limit that systemd in tests/host.rs needs).
+impl Drop for GpgKey {
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf")
+            .arg("--homedir")
+            .arg(self.home.path())
+            .args(["--kill", "gpg-agent"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 impl GpgKey {
     /// A new RSA-3072 signing key (smaller than production's 4096 only to keep tests fast).
     pub fn generate(uid: &str) -> GpgKey {

@@ -12,6 +12,7 @@
 #![allow(dead_code)]
 
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -208,6 +209,8 @@ impl Host {
     /// each `(dir, target)` bind-mounted read-only. Waits until systemd says running or
     /// degraded.
     pub fn boot(rootfs: &Path, binds: &[(&Path, &str)]) -> Host {
+        remove_stale_propagate_dir().unwrap();
+        stop_orphaned_gpg_agents();
         let logdir = tempfile::tempdir().unwrap();
         let log = logdir.path().join("console.log");
         let mut cmd = Command::new("systemd-nspawn");
@@ -402,5 +405,56 @@ impl Host {
 impl Drop for Host {
     fn drop(&mut self) {
         self.shutdown();
+        // (not a panic inside drop: the next boot removes it, or says why it cannot)
+        let _ = remove_stale_propagate_dir();
     }
+}
+
+/// gpg-agents whose GNUPGHOME is gone: started by the tools earlier tests drove (gpg in a
+/// temporary home, dnf's and rpm's key checks) and left running with their sockets under
+/// /run/user/0. Each holds inotify instances, and the per-user limit (128 by default) is
+/// shared with the host's systemd, which cannot start without one (`inotify_init1: EMFILE`,
+/// exit 255 during boot). They serve nothing any more: stopped.
+fn stop_orphaned_gpg_agents() {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let mut stopped = 0;
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if !args.first().is_some_and(|a| a.ends_with(b"gpg-agent")) {
+            continue;
+        }
+        let home = args
+            .windows(2)
+            .find(|w| w[0] == b"--homedir")
+            .map(|w| Path::new(std::ffi::OsStr::from_bytes(w[1])));
+        if home.is_some_and(|h| !h.exists()) {
+            // SAFETY: kill(2) with a pid read from /proc and SIGTERM; no memory is involved.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            stopped += 1;
+        }
+    }
+    if stopped > 0 {
+        eprintln!("stopped {stopped} gpg-agent(s) whose GNUPGHOME is gone");
+    }
+}
+
+/// systemd-nspawn keeps `/run/systemd/nspawn/propagate/<machine>` while a container runs and
+/// removes it on exit only where /run is a tmpfs: on a disk file system (as on this kind of
+/// machine) it leaves it, and the next boot under the same name refuses to remove the leftover
+/// ("Attempted to remove disk file system …, and we can't allow that") and exits 255. The
+/// name is this test's own (`--machine=obs-test-host`), so the leftover is its own to remove.
+fn remove_stale_propagate_dir() -> Result<(), String> {
+    let stale = Path::new("/run/systemd/nspawn/propagate/obs-test-host");
+    if stale.symlink_metadata().is_ok() {
+        std::fs::remove_dir_all(stale).map_err(|e| format!("removing {}: {e}", stale.display()))?;
+    }
+    Ok(())
 }

@@ -854,6 +854,16 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if want("B6") {
         step("B6", b6(&ctx), &mut rows);
     }
+    // The gpg-agent the key's GNUPGHOME started would outlive the run (one per work
+    // directory, holding inotify instances): stopped, best effort.
+    if let Some(k) = &ctx.key {
+        let _ = Command::new("gpgconf")
+            .env("GNUPGHOME", &k.gnupg)
+            .args(["--kill", "gpg-agent"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
     report(&ctx, &rows, started.elapsed().as_secs_f64());
     Ok(())
 }
