@@ -866,6 +866,21 @@ fn client_files_are_what_apt_reads() {
     }
 }
 
+/// `added-exporter_3.0-1_amd64.deb` built into `pool`: the package the cache tests add.
+fn add_exporter(pool: &Path) -> PathBuf {
+    build_deb(
+        pool,
+        &DebSpec {
+            name: "added-exporter",
+            version: "3.0-1",
+            arch: "amd64",
+            compress: "xz",
+            extra: "",
+            payload: "added\n",
+        },
+    )
+}
+
 /// What the `index_dir` tests start from: (the temporary directory, the fixture packages'
 /// directory `TMP/pool-in`, the packages, a key, the cache file's place
 /// `TMP/state/apt-index-cache`, the repository's `TMP/repo`).
@@ -922,17 +937,7 @@ fn index_dir_reads_only_what_the_cache_does_not_describe() {
     assert_eq!(entries(&cache).len(), debs.len());
 
     // Add one package; forge the cached SHA512 of an unchanged one.
-    let added = build_deb(
-        &pool,
-        &DebSpec {
-            name: "added-exporter",
-            version: "3.0-1",
-            arch: "amd64",
-            compress: "xz",
-            extra: "",
-            payload: "added\n",
-        },
-    );
+    let added = add_exporter(&pool);
     let victim = &debs[0];
     let real512 = hex::encode(Sha512::digest(std::fs::read(victim).unwrap()));
     let forged = "f".repeat(128);
@@ -1125,4 +1130,146 @@ fn swapped_cached_chunks_are_not_used() {
     apt.update_ok();
     let show = must(apt.cmd("apt-cache").args(["show", "zeta-tool:arm64"]));
     assert!(show.contains("Version: 1:0.5-2"), "{show}");
+}
+
+/// `xtask index --pool DIR --format apt` (the command a release engineer runs over a directory
+/// of packages, and what B4 measures): a signed repository apt installs from; a package added
+/// to the directory is listed by the next run, whose metadata cache lives in CACHE/index (0600,
+/// never in the tree); the same bytes with a warm cache as with none; dated by the newest
+/// package when SOURCE_DATE_EPOCH is not set; bad input refused by name, nothing written.
+#[test]
+fn index_pool_command_makes_a_repository_apt_installs_from() {
+    use std::os::unix::fs::PermissionsExt;
+    let (tmp, pool, debs, key, _, root) = cached_fixture();
+    let home = tmp.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let secret = key.write_secret_key(&tmp.path().join("key.asc"), 0o600);
+    let dated = std::time::UNIX_EPOCH + Duration::from_secs(EPOCH);
+    for d in &debs {
+        let f = std::fs::File::options().write(true).open(d).unwrap();
+        f.set_modified(dated).unwrap();
+    }
+    let out = must(&mut cmd::index_pool("apt", &pool, &root, &secret, &home));
+    assert!(
+        out.contains(&format!("{} package(s) indexed in", debs.len())),
+        "{out}"
+    );
+    let release = std::fs::read_to_string(root.join("dists/stable/Release")).unwrap();
+    assert!(
+        release.contains("Date: Tue, 14 Nov 2023 22:13:20 UTC\n"),
+        "the newest package's mtime: {release}"
+    );
+    let caches: Vec<PathBuf> = std::fs::read_dir(home.join(".cache/observability-stack/index"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "apt"))
+        .collect();
+    assert_eq!(caches.len(), 1, "{caches:?}");
+    let mode = std::fs::metadata(&caches[0]).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let in_tree = must(Command::new("find").arg(&root).args(["-name", "*cache*"]));
+    assert!(in_tree.trim().is_empty(), "{in_tree}");
+
+    // Real apt, trusting only this key.
+    let keyring = key.write_keyring(&tmp.path().join("keyring.gpg"));
+    let sources = format!(
+        "Types: deb\nURIs: {}\nSuites: stable\nComponents: main\nSigned-By: {}\n",
+        file_url(&root),
+        keyring.display()
+    );
+    let apt = Apt::new(&sources);
+    apt.update_ok();
+    // The newest version is the candidate, its dependency resolves, the download is the pool's.
+    let (ok, text) = apt.get(&["install", "--simulate", "hello-exporter"]);
+    assert!(
+        ok && text.contains("Inst hello-exporter (1.10-1 ")
+            && text.contains("Inst libdemo-data (2.0-1 "),
+        "{text}"
+    );
+    must(
+        apt.cmd("apt-get")
+            .args(["-q", "download", "hello-exporter"]),
+    );
+    assert_eq!(
+        apt.downloaded("hello-exporter_1.10-1_amd64.deb"),
+        std::fs::read(root.join("pool/main/h/hello-exporter/hello-exporter_1.10-1_amd64.deb"))
+            .unwrap()
+    );
+
+    // One more package in the directory: listed by the next run.
+    add_exporter(&pool);
+    let out = must(&mut cmd::index_pool("apt", &pool, &root, &secret, &home));
+    assert!(
+        out.contains(&format!("{} package(s) indexed in", debs.len() + 1)),
+        "{out}"
+    );
+    apt.update_ok();
+    let show = must(apt.cmd("apt-cache").args(["show", "added-exporter"]));
+    assert!(
+        show.contains("Filename: pool/main/a/added-exporter/added-exporter_3.0-1_amd64.deb"),
+        "{show}"
+    );
+
+    // A warm cache gives the bytes no cache gives (InRelease signs every index's digests).
+    let plain = tmp.path().join("plain");
+    let sde = EPOCH.to_string();
+    must(
+        cmd::index_pool("apt", &pool, &plain, &secret, &home)
+            .arg("--no-index-cache")
+            .env("SOURCE_DATE_EPOCH", &sde),
+    );
+    must(cmd::index_pool("apt", &pool, &root, &secret, &home).env("SOURCE_DATE_EPOCH", &sde));
+    let inrelease = |r: &Path| std::fs::read(r.join("dists/stable/InRelease")).unwrap();
+    assert_eq!(inrelease(&root), inrelease(&plain));
+
+    // Refused, each by name, with nothing written.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let loose = key.write_secret_key(&tmp.path().join("loose.asc"), 0o644);
+    let nowhere = tmp.path().join("nowhere");
+    let cases: Vec<(Command, &str)> = vec![
+        (
+            cmd::index_pool("apt", &empty, &nowhere, &secret, &home),
+            "no .deb file below it",
+        ),
+        (
+            cmd::index_pool("apt", &pool, &nowhere, &loose, &home),
+            "loose.asc",
+        ),
+        (
+            {
+                let mut c = cmd::index_pool("apt", &pool, &nowhere, &secret, &home);
+                c.env("SOURCE_DATE_EPOCH", "yesterday");
+                c
+            },
+            "SOURCE_DATE_EPOCH \"yesterday\": not a number of seconds",
+        ),
+        (
+            {
+                let mut c = cmd::index_pool("apt", &pool, &nowhere, &secret, &home);
+                c.args(["--base-url", "https://example.org/apt"]);
+                c
+            },
+            "--base-url goes with --merge",
+        ),
+        (
+            {
+                let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
+                c.args(["index", "--pool"])
+                    .arg(&pool)
+                    .arg("--out")
+                    .arg(&nowhere);
+                c
+            },
+            "--format",
+        ),
+    ];
+    for (mut c, expect) in cases {
+        let (ok, text) = run(&mut c);
+        assert!(
+            !ok && text.contains(expect),
+            "{c:?}: expected {expect:?}, got {text}"
+        );
+    }
+    assert!(!nowhere.join("dists").exists());
 }

@@ -1095,3 +1095,67 @@ fn swapped_cached_chunks_are_not_used() {
     let out = run(dnf.with_repo(&root, &key).arg("makecache"));
     assert!(out.status.success(), "makecache: {}", stdout_stderr(&out));
 }
+
+/// `xtask index --pool DIR --format dnf` (what B4 measures on our side): a directory of signed
+/// .rpms becomes a repository dnf installs from with gpgcheck and repo_gpgcheck on; a package
+/// added to the directory is listed by the next run, which keeps its metadata cache in
+/// CACHE/index (0600) and gives the same repodata as a run without it.
+#[test]
+fn index_pool_command_makes_a_repository_dnf_installs_from() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = fixture(true);
+    let tmp = tempfile::tempdir().unwrap();
+    let pool = f.inputs[0].parent().unwrap().to_path_buf();
+    let root = tmp.path().join("repo");
+    let home = tmp.path().join("home");
+    fs::create_dir(&home).unwrap();
+    let secret = f.key.write_secret_key(&tmp.path().join("key.asc"), 0o600);
+    let sde = DATE.to_string();
+    let out = cmd::must(
+        cmd::index_pool("dnf", &pool, &root, &secret, &home).env("SOURCE_DATE_EPOCH", &sde),
+    );
+    assert!(out.contains("4 package(s) indexed in"), "{out}");
+    let caches: Vec<PathBuf> = fs::read_dir(home.join(".cache/observability-stack/index"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "dnf"))
+        .collect();
+    assert_eq!(caches.len(), 1, "{caches:?}");
+    assert_eq!(
+        fs::metadata(&caches[0]).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    dnf_repo::write_public_key(&root, "obs", &f.key).unwrap();
+    let key = root.join("keys/obs.asc");
+    let dnf = Dnf::new();
+    let dl = dnf.t.path().join("dl");
+    let out = run(dnf
+        .with_repo(&root, &key)
+        .arg("install")
+        .arg("--downloadonly")
+        .arg(format!("--downloaddir={}", dl.display()))
+        .arg("demo_exporter"));
+    assert!(out.status.success(), "download: {}", stdout_stderr(&out));
+    assert!(dl.join("demo_exporter-1.2.3-4.obs.x86_64.rpm").is_file());
+
+    // One more package in the directory: the next run lists it.
+    let added = build_rpm(&pool, "added-exporter", "x86_64", false);
+    rpmsign(&f.key, &added);
+    let out = cmd::must(
+        cmd::index_pool("dnf", &pool, &root, &secret, &home).env("SOURCE_DATE_EPOCH", &sde),
+    );
+    assert!(out.contains("5 package(s) indexed in"), "{out}");
+    let q = repoquery(&root, &f.key, "%{name}");
+    assert!(q.lines().any(|l| l == "added-exporter"), "{q}");
+
+    // Warm cache and no cache: the same repomd.xml (it names every metadata file's digest).
+    let plain = tmp.path().join("plain");
+    cmd::must(
+        cmd::index_pool("dnf", &pool, &plain, &secret, &home)
+            .arg("--no-index-cache")
+            .env("SOURCE_DATE_EPOCH", &sde),
+    );
+    let repomd = |r: &Path| fs::read(r.join("repodata/repomd.xml")).unwrap();
+    assert_eq!(repomd(&root), repomd(&plain));
+}

@@ -47,3 +47,20 @@ pub fn exposure_score(what: &str, text: &str) -> f64 {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("cannot parse {line:?}"))
 }
+
+/// `xtask index --format FORMAT --pool POOL --out OUT --signing-key KEY` (what a release
+/// engineer runs over a directory of packages), with HOME in `home` (nothing of the user's).
+pub fn index_pool(format: &str, pool: &Path, out: &Path, key: &Path, home: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    c.args(["index", "--format", format, "--pool"])
+        .arg(pool)
+        .arg("--out")
+        .arg(out)
+        .arg("--signing-key")
+        .arg(key)
+        .env("HOME", home)
+        .env_remove("XDG_CACHE_HOME")
+        .env_remove("OBS_SIGNING_KEY")
+        .env_remove("SOURCE_DATE_EPOCH");
+    c
+}

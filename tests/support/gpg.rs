@@ -119,6 +119,15 @@ impl GpgKey {
         run(c, None)
     }
 
+    /// Write the armored secret key to `path` with the given mode (`--signing-key FILE` takes
+    /// 0600 and refuses a file others can read).
+    pub fn write_secret_key(&self, path: &Path, mode: u32) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(path, self.export_secret_armored()).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path.to_path_buf()
+    }
+
     /// Write the binary public keyring to `path` (for gpgv/sqv/apt Signed-By).
     pub fn write_keyring(&self, path: &Path) -> PathBuf {
         std::fs::write(

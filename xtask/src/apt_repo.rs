@@ -1499,6 +1499,12 @@ pub fn index_dir(
     use crate::index_cache::span;
     let t = std::time::Instant::now();
     let debs = crate::index_cache::files_under(pool_dir, ".deb")?;
+    if debs.is_empty() && settings.architectures.is_empty() {
+        bail!(
+            "{}: no .deb file below it (and no architecture given to publish empty indexes for)",
+            pool_dir.display()
+        );
+    }
     let t = span("apt: list packages", t);
     let cache = crate::index_cache::IndexCache::open_opt(cache_file);
     let t = span("apt: open cache", t);

@@ -4,9 +4,10 @@
 //! into a work directory that later runs reuse. Each benchmark runs ours and theirs
 //! alternately (A/B, B/A, …), each run in a process of its own, so that its wall time and its
 //! peak RSS (`wait4`'s `ru_maxrss`, which covers the process and the children it waited for)
-//! belong to that run only. Our side runs as `xtask bench-child …` (or `xtask dist`), theirs
-//! as the tool (or a bash script of tools). The report gives medians, ratios ours/theirs,
-//! peak RSS, and ends with one line per benchmark for scripts:
+//! belong to that run only. Our side runs as `xtask bench-child …` (or the commands users run:
+//! `xtask dist`, `xtask index --pool`), theirs as the tool (or a bash script of tools). The
+//! report gives medians, ratios ours/theirs, peak RSS, and ends with one line per benchmark for
+//! scripts:
 //! `B<n> <name> ratio=<ours/theirs> target=<target> PASS|MISS` (B6: `rss=<MiB>`).
 //! Nothing is installed: a missing tool is listed and its benchmarks are reported as
 //! `SKIP(tool)`.
@@ -23,7 +24,6 @@ use rayon::prelude::*;
 use crate::component::Component;
 use crate::package::{Arch, Compression, Content, FileEntry, FileKind, Layout, Package};
 use crate::render::Templates;
-use crate::signing::{KeySource, PassphraseSource, SigningKey};
 
 /// Every timestamp of generated inputs and outputs (both sides).
 const SDE: u64 = 1_700_000_000;
@@ -77,28 +77,6 @@ enum ChildCmd {
         compression: Compression,
         #[arg(long)]
         out: PathBuf,
-    },
-    /// The apt repository at OUT of every .deb below DIR (`apt_repo::index_dir`, with its
-    /// metadata cache in CACHE).
-    AptIndex {
-        dir: PathBuf,
-        #[arg(long)]
-        out: PathBuf,
-        #[arg(long)]
-        key: PathBuf,
-        #[arg(long)]
-        cache: PathBuf,
-    },
-    /// The dnf repository at OUT of every .rpm below DIR (`dnf_repo::index_dir`, with its
-    /// metadata cache in CACHE).
-    DnfIndex {
-        dir: PathBuf,
-        #[arg(long)]
-        out: PathBuf,
-        #[arg(long)]
-        key: PathBuf,
-        #[arg(long)]
-        cache: PathBuf,
     },
     /// sha256 of FILE (digest::sha256_file), printed like sha256sum.
     Sha256 { file: PathBuf },
@@ -157,31 +135,6 @@ fn child_cmd(a: ChildArgs) -> Result<()> {
             let w = crate::rpm_writer::write_rpm(&pkg, &templates, &out, compression)?;
             println!("{} {}", w.sha256, w.path.display());
         }
-        ChildCmd::AptIndex {
-            dir,
-            out,
-            key,
-            cache,
-        } => {
-            let key = load_key(&key)?;
-            let settings = crate::apt_repo::AptSettings {
-                date: SDE,
-                ..Default::default()
-            };
-            let r = crate::apt_repo::index_dir(&dir, &out, &settings, &key, Some(&cache))?;
-            println!("{} packages", r.packages.len());
-        }
-        ChildCmd::DnfIndex {
-            dir,
-            out,
-            key,
-            cache,
-        } => {
-            let key = load_key(&key)?;
-            let settings = crate::dnf_repo::Settings::new(SDE);
-            let r = crate::dnf_repo::index_dir(&dir, &out, &settings, &key, Some(&cache))?;
-            println!("{} packages", r.packages.len());
-        }
         ChildCmd::Sha256 { file } => {
             let (h, _) =
                 crate::digest::sha256_file(&file).with_context(|| format!("{}", file.display()))?;
@@ -189,14 +142,6 @@ fn child_cmd(a: ChildArgs) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn load_key(path: &Path) -> Result<SigningKey> {
-    Ok(SigningKey::load(
-        &KeySource::File(path.to_path_buf()),
-        &PassphraseSource::None,
-    )?
-    .with_signature_time(Some(SDE)))
 }
 
 fn base_package(name: &str, version: &str, files: Vec<FileEntry>) -> Package {
@@ -1720,15 +1665,13 @@ fn index_inputs(ctx: &Ctx, n: usize) -> Result<(PathBuf, PathBuf, PathBuf, PathB
 }
 
 /// One format's half of B4: its inputs, where a package sits in a repository, what our
-/// `bench-child` indexes and the baseline script.
+/// `xtask index --pool` indexes and the baseline script.
 struct IndexCase<'a> {
     fmt: &'static str,
     goal: Goal,
     tools: &'static [&'static str],
     inputs: &'a Path,
     extra: &'a Path,
-    /// `apt-index` / `dnf-index`.
-    child: &'static str,
     /// Directory below a repository root that holds the packages (what is indexed).
     pool: &'static str,
     /// Index outputs removed before a cold run (relative to the root).
@@ -1787,7 +1730,7 @@ fn index_case(ctx: &Ctx, c: &IndexCase, n: usize) -> Result<Vec<Row>> {
     let dir = ctx.work.join("b4");
     let extra_name = c.extra.file_name().and_then(|n| n.to_str()).unwrap_or("");
     let extra_rel = pool_place(c.fmt, extra_name);
-    // Ours: the repository root, its pool (what index_dir reads) and its cache file (outside
+    // Ours: the repository root, its pool (what `index --pool` reads) and its cache file (outside
     // the tree, as `dist` keeps build state). Theirs: a root of the same layout.
     let ours_root = dir.join(format!("ours-{}", c.fmt));
     let ours_cache = dir.join(format!("ours-{}-cache", c.fmt));
@@ -1824,13 +1767,14 @@ fn index_case(ctx: &Ctx, c: &IndexCase, n: usize) -> Result<Vec<Row>> {
     };
     let ours_cmd = || {
         let mut cmd = ctx.ours();
-        cmd.args(["bench-child", c.child])
+        // What a user runs: `xtask index --pool` (SOURCE_DATE_EPOCH from `ours()`).
+        cmd.args(["index", "--format", c.fmt, "--pool"])
             .arg(ours_root.join(c.pool))
             .arg("--out")
             .arg(&ours_root)
-            .arg("--key")
+            .arg("--signing-key")
             .arg(&key.secret)
-            .arg("--cache")
+            .arg("--index-cache")
             .arg(&ours_cache);
         cmd
     };
@@ -1905,7 +1849,6 @@ fn b4(ctx: &Ctx) -> Result<Vec<Row>> {
         tools: &["apt-ftparchive", "gpg", "gzip", "xz"],
         inputs: &debs,
         extra: &extra_deb,
-        child: "apt-index",
         pool: "pool",
         outputs: &["dists"],
         theirs: format!(
@@ -1921,14 +1864,14 @@ fn b4(ctx: &Ctx) -> Result<Vec<Row>> {
              G --detach-sign --armor -o dists/stable/Release.gpg dists/stable/Release\n"
         ),
         note_index: format!(
-            "{n} .debs, cold (no cache); ours: apt_repo::index_dir (Packages, by-hash, Release, InRelease, Release.gpg); \
+            "{n} .debs, cold (no cache); ours: `xtask index --pool` (apt_repo::index_dir: Packages, by-hash, Release, InRelease, Release.gpg); \
              theirs: apt-ftparchive --db (empty) packages + release; same hashes (SHA256+SHA512: theirs with \
              APT::FTPArchive::{{MD5,SHA1}}=false), same compressions (Packages.gz gzip -9, Packages.xz xz -6; \
              ours multi-threaded xz in 1 MiB blocks, theirs xz's default single thread), both sign InRelease \
              and Release.gpg (ours: the pgp crate, theirs: gpg); {same}"
         ),
         note_add: format!(
-            "one more .deb into the {n}-package repository, warm: ours index_dir with the metadata cache \
+            "one more .deb into the {n}-package repository, warm: ours `xtask index --pool` with the metadata cache \
              of the cold run (an unchanged package costs an open + fstat: size, mtime, ctime, inode, \
              device, trusted alone for files only their owner can write; a cached chunk costs a \
              decode check; see index_cache); \
@@ -1941,7 +1884,6 @@ fn b4(ctx: &Ctx) -> Result<Vec<Row>> {
         tools: &["createrepo_c", "gpg"],
         inputs: &rpms,
         extra: &extra_rpm,
-        child: "dnf-index",
         pool: "Packages",
         outputs: &["repodata"],
         theirs: "if [ -d repodata ]; then U=--update; else U=; fi\n\
@@ -1949,12 +1891,12 @@ fn b4(ctx: &Ctx) -> Result<Vec<Row>> {
                  G --detach-sign --armor -o repodata/repomd.xml.asc repodata/repomd.xml\n"
             .into(),
         note_index: format!(
-            "{n} .rpms, cold (no cache); ours: dnf_repo::index_dir (primary/filelists/other.xml.gz, repomd.xml + .asc); \
+            "{n} .rpms, cold (no cache); ours: `xtask index --pool` (dnf_repo::index_dir: primary/filelists/other.xml.gz, repomd.xml + .asc); \
              theirs: createrepo_c --no-database (its default workers) + gpg --detach-sign; same checksums \
              (sha256), same compression (gzip), no sqlite databases on either side, both sign repomd.xml; {same}"
         ),
         note_add: format!(
-            "one more .rpm into the {n}-package repository, warm: ours index_dir with the metadata cache of the \
+            "one more .rpm into the {n}-package repository, warm: ours `xtask index --pool` with the metadata cache of the \
              cold run (an unchanged package costs an open + fstat); theirs createrepo_c --update \
              (reuses the old metadata of files whose size and mtime match) + gpg"
         ),

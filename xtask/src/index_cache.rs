@@ -133,7 +133,7 @@ pub(crate) fn not_private(m: &Metadata) -> Option<String> {
 /// Create `leaf` (and what is missing above it) with mode 0700, then check every directory
 /// from `top` down to `leaf` (not followed if a symlink): each must be a directory of ours
 /// alone ([`not_private`]). `None` (with a warning) if one is not.
-pub(crate) fn private_dir(top: &Path, leaf: &Path) -> Option<PathBuf> {
+pub fn private_dir(top: &Path, leaf: &Path) -> Option<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
     if let Err(e) = std::fs::DirBuilder::new()
         .recursive(true)

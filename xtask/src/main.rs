@@ -90,9 +90,25 @@ struct ImportArgs {
 #[derive(Args)]
 struct IndexArgs {
     /// Shard output directories (each from `dist --component … --arch … --out DIR`).
-    #[arg(long, value_name = "DIR", num_args = 1.., required = true)]
+    #[arg(long, value_name = "DIR", num_args = 1.., required_unless_present = "pool", conflicts_with_all = ["pool", "format", "index_cache", "no_index_cache"])]
     merge: Vec<PathBuf>,
-    /// Output directory of the merged repository (generations, `current`).
+    /// Index every package below DIR into the repository at OUT, updated in place (as
+    /// `apt-ftparchive` or `createrepo_c` over a directory): packages unchanged since the last
+    /// run are taken from the metadata cache instead of being read again.
+    #[arg(long, value_name = "DIR", requires = "format")]
+    pool: Option<PathBuf>,
+    /// With --pool: which repository, `apt` (the .deb files below DIR) or `dnf` (the .rpm files).
+    #[arg(long, value_enum)]
+    format: Option<PoolFormat>,
+    /// With --pool: the metadata cache file (default: CACHE/index/<digest of OUT's path>.<format>,
+    /// CACHE as for `dist`).
+    #[arg(long, value_name = "FILE")]
+    index_cache: Option<PathBuf>,
+    /// With --pool: read every package again and keep no metadata cache.
+    #[arg(long, conflicts_with = "index_cache")]
+    no_index_cache: bool,
+    /// --merge: output directory of the merged repository (generations, `current`).
+    /// --pool: the repository root itself (`dists/`, `pool/` / `repodata/`, `Packages/`).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
     /// Keys the shards are checked against (repeatable), in addition to the signing key's
@@ -198,6 +214,12 @@ struct RepoArgs {
     /// Compression of dnf's primary/filelists/other.
     #[arg(long, value_enum, default_value_t = DnfMetadata::Gzip)]
     dnf_metadata: DnfMetadata,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum PoolFormat {
+    Apt,
+    Dnf,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -694,6 +716,9 @@ fn print_summary(out_arg: &Path, gen_name: &str, key: &SigningKey, n: usize) -> 
 /// `index --merge`: every shard verified and its packages gathered (conflicts refused) before
 /// OUT is touched; then one generation indexed, signed, self-verified and published as `dist`.
 fn cmd_index(a: IndexArgs) -> Result<()> {
+    if a.pool.is_some() {
+        return cmd_index_pool(a);
+    }
     let key = resolve_key(&a.repo)?;
     let shard_trust = if a.shard_key.is_empty() {
         default_trusted_keys()
@@ -705,12 +730,9 @@ fn cmd_index(a: IndexArgs) -> Result<()> {
         trusted.extend(TrustedKeys::load(&shard_trust)?);
     }
     let collected = xtask::merge::collect(&a.merge, &trusted)?;
-    let date = match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) => v
-            .trim()
-            .parse::<u64>()
-            .map_err(|_| anyhow::anyhow!("SOURCE_DATE_EPOCH {v:?}: not a number of seconds"))?,
-        Err(_) => collected.newest_date.with_context(|| {
+    let date = match env_source_date_epoch()? {
+        Some(d) => d,
+        None => collected.newest_date.with_context(|| {
             "no shard has an apt Release date; set SOURCE_DATE_EPOCH".to_string()
         })?,
     };
@@ -721,6 +743,105 @@ fn cmd_index(a: IndexArgs) -> Result<()> {
     // No inputs recorded: `commit` removed the record of the generation `dist` made, and a
     // merge's inputs are the shards' trees, not a `dist` run's.
     publish_generation(p, staging, built, &key, &trusted, &a.out, a.json, None)
+}
+
+/// SOURCE_DATE_EPOCH of the environment, if set (an error if it is not a number of seconds).
+fn env_source_date_epoch() -> Result<Option<u64>> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => v
+            .trim()
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| anyhow::anyhow!("SOURCE_DATE_EPOCH {v:?}: not a number of seconds")),
+        Err(_) => Ok(None),
+    }
+}
+
+/// `index --pool DIR --format apt|dnf --out ROOT`: the repository at ROOT of every package
+/// below DIR, updated in place (index files renamed into place, the signed `Release` /
+/// `repomd.xml` last), reading only the packages its metadata cache does not already describe.
+fn cmd_index_pool(a: IndexArgs) -> Result<()> {
+    let pool = a
+        .pool
+        .as_deref()
+        .expect("cmd_index_pool is called with --pool");
+    let format = a
+        .format
+        .context("--pool needs --format apt or --format dnf")?;
+    if a.repo.base_url.is_some() {
+        bail!("--base-url goes with --merge (client files); --pool writes the repository only");
+    }
+    let (ext, kind) = match format {
+        PoolFormat::Apt => (".deb", "apt"),
+        PoolFormat::Dnf => (".rpm", "dnf"),
+    };
+    let meta = std::fs::metadata(pool).with_context(|| format!("--pool {}", pool.display()))?;
+    if !meta.is_dir() {
+        bail!("--pool {}: not a directory", pool.display());
+    }
+    let key = resolve_key(&a.repo)?;
+    // Same packages + SOURCE_DATE_EPOCH => same bytes; without it, the newest package's
+    // modification time (never the clock).
+    let date = match env_source_date_epoch()? {
+        Some(d) => d,
+        None => xtask::index_cache::files_under(pool, ext)?
+            .iter()
+            .filter_map(|p| std::fs::symlink_metadata(p).ok())
+            .map(|m| std::os::unix::fs::MetadataExt::mtime(&m).max(0) as u64)
+            .max()
+            .with_context(|| format!("--pool {}: no {ext} file below it", pool.display()))?,
+    };
+    let key = key.with_signature_time(Some(date));
+    std::fs::create_dir_all(&a.out).with_context(|| format!("--out {}", a.out.display()))?;
+    let root = std::fs::canonicalize(&a.out)?;
+    let cache = if a.no_index_cache {
+        None
+    } else if let Some(f) = &a.index_cache {
+        Some(f.clone())
+    } else {
+        let dir = xtask::fetch::default_cache_dir().join("index");
+        xtask::index_cache::private_dir(&xtask::fetch::default_cache_dir(), &dir).map(|d| {
+            let id = xtask::digest::sha256_hex(root.as_os_str().as_encoded_bytes());
+            d.join(format!("{}.{kind}", &id[..32]))
+        })
+    };
+    let repo = repo_options(&a.repo, &root, date)?;
+    let (n, where_) = match format {
+        PoolFormat::Apt => {
+            let r = xtask::apt_repo::index_dir(pool, &root, &repo.apt, &key, cache.as_deref())?;
+            (r.packages.len(), r.suite_dir.join("InRelease"))
+        }
+        PoolFormat::Dnf => {
+            let r = xtask::dnf_repo::index_dir(pool, &root, &repo.dnf, &key, cache.as_deref())?;
+            (r.packages.len(), root.join("repodata/repomd.xml"))
+        }
+    };
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "out": root,
+                "format": kind,
+                "index": where_,
+                "packages": n,
+                "signing_key": key.fingerprint(),
+                "development_key": key.is_development(),
+                "cache": cache,
+            }))?
+        );
+    }
+    eprintln!(
+        "{n} package(s) indexed in {} ({}), signed by {}{}",
+        root.display(),
+        where_.display(),
+        key.fingerprint(),
+        if key.is_development() {
+            " — DEVELOPMENT KEY, NOT FOR PRODUCTION"
+        } else {
+            ""
+        }
+    );
+    Ok(())
 }
 
 fn human(n: u64) -> String {
