@@ -1135,8 +1135,9 @@ fn swapped_cached_chunks_are_not_used() {
 /// `xtask index --pool DIR --format apt` (the command a release engineer runs over a directory
 /// of packages, and what B4 measures): a signed repository apt installs from; a package added
 /// to the directory is listed by the next run, whose metadata cache lives in CACHE/index (0600,
-/// never in the tree); the same bytes with a warm cache as with none; dated by the newest
-/// package when SOURCE_DATE_EPOCH is not set; bad input refused by name, nothing written.
+/// never in the tree); the same bytes with a warm cache as with none; dated now when
+/// SOURCE_DATE_EPOCH is not set (whatever the packages' mtimes: a repository updated in place
+/// must not go back in time); bad input refused by name, nothing written.
 #[test]
 fn index_pool_command_makes_a_repository_apt_installs_from() {
     use std::os::unix::fs::PermissionsExt;
@@ -1144,20 +1145,29 @@ fn index_pool_command_makes_a_repository_apt_installs_from() {
     let home = tmp.path().join("home");
     std::fs::create_dir(&home).unwrap();
     let secret = key.write_secret_key(&tmp.path().join("key.asc"), 0o600);
-    let dated = std::time::UNIX_EPOCH + Duration::from_secs(EPOCH);
+    let old = std::time::UNIX_EPOCH + Duration::from_secs(EPOCH);
     for d in &debs {
         let f = std::fs::File::options().write(true).open(d).unwrap();
-        f.set_modified(dated).unwrap();
+        f.set_modified(old).unwrap();
     }
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let before = now();
     let out = must(&mut cmd::index_pool("apt", &pool, &root, &secret, &home));
+    let after = now();
     assert!(
         out.contains(&format!("{} package(s) indexed in", debs.len())),
         "{out}"
     );
     let release = std::fs::read_to_string(root.join("dists/stable/Release")).unwrap();
     assert!(
-        release.contains("Date: Tue, 14 Nov 2023 22:13:20 UTC\n"),
-        "the newest package's mtime: {release}"
+        (before..=after)
+            .any(|t| release.contains(&format!("Date: {}\n", xtask::date::rfc2822(t, "UTC")))),
+        "not dated between {before} and {after}: {release}"
     );
     let caches: Vec<PathBuf> = std::fs::read_dir(home.join(".cache/observability-stack/index"))
         .unwrap()
@@ -1227,7 +1237,7 @@ fn index_pool_command_makes_a_repository_apt_installs_from() {
     std::fs::create_dir(&empty).unwrap();
     let loose = key.write_secret_key(&tmp.path().join("loose.asc"), 0o644);
     let nowhere = tmp.path().join("nowhere");
-    let cases: Vec<(Command, &str)> = vec![
+    let mut cases: Vec<(Command, &str)> = vec![
         (
             cmd::index_pool("apt", &empty, &nowhere, &secret, &home),
             "no .deb file below it",
@@ -1264,6 +1274,27 @@ fn index_pool_command_makes_a_repository_apt_installs_from() {
             "--format",
         ),
     ];
+    let keep = tmp.path().join("keep.asc");
+    std::fs::copy(&secret, &keep).unwrap();
+    let mut more: Vec<(Command, &str)> = vec![
+        (
+            {
+                let mut c = cmd::index_pool("apt", &pool, &nowhere, &secret, &home);
+                c.arg("--index-cache").arg(&keep);
+                c
+            },
+            "is not an index cache (left alone)",
+        ),
+        (
+            {
+                let mut c = cmd::index_pool("apt", &pool, &nowhere, &secret, &home);
+                c.arg("--index-cache").arg(nowhere.join("cache"));
+                c
+            },
+            "inside the repository",
+        ),
+    ];
+    cases.append(&mut more);
     for (mut c, expect) in cases {
         let (ok, text) = run(&mut c);
         assert!(
@@ -1272,4 +1303,63 @@ fn index_pool_command_makes_a_repository_apt_installs_from() {
         );
     }
     assert!(!nowhere.join("dists").exists());
+    assert_eq!(
+        std::fs::read(&keep).unwrap(),
+        std::fs::read(&secret).unwrap()
+    );
+}
+
+/// A control.tar that names the control file twice (`./control`, then `control`): dpkg
+/// installs what the last one says, so an index of the first would sign a lie. Refused, by
+/// name, before anything is written.
+#[test]
+fn a_second_control_file_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tar_of = |entries: &[(&str, &[u8])]| -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_cksum();
+            b.append_data(&mut h, name, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    };
+    let good = b"Package: plain-exporter\nVersion: 1.0\nArchitecture: amd64\nMaintainer: T <t@example.org>\nDescription: plain\n";
+    let evil = b"Package: bash\nVersion: 99\nArchitecture: amd64\nMaintainer: T <t@example.org>\nEssential: yes\nDescription: not what the index says\n";
+    let deb = tmp.path().join("plain-exporter_1.0_amd64.deb");
+    {
+        let mut ar = ar::Builder::new(std::fs::File::create(&deb).unwrap());
+        for (name, data) in [
+            ("debian-binary", b"2.0\n".to_vec()),
+            (
+                "control.tar",
+                tar_of(&[("./control", good), ("control", evil)]),
+            ),
+            ("data.tar", tar_of(&[])),
+        ] {
+            let h = ar::Header::new(name.as_bytes().to_vec(), data.len() as u64);
+            ar.append(&h, data.as_slice()).unwrap();
+        }
+    }
+    // What dpkg makes of it: the second control file.
+    let field = must(
+        Command::new("dpkg-deb")
+            .args(["-f"])
+            .arg(&deb)
+            .arg("Package"),
+    );
+    assert_eq!(field.trim(), "bash");
+    let key = gpg::GpgKey::generate("apt test <apt@example.org>");
+    let root = tmp.path().join("repo");
+    let e =
+        apt_repo::write_apt_repo(&root, std::slice::from_ref(&deb), &settings(), &key).unwrap_err();
+    let e = format!("{e:#}");
+    assert!(
+        e.contains("plain-exporter_1.0_amd64.deb") && e.contains("names the control file twice"),
+        "{e}"
+    );
+    assert!(!root.join("dists").exists());
 }

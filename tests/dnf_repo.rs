@@ -1158,4 +1158,60 @@ fn index_pool_command_makes_a_repository_dnf_installs_from() {
     );
     let repomd = |r: &Path| fs::read(r.join("repodata/repomd.xml")).unwrap();
     assert_eq!(repomd(&root), repomd(&plain));
+
+    // The packages kept in the repository's own Packages/ (flat): the copies a run places in
+    // Packages/<letter>/ are not taken for second packages of the same name by the next run.
+    let flat = tmp.path().join("flat");
+    fs::create_dir_all(flat.join("Packages")).unwrap();
+    for p in &f.inputs {
+        fs::copy(p, flat.join("Packages").join(p.file_name().unwrap())).unwrap();
+    }
+    for _ in 0..2 {
+        let out = cmd::must(
+            cmd::index_pool("dnf", &flat.join("Packages"), &flat, &secret, &home)
+                .env("SOURCE_DATE_EPOCH", &sde),
+        );
+        assert!(out.contains("4 package(s) indexed in"), "{out}");
+    }
+}
+
+/// A header that carries a tag twice (here the package name): librpm reads one, the rpm
+/// crate the other, so an index could describe another package than the one installed.
+/// Refused, by file and tag, before anything is indexed.
+#[test]
+fn a_header_with_a_tag_twice_is_refused() {
+    let f = fixture(false);
+    let src = fs::read(&f.inputs[0]).unwrap();
+    let range = dnf_repo::header_range(&f.inputs[0]).unwrap();
+    let start = range.start as usize;
+    let count = u32::from_be_bytes(src[start + 8..start + 12].try_into().unwrap()) as usize;
+    let index = &src[start + 16..start + 16 + count * 16];
+    let name = index
+        .chunks_exact(16)
+        .find(|e| u32::from_be_bytes(e[..4].try_into().unwrap()) == 1000)
+        .expect("a NAME entry")
+        .to_vec();
+    // The same entry once more at the end of the index (store offsets are relative to the
+    // store, which moves along with it).
+    let mut forged = src[..start + 8].to_vec();
+    forged.extend_from_slice(&(count as u32 + 1).to_be_bytes());
+    forged.extend_from_slice(&src[start + 12..start + 16 + count * 16]);
+    forged.extend_from_slice(&name);
+    forged.extend_from_slice(&src[start + 16 + count * 16..]);
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join(f.inputs[0].file_name().unwrap());
+    fs::write(&bad, forged).unwrap();
+    let e = dnf_repo::write_repo(
+        &tmp.path().join("repo"),
+        std::slice::from_ref(&bad),
+        &Settings::new(DATE as u64),
+        &f.key,
+    )
+    .unwrap_err();
+    let e = format!("{e:#}");
+    assert!(
+        e.contains(&bad.display().to_string()) && e.contains("tag 1000 appears twice"),
+        "{e}"
+    );
+    assert!(!tmp.path().join("repo/repodata/repomd.xml").exists());
 }

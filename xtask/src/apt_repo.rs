@@ -64,7 +64,8 @@ const INDEX_FIELDS: &[&str] = &["Filename", "Size", "MD5sum", "SHA1", "SHA256", 
 /// How pool files are placed under the root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PoolLink {
-    /// Hard-link the input (same file system), copy otherwise.
+    /// Hard-link the input (same file system, a file of the current user's that group and
+    /// others cannot write), copy otherwise.
     #[default]
     HardLinkOrCopy,
     /// Always copy (the pool never shares an inode with the input).
@@ -555,25 +556,37 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// The `control` file of a control.tar. Every entry is looked at: dpkg takes the last of
+/// several entries that name `control` (`./control`, `control`, `.//control`, `/control`, …),
+/// an index that took another one would sign a lie, so more than one is refused.
 fn control_from_tar(r: impl Read) -> Result<Option<Vec<u8>>> {
     let mut tar = tar::Archive::new(r);
+    let mut found: Option<(String, Vec<u8>)> = None;
     for entry in tar.entries()? {
         let mut entry = entry?;
         let path = entry.path_bytes().into_owned();
-        if path != b"./control" && path != b"control" {
+        let parts: Vec<&[u8]> = path
+            .split(|b| *b == b'/')
+            .filter(|c| !c.is_empty() && *c != b".")
+            .collect();
+        if parts != [b"control".as_slice()] {
             continue;
         }
+        let name = String::from_utf8_lossy(&path).into_owned();
+        if let Some((first, _)) = &found {
+            bail!("control.tar names the control file twice ({first:?} and {name:?})");
+        }
         if !entry.header().entry_type().is_file() {
-            bail!("./control in control.tar is not a regular file");
+            bail!("{name:?} in control.tar is not a regular file");
         }
         if entry.size() > MAX_CONTROL {
-            bail!("./control is larger than {MAX_CONTROL} bytes");
+            bail!("{name:?} is larger than {MAX_CONTROL} bytes");
         }
         let mut buf = Vec::new();
         entry.read_to_end(&mut buf)?;
-        return Ok(Some(buf));
+        found = Some((name, buf));
     }
-    Ok(None)
+    Ok(found.map(|(_, b)| b))
 }
 
 fn read_control_member(name: &str, r: impl Read) -> Result<Option<Vec<u8>>> {
@@ -792,7 +805,11 @@ fn place_in_pool(deb: &DebFile, dest: &Path, link: PoolLink) -> Result<bool> {
     create_dir_0755(dest.parent().expect("pool path has a parent"))?;
     let tmp = temp_name(dest);
     let _ = fs::remove_file(&tmp);
-    let linked = link == PoolLink::HardLinkOrCopy && fs::hard_link(&deb.path, &tmp).is_ok();
+    // A hard link shares the inode: only with a file nobody else can write (an uploader's file
+    // could be changed under the signed index through the link), else a copy.
+    let own = fs::symlink_metadata(&deb.path)
+        .is_ok_and(|m| crate::index_cache::not_private(&m).is_none());
+    let linked = link == PoolLink::HardLinkOrCopy && own && fs::hard_link(&deb.path, &tmp).is_ok();
     if linked {
         // The input may have changed since it was read: the pool must hold what was indexed.
         if sha256_file(&tmp)? != deb.sha256 {
@@ -1555,7 +1572,6 @@ pub fn write_apt_repo_cached(
     let t = span("apt: place in pool", t);
 
     let suite_dir = root.join("dists").join(&settings.suite);
-    let mut index_files = Vec::new();
     // Each architecture's Packages, rendered and compressed (gzip and xz side by side) in
     // parallel; written in order below.
     let chunks = ChunkCache::new(cache.side_dir("packages-chunks", Some(&settings.suite)));
@@ -1601,6 +1617,22 @@ pub fn write_apt_repo_cached(
             staged.push((dir.join(name), entry, data));
         }
     }
+    // Release is signed before anything is renamed into place: a signature that cannot be
+    // made (a key that will not sign, a date it refuses) leaves the repository as it was.
+    let mut index_files: Vec<IndexFile> = staged.iter().map(|(_, e, _)| e.clone()).collect();
+    index_files.sort_by(|a, b| a.path.cmp(&b.path));
+    let release = release_text(settings, &arches, &index_files);
+    // Two signatures of the same text: made on two cores.
+    let (detached, inline) = rayon::join(
+        || {
+            signer
+                .detach_sign_armored(release.as_bytes())
+                .context("signing Release")
+        },
+        || signer.clearsign(&release).context("clear-signing Release"),
+    );
+    let (detached, inline) = (detached?, inline?);
+    let t = span("apt: Release, sign", t);
     let temps = staged
         .par_iter()
         .map(|(path, _, data)| write_temp(path, data))
@@ -1613,23 +1645,9 @@ pub fn write_apt_repo_cached(
         link_or_copy(&tmp, &by_hash.join("SHA256").join(&entry.sha256), &data)?;
         link_or_copy(&tmp, &by_hash.join("SHA512").join(&entry.sha512), &data)?;
         fs::rename(&tmp, &path).with_context(|| format!("renaming into {}", path.display()))?;
-        index_files.push(entry);
     }
     let t = span("apt: write index files, by-hash", t);
-    index_files.sort_by(|a, b| a.path.cmp(&b.path));
     chunks.prune()?;
-
-    let release = release_text(settings, &arches, &index_files);
-    // Two signatures of the same text: made on two cores.
-    let (detached, inline) = rayon::join(
-        || {
-            signer
-                .detach_sign_armored(release.as_bytes())
-                .context("signing Release")
-        },
-        || signer.clearsign(&release).context("clear-signing Release"),
-    );
-    let (detached, inline) = (detached?, inline?);
     let files = [
         ("Release", release.as_bytes()),
         ("Release.gpg", detached.as_bytes()),
@@ -1643,7 +1661,7 @@ pub fn write_apt_repo_cached(
         fs::rename(&tmp, suite_dir.join(name))
             .with_context(|| format!("renaming into {}", suite_dir.join(name).display()))?;
     }
-    span("apt: Release, sign", t);
+    span("apt: write Release files", t);
 
     let packages = debs
         .iter()

@@ -264,7 +264,52 @@ fn read_header_intro(
     if index * 16 + data > MAX_HEADER_BYTES {
         bail!("{}: {which} header is implausibly large", path.display());
     }
+    check_header_index(read_at, at + 16, index, data)
+        .with_context(|| format!("{}: {which} header", path.display()))?;
     Ok((index, data))
+}
+
+/// The index of a header (`count` entries at `at`, then `data` bytes of store) as librpm would
+/// accept it: no tag twice (librpm reads the last of two, the rpm crate the first: an index
+/// built from one would describe another package than the one installed), and a region tag
+/// first (62/63: signature or immutable header) whose trailer in the store names the same tag.
+fn check_header_index(
+    read_at: &dyn Fn(&mut [u8], u64) -> io::Result<()>,
+    at: u64,
+    count: u64,
+    data: u64,
+) -> Result<()> {
+    let mut index = vec![0u8; count as usize * 16];
+    read_at(&mut index, at).context("truncated index")?;
+    let word = |e: &[u8], i: usize| u32::from_be_bytes(e[i * 4..i * 4 + 4].try_into().unwrap());
+    let mut seen = std::collections::BTreeSet::new();
+    for e in index.chunks_exact(16) {
+        if !seen.insert(word(e, 0)) {
+            bail!("tag {} appears twice", word(e, 0));
+        }
+    }
+    if let Some(first) = index.chunks_exact(16).next() {
+        let (tag, kind, offset, n) = (
+            word(first, 0),
+            word(first, 1),
+            word(first, 2),
+            word(first, 3),
+        );
+        if (61..=63).contains(&tag) {
+            if kind != 7 || n != 16 || offset as u64 + 16 > data {
+                bail!("region tag {tag}: malformed entry");
+            }
+            let mut trailer = [0u8; 16];
+            read_at(&mut trailer, at + count * 16 + offset as u64).context("truncated store")?;
+            if word(&trailer, 0) != tag {
+                bail!(
+                    "region tag {tag}: its trailer names tag {}",
+                    word(&trailer, 0)
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn not_found(e: &rpm::Error) -> bool {
@@ -1259,6 +1304,24 @@ fn place_checked(src: &Path, dest: &Path, d: Described) -> Result<Described> {
     Ok(d)
 }
 
+/// Whether `p` is at a place this writer gives packages: `root/Packages/<one letter>/<file>`.
+fn placed_copy(root: &Path, p: &Path) -> bool {
+    let Some(letter_dir) = p.parent() else {
+        return false;
+    };
+    let one_letter = letter_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.len() == 1);
+    match (
+        letter_dir.parent().map(fs::canonicalize),
+        fs::canonicalize(root.join("Packages")),
+    ) {
+        (Some(Ok(a)), Ok(b)) => one_letter && a == b,
+        _ => false,
+    }
+}
+
 /// Place `rpms` under `root/Packages/`, write the repodata and sign repomd.xml.
 pub fn write_repo(
     root: &Path,
@@ -1406,11 +1469,19 @@ pub fn write_repo_cached(
             .ok_or_else(|| anyhow!("{}: no usable file name", r.display()))?;
         check_file_name(name)?;
         if let Some(prev) = by_name.insert(name.to_string(), r) {
-            bail!(
-                "two packages named {name}: {} and {}",
-                prev.display(),
-                r.display()
-            );
+            // A directory that holds the repository lists the copies an earlier run placed
+            // in it beside their sources: the source is the package, the copy its place.
+            match (placed_copy(root, prev), placed_copy(root, r)) {
+                (true, false) => {}
+                (false, true) => {
+                    by_name.insert(name.to_string(), prev);
+                }
+                _ => bail!(
+                    "two packages named {name}: {} and {}",
+                    prev.display(),
+                    r.display()
+                ),
+            }
         }
     }
 
@@ -1560,11 +1631,13 @@ pub fn write_repo_cached(
     let t = span("dnf: prune chunks", t);
 
     let repomd = repomd_xml(settings.date, &data);
-    let repomd_path = repodata.join("repomd.xml");
-    write_atomic(&repomd_path, repomd.as_bytes())?;
+    // Signed before it is written: a signature that cannot be made leaves the old repomd.xml
+    // and its signature in place (the new data files beside them are new names).
     let asc = signer
         .detach_sign_armored(repomd.as_bytes())
         .context("sign repomd.xml")?;
+    let repomd_path = repodata.join("repomd.xml");
+    write_atomic(&repomd_path, repomd.as_bytes())?;
     let asc_path = repodata.join("repomd.xml.asc");
     write_atomic(&asc_path, asc.as_bytes())?;
     span("dnf: repomd.xml, sign", t);

@@ -103,6 +103,35 @@ pub fn open_regular(path: &Path) -> Result<(File, Metadata)> {
     Ok((f, m))
 }
 
+/// Whether a cache may be kept at `path`: nothing there yet, or a regular file (not a
+/// symlink, device, FIFO or directory) that begins as a cache file does. Anything else (a
+/// secret key given by mistake, `/dev/null`) is an error naming it: it is never replaced.
+pub fn check_cache_path(path: &Path) -> Result<()> {
+    let m = match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => bail!("index cache {}: {e}", path.display()),
+        Ok(m) => m,
+    };
+    if !m.is_file() {
+        bail!(
+            "index cache {}: exists and is not a regular file (left alone)",
+            path.display()
+        );
+    }
+    let mut head = [0u8; MAGIC.len() + 1];
+    let n = open_regular(path)?
+        .0
+        .read(&mut head)
+        .with_context(|| format!("index cache {}", path.display()))?;
+    if n != 0 && head[..n] != format!("{MAGIC} ").as_bytes()[..n] {
+        bail!(
+            "index cache {}: exists and is not an index cache (left alone)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
@@ -345,6 +374,11 @@ impl<T: Cached> IndexCache<T> {
 
     fn open_with(path: &Path, window: Duration) -> IndexCache<T> {
         let mut text = String::new();
+        // Whatever else is at the path is never replaced by a cache: going without one.
+        if let Err(e) = check_cache_path(path) {
+            tracing::warn!("{e:#}; reading every package, keeping no cache");
+            return Self::none();
+        }
         let loaded = match std::fs::symlink_metadata(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HashMap::new()),
             Err(e) => Err(e.to_string()),
@@ -439,7 +473,10 @@ impl<T: Cached> IndexCache<T> {
             return compute(&f, &m);
         }
         let abs = std::path::absolute(path).with_context(|| format!("{}", path.display()))?;
-        let key = abs.to_string_lossy().into_owned();
+        // A path that is not UTF-8 has no key (a lossy one could name two files): read.
+        let Some(key) = abs.to_str().map(str::to_string) else {
+            return compute(&f, &m);
+        };
         let stat = Stat::of(&m);
         if let Some(o) = self.old.get(&key).filter(|o| o.stat == stat) {
             let cache = self.path.as_ref().expect("enabled").display();
@@ -491,7 +528,9 @@ impl<T: Cached> IndexCache<T> {
             bail!("{}: not a regular file", file.display());
         }
         let abs = std::path::absolute(file).with_context(|| format!("{}", file.display()))?;
-        let key = abs.to_string_lossy().into_owned();
+        let Some(key) = abs.to_str().map(str::to_string) else {
+            return Ok(());
+        };
         let stat = Stat::of(&m);
         if let Some(e) = self.new.lock().expect("cache lock").get_mut(&key) {
             e.stat = stat;
@@ -600,6 +639,12 @@ pub fn files_under(dir: &Path, ext: &str) -> Result<Vec<PathBuf>> {
                 dirs.push(p);
             } else if t.is_file() && p.to_string_lossy().ends_with(ext) {
                 files.push(p);
+            } else if t.is_symlink() && p.to_string_lossy().ends_with(ext) {
+                // Never followed (its target could be anything, anywhere): said, not hidden.
+                eprintln!(
+                    "warning: {}: a symbolic link, not indexed (links are not followed)",
+                    p.display()
+                );
             }
         }
         let below: Vec<Vec<PathBuf>> = dirs
@@ -768,8 +813,26 @@ mod tests {
         let good = std::fs::read_to_string(&cache_file).unwrap();
         let lines: Vec<&str> = good.lines().collect();
         assert_eq!(lines.len(), 3);
+        // Not a cache file at all (a key given by mistake): not used, never replaced.
+        for (other, what) in [("{not json", "file"), ("", "symlink")] {
+            let p = tmp.path().join(format!("other-{what}"));
+            if what == "symlink" {
+                std::os::unix::fs::symlink(&cache_file, &p).unwrap();
+            } else {
+                std::fs::write(&p, other).unwrap();
+            }
+            let before = std::fs::symlink_metadata(&p).unwrap().file_type();
+            let c = IndexCache::<V>::open_with(&p, Duration::ZERO);
+            assert!(!c.enabled(), "{what}");
+            c.get_or(&f, |_, _| describe(&f)).unwrap();
+            c.save().unwrap();
+            assert_eq!(std::fs::symlink_metadata(&p).unwrap().file_type(), before);
+            if what == "file" {
+                assert_eq!(std::fs::read_to_string(&p).unwrap(), other);
+            }
+            assert!(check_cache_path(&p).is_err(), "{what}");
+        }
         let bad = [
-            "{not json".to_string(),
             format!("{}\n{}\n", lines[0], lines[1]),
             good.replace("obs-index-cache 3", "obs-index-cache 2"),
             good.replace("end 1", "end 2"),

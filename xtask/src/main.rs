@@ -42,7 +42,8 @@ enum Cmd {
     /// Air-gapped transfer: a signed bundle of the published tree, and its import.
     #[command(subcommand)]
     Mirror(MirrorCmd),
-    /// Build and sign one repository generation from several shard outputs (`--merge`).
+    /// Signed repositories from packages already built: one generation from several shard
+    /// outputs (`--merge`), or a directory of packages indexed in place (`--pool`).
     Index(IndexArgs),
     /// Measure the pipeline against dpkg-deb, rpmbuild, apt-ftparchive, createrepo_c, sha256sum.
     Bench(xtask::bench::BenchArgs),
@@ -95,7 +96,12 @@ struct IndexArgs {
     /// Index every package below DIR into the repository at OUT, updated in place (as
     /// `apt-ftparchive` or `createrepo_c` over a directory): packages unchanged since the last
     /// run are taken from the metadata cache instead of being read again.
-    #[arg(long, value_name = "DIR", requires = "format")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        requires = "format",
+        conflicts_with = "shard_key"
+    )]
     pool: Option<PathBuf>,
     /// With --pool: which repository, `apt` (the .deb files below DIR) or `dnf` (the .rpm files).
     #[arg(long, value_enum)]
@@ -609,7 +615,17 @@ fn repo_options(r: &RepoArgs, out: &Path, date: u64) -> Result<dist::RepoOptions
             label: r.origin.clone(),
             suite: r.suite.clone(),
             codename: r.suite.clone(),
-            valid_until: r.valid_days.map(|d| Duration::from_secs(d * 86400)),
+            valid_until: match r.valid_days {
+                Some(d) => Some(
+                    d.checked_mul(86400)
+                        .filter(|s| date.saturating_add(*s) <= u32::MAX as u64)
+                        .map(Duration::from_secs)
+                        .with_context(|| {
+                            format!("--valid-days {d}: Valid-Until would be past 2106")
+                        })?,
+                ),
+                None => None,
+            },
             date,
             ..AptSettings::default()
         },
@@ -748,11 +764,13 @@ fn cmd_index(a: IndexArgs) -> Result<()> {
 /// SOURCE_DATE_EPOCH of the environment, if set (an error if it is not a number of seconds).
 fn env_source_date_epoch() -> Result<Option<u64>> {
     match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) => v
-            .trim()
-            .parse::<u64>()
-            .map(Some)
-            .map_err(|_| anyhow::anyhow!("SOURCE_DATE_EPOCH {v:?}: not a number of seconds")),
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(d) if d <= u32::MAX as u64 => Ok(Some(d)),
+            Ok(_) => bail!(
+                "SOURCE_DATE_EPOCH {v:?}: past 2106 (OpenPGP signature times are 32-bit seconds)"
+            ),
+            Err(_) => bail!("SOURCE_DATE_EPOCH {v:?}: not a number of seconds"),
+        },
         Err(_) => Ok(None),
     }
 }
@@ -771,25 +789,25 @@ fn cmd_index_pool(a: IndexArgs) -> Result<()> {
     if a.repo.base_url.is_some() {
         bail!("--base-url goes with --merge (client files); --pool writes the repository only");
     }
-    let (ext, kind) = match format {
-        PoolFormat::Apt => (".deb", "apt"),
-        PoolFormat::Dnf => (".rpm", "dnf"),
+    let kind = match format {
+        PoolFormat::Apt => "apt",
+        PoolFormat::Dnf => "dnf",
     };
     let meta = std::fs::metadata(pool).with_context(|| format!("--pool {}", pool.display()))?;
     if !meta.is_dir() {
         bail!("--pool {}: not a directory", pool.display());
     }
     let key = resolve_key(&a.repo)?;
-    // Same packages + SOURCE_DATE_EPOCH => same bytes; without it, the newest package's
-    // modification time (never the clock).
+    // Same packages + SOURCE_DATE_EPOCH => same bytes. Without it, now, as apt-ftparchive and
+    // createrepo_c date theirs: a repository updated in place must never go back in time (apt
+    // keeps the InRelease it has over an older one, without a word) and Valid-Until counts
+    // from it; a date taken from the packages (mtimes) would do both.
     let date = match env_source_date_epoch()? {
         Some(d) => d,
-        None => xtask::index_cache::files_under(pool, ext)?
-            .iter()
-            .filter_map(|p| std::fs::symlink_metadata(p).ok())
-            .map(|m| std::os::unix::fs::MetadataExt::mtime(&m).max(0) as u64)
-            .max()
-            .with_context(|| format!("--pool {}: no {ext} file below it", pool.display()))?,
+        None => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .context("the clock is before 1970")?,
     };
     let key = key.with_signature_time(Some(date));
     std::fs::create_dir_all(&a.out).with_context(|| format!("--out {}", a.out.display()))?;
@@ -805,6 +823,22 @@ fn cmd_index_pool(a: IndexArgs) -> Result<()> {
             d.join(format!("{}.{kind}", &id[..32]))
         })
     };
+    if let Some(c) = &cache {
+        // Never in the published tree; never over a file that is not a cache.
+        let parent = c.parent().filter(|p| !p.as_os_str().is_empty());
+        let abs = match parent.map(std::fs::canonicalize) {
+            Some(Ok(d)) => d.join(c.file_name().unwrap_or_default()),
+            _ => std::path::absolute(c)?,
+        };
+        if abs.starts_with(&root) {
+            bail!(
+                "index cache {}: inside the repository {} (it would be published); give                  --index-cache FILE outside it",
+                c.display(),
+                root.display()
+            );
+        }
+        xtask::index_cache::check_cache_path(c)?;
+    }
     let repo = repo_options(&a.repo, &root, date)?;
     let (n, where_) = match format {
         PoolFormat::Apt => {
