@@ -1221,16 +1221,28 @@ fn index_pool_command_makes_a_repository_apt_installs_from() {
     );
 
     // A warm cache gives the bytes no cache gives (InRelease signs every index's digests).
-    let plain = tmp.path().join("plain");
+    let (warm, plain) = (tmp.path().join("warm"), tmp.path().join("plain"));
     let sde = EPOCH.to_string();
     must(
         cmd::index_pool("apt", &pool, &plain, &secret, &home)
             .arg("--no-index-cache")
             .env("SOURCE_DATE_EPOCH", &sde),
     );
-    must(cmd::index_pool("apt", &pool, &root, &secret, &home).env("SOURCE_DATE_EPOCH", &sde));
+    for _ in 0..2 {
+        must(cmd::index_pool("apt", &pool, &warm, &secret, &home).env("SOURCE_DATE_EPOCH", &sde));
+    }
     let inrelease = |r: &Path| std::fs::read(r.join("dists/stable/InRelease")).unwrap();
-    assert_eq!(inrelease(&root), inrelease(&plain));
+    assert_eq!(inrelease(&warm), inrelease(&plain));
+
+    // Never back in time: apt would keep the newer InRelease it has without a word.
+    let before = inrelease(&root);
+    let (ok, text) =
+        run(cmd::index_pool("apt", &pool, &root, &secret, &home).env("SOURCE_DATE_EPOCH", &sde));
+    assert!(
+        !ok && text.contains("would silently keep it") && text.contains("dists/stable/Release"),
+        "{text}"
+    );
+    assert_eq!(inrelease(&root), before);
 
     // Refused, each by name, with nothing written.
     let empty = tmp.path().join("empty");

@@ -1158,6 +1158,15 @@ fn index_pool_command_makes_a_repository_dnf_installs_from() {
     );
     let repomd = |r: &Path| fs::read(r.join("repodata/repomd.xml")).unwrap();
     assert_eq!(repomd(&root), repomd(&plain));
+    // Never back in time.
+    let out = run(cmd::index_pool("dnf", &pool, &root, &secret, &home)
+        .env("SOURCE_DATE_EPOCH", (DATE - 1).to_string()));
+    assert!(
+        !out.status.success() && stdout_stderr(&out).contains("would silently keep it"),
+        "{}",
+        stdout_stderr(&out)
+    );
+    assert_eq!(repomd(&plain), repomd(&root));
 
     // The packages kept in the repository's own Packages/ (flat): the copies a run places in
     // Packages/<letter>/ are not taken for second packages of the same name by the next run.

@@ -134,10 +134,13 @@ fn check_suite(what: &str, v: &str) -> Result<()> {
     Ok(())
 }
 
-/// Debian architecture name: `[a-z0-9][a-z0-9-]*`.
+/// Debian architecture name: `[a-z0-9][a-z0-9-]*`, not `source` nor a wildcard (`any`,
+/// `linux-any`, `any-amd64`), which no binary package can be built for.
 fn valid_arch(a: &str) -> bool {
     let b = a.as_bytes();
     !b.is_empty()
+        && a != "source"
+        && !a.split('-').any(|part| part == "any")
         && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
         && b.iter()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
@@ -1517,10 +1520,7 @@ pub fn index_dir(
     let t = std::time::Instant::now();
     let debs = crate::index_cache::files_under(pool_dir, ".deb")?;
     if debs.is_empty() && settings.architectures.is_empty() {
-        bail!(
-            "{}: no .deb file below it (and no architecture given to publish empty indexes for)",
-            pool_dir.display()
-        );
+        bail!("{}: no .deb file below it", pool_dir.display());
     }
     let t = span("apt: list packages", t);
     let cache = crate::index_cache::IndexCache::open_opt(cache_file);
@@ -1831,6 +1831,26 @@ impl ClientFiles {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn architecture_names() {
+        for good in ["amd64", "arm64", "all", "armhf", "x32", "kfreebsd-amd64"] {
+            assert!(valid_arch(good), "{good}");
+        }
+        for bad in [
+            "",
+            "any",
+            "source",
+            "linux-any",
+            "any-amd64",
+            "Amd64",
+            "-amd64",
+            "amd64 ",
+            "a/b",
+        ] {
+            assert!(!valid_arch(bad), "{bad}");
+        }
+    }
 
     /// Stanza-like text of `n` stanzas (deterministic).
     fn stanzas(n: usize) -> Vec<String> {

@@ -108,11 +108,20 @@ pub fn fetch_all(
         // Deletes the temporary files of the downloads that did verify.
         drop(ok);
         fetcher.discard_created_dirs();
+        let way_out = match fetcher.mirror() {
+            Some(m) => format!(
+                "From the mirror {m}: an HTTP 404 above means it does not carry the pinned \
+                 version (`cargo xtask pin NAME VERSION --mirror {m}` pins one it has), a \
+                 certificate error wants `--ca-cert FILE`; see the README, \"Pointing at a \
+                 mirror\""
+            ),
+            None => "Where the upstream hosts cannot be reached: `--mirror URL` (a mirror in \
+                     the upstream layout, `--ca-cert` for its CA; a `file://` copy works too) \
+                     or `--offline` (the cache only); see the README, \"Pointing at a mirror\""
+                .to_string(),
+        };
         bail!(
-            "{}\n{} of {} download(s) failed, nothing was built. Where the upstream hosts \
-             cannot be reached: `--mirror URL` (a mirror in the upstream layout, `--ca-cert` \
-             for its CA; a `file://` copy works too) or `--offline` (the cache only); see the \
-             README, \"Pointing at a mirror\"",
+            "{}\n{} of {} download(s) failed, nothing was built. {way_out}",
             errors.join("\n"),
             errors.len(),
             jobs.len()

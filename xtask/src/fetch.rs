@@ -162,6 +162,11 @@ enum CacheLookup {
 }
 
 impl Fetcher {
+    /// The mirror every upstream URL is rewritten to, if one was given.
+    pub fn mirror(&self) -> Option<&str> {
+        self.opts.mirror.as_deref()
+    }
+
     pub fn new(opts: FetchOptions) -> Result<Fetcher> {
         use ureq::tls::{RootCerts, TlsConfig, TlsProvider};
         let mut tls = TlsConfig::builder().provider(TlsProvider::Rustls);

@@ -205,7 +205,8 @@ struct RepoArgs {
     /// Refuse to run without a real signing key.
     #[arg(long)]
     release: bool,
-    /// URL where hosts reach the published tree (default: file:// of OUT/current).
+    /// URL where hosts reach the published tree, written into the client files (`dist`,
+    /// `index --merge`; default: file:// of OUT/current).
     #[arg(long, value_name = "URL")]
     base_url: Option<String>,
     /// apt suite (and codename).
@@ -832,7 +833,7 @@ fn cmd_index_pool(a: IndexArgs) -> Result<()> {
         };
         if abs.starts_with(&root) {
             bail!(
-                "index cache {}: inside the repository {} (it would be published); give                  --index-cache FILE outside it",
+                "index cache {}: inside the repository {} (it would be published); give --index-cache FILE outside it",
                 c.display(),
                 root.display()
             );
@@ -840,6 +841,18 @@ fn cmd_index_pool(a: IndexArgs) -> Result<()> {
         xtask::index_cache::check_cache_path(c)?;
     }
     let repo = repo_options(&a.repo, &root, date)?;
+    // apt keeps the InRelease it has over one dated earlier, without a word: an update dated
+    // before the repository it replaces would never reach the hosts that have it. A repository
+    // never goes back in time (dnf's revision, the same date, is held to it too).
+    if let Some((what, then)) = repository_date(&root, format, &repo.apt.suite) {
+        if date < then {
+            bail!(
+                "{what} is dated {} and this run {} (SOURCE_DATE_EPOCH={date}): hosts that                  have it would silently keep it; give a later SOURCE_DATE_EPOCH (or none: now)",
+                xtask::date::rfc2822(then, "UTC"),
+                xtask::date::rfc2822(date, "UTC"),
+            );
+        }
+    }
     let (n, where_) = match format {
         PoolFormat::Apt => {
             let r = xtask::apt_repo::index_dir(pool, &root, &repo.apt, &key, cache.as_deref())?;
@@ -876,6 +889,36 @@ fn cmd_index_pool(a: IndexArgs) -> Result<()> {
         }
     );
     Ok(())
+}
+
+/// The date of the repository already at `root` (apt: `Release`'s `Date:`; dnf: repomd.xml's
+/// `<revision>`, the date `dnf_repo` writes there), with the file it was read from.
+fn repository_date(root: &Path, format: PoolFormat, suite: &str) -> Option<(String, u64)> {
+    use std::io::Read;
+    let file = match format {
+        PoolFormat::Apt => root.join("dists").join(suite).join("Release"),
+        PoolFormat::Dnf => root.join("repodata/repomd.xml"),
+    };
+    // The head of a regular file only (the date is near the top of both).
+    let (f, _) = xtask::index_cache::open_regular(&file).ok()?;
+    let mut text = String::new();
+    f.take(64 << 10).read_to_string(&mut text).ok()?;
+    let date = match format {
+        PoolFormat::Apt => text
+            .lines()
+            .find_map(|l| l.strip_prefix("Date: "))
+            .and_then(xtask::date::parse_rfc2822)
+            .and_then(|d| u64::try_from(d).ok())?,
+        PoolFormat::Dnf => text
+            .split_once("<revision>")?
+            .1
+            .split_once("</revision>")?
+            .0
+            .trim()
+            .parse()
+            .ok()?,
+    };
+    Some((file.display().to_string(), date))
 }
 
 fn human(n: u64) -> String {
@@ -1050,10 +1093,21 @@ fn cmd_pin(a: PinArgs) -> Result<()> {
     let new = doc.to_string();
     // Validate before writing: a pin never leaves an invalid component behind.
     component::parse_str(&path, &new, xtask::digest::sha256_hex(new.as_bytes()))?;
-    print_diff(&path, &old, &new);
     for m in &missing {
         eprintln!("note: no pin for {m}: that arch will not be built");
     }
+    if new == old {
+        // Not rewritten: a component file outside git dates its packages by its mtime, and
+        // a touched file would rebuild them.
+        eprintln!(
+            "{}: already pins {} {} (unchanged)",
+            path.display(),
+            a.name,
+            a.version
+        );
+        return Ok(());
+    }
+    print_diff(&path, &old, &new);
     dist::write_atomic(&path, new.as_bytes())?;
     Ok(())
 }
