@@ -927,7 +927,7 @@ fn index_dir_reads_only_what_the_cache_does_not_describe() {
     let entries = |c: &Path| -> Vec<serde_json::Value> {
         let text = std::fs::read_to_string(c).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], "obs-index-cache 3");
+        assert_eq!(lines[0], "obs-index-cache 4");
         assert_eq!(lines[lines.len() - 1], format!("end {}", lines.len() - 2));
         lines[1..lines.len() - 1]
             .iter()

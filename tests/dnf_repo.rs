@@ -936,7 +936,7 @@ fn index_dir_reads_only_what_the_cache_does_not_describe() {
     let entries = || -> usize {
         let text = fs::read_to_string(&cache).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], "obs-index-cache 3");
+        assert_eq!(lines[0], "obs-index-cache 4");
         assert_eq!(lines[lines.len() - 1], format!("end {}", lines.len() - 2));
         lines.len() - 2
     };

@@ -60,8 +60,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-/// Cache format version (bumped when the cached values, the key or the file layout change).
-const VERSION: u32 = 3;
+/// Cache format version (bumped when the cached values, the key or the file layout change, or
+/// when reading a package starts refusing what it accepted: an entry made by an older reader
+/// would carry what the new one refuses — 4: a second control file, an rpm tag twice).
+const VERSION: u32 = 4;
 const MAGIC: &str = "obs-index-cache";
 
 /// How much older than the moment an entry is made a file's mtime and ctime must be for the
@@ -834,7 +836,7 @@ mod tests {
         }
         let bad = [
             format!("{}\n{}\n", lines[0], lines[1]),
-            good.replace("obs-index-cache 3", "obs-index-cache 2"),
+            good.replace("obs-index-cache 4", "obs-index-cache 3"),
             good.replace("end 1", "end 2"),
             good.replace("\t0\t\"", "\tx\t\""),
             format!("{good}{}\n", lines[1]),

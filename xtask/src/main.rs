@@ -803,7 +803,9 @@ fn cmd_index_pool(a: IndexArgs) -> Result<()> {
     // createrepo_c date theirs: a repository updated in place must never go back in time (apt
     // keeps the InRelease it has over an older one, without a word) and Valid-Until counts
     // from it; a date taken from the packages (mtimes) would do both.
-    let date = match env_source_date_epoch()? {
+    let sde = env_source_date_epoch()?;
+    let from_env = sde.is_some();
+    let date = match sde {
         Some(d) => d,
         None => std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -847,9 +849,15 @@ fn cmd_index_pool(a: IndexArgs) -> Result<()> {
     if let Some((what, then)) = repository_date(&root, format, &repo.apt.suite) {
         if date < then {
             bail!(
-                "{what} is dated {} and this run {} (SOURCE_DATE_EPOCH={date}): hosts that                  have it would silently keep it; give a later SOURCE_DATE_EPOCH (or none: now)",
+                "{what} is dated {} and this run {}{}: hosts that have it would silently \
+                 keep it; give a later SOURCE_DATE_EPOCH (or none: now)",
                 xtask::date::rfc2822(then, "UTC"),
                 xtask::date::rfc2822(date, "UTC"),
+                if from_env {
+                    " (SOURCE_DATE_EPOCH)"
+                } else {
+                    " (now)"
+                },
             );
         }
     }
