@@ -790,10 +790,6 @@ fn cmd_index_pool(a: IndexArgs) -> Result<()> {
     if a.repo.base_url.is_some() {
         bail!("--base-url goes with --merge (client files); --pool writes the repository only");
     }
-    let kind = match format {
-        PoolFormat::Apt => "apt",
-        PoolFormat::Dnf => "dnf",
-    };
     let meta = std::fs::metadata(pool).with_context(|| format!("--pool {}", pool.display()))?;
     if !meta.is_dir() {
         bail!("--pool {}: not a directory", pool.display());
@@ -813,8 +809,35 @@ fn cmd_index_pool(a: IndexArgs) -> Result<()> {
             .context("the clock is before 1970")?,
     };
     let key = key.with_signature_time(Some(date));
+    // The options are checked before ROOT is made; a ROOT this run made is removed again if
+    // the run fails (nothing of an earlier run is in it).
+    repo_options(&a.repo, &std::path::absolute(&a.out)?, date)?;
+    let made = !a.out.exists();
     std::fs::create_dir_all(&a.out).with_context(|| format!("--out {}", a.out.display()))?;
     let root = std::fs::canonicalize(&a.out)?;
+    let r = index_pool_into(&a, pool, format, &root, date, from_env, &key);
+    if r.is_err() && made {
+        let _ = std::fs::remove_dir_all(&root);
+    }
+    r
+}
+
+/// [`cmd_index_pool`] once ROOT exists (`root`, canonical).
+#[allow(clippy::too_many_arguments)]
+fn index_pool_into(
+    a: &IndexArgs,
+    pool: &Path,
+    format: PoolFormat,
+    root: &Path,
+    date: u64,
+    from_env: bool,
+    key: &SigningKey,
+) -> Result<()> {
+    let kind = match format {
+        PoolFormat::Apt => "apt",
+        PoolFormat::Dnf => "dnf",
+    };
+    let root = root.to_path_buf();
     let cache = if a.no_index_cache {
         None
     } else if let Some(f) = &a.index_cache {
@@ -863,11 +886,11 @@ fn cmd_index_pool(a: IndexArgs) -> Result<()> {
     }
     let (n, where_) = match format {
         PoolFormat::Apt => {
-            let r = xtask::apt_repo::index_dir(pool, &root, &repo.apt, &key, cache.as_deref())?;
+            let r = xtask::apt_repo::index_dir(pool, &root, &repo.apt, key, cache.as_deref())?;
             (r.packages.len(), r.suite_dir.join("InRelease"))
         }
         PoolFormat::Dnf => {
-            let r = xtask::dnf_repo::index_dir(pool, &root, &repo.dnf, &key, cache.as_deref())?;
+            let r = xtask::dnf_repo::index_dir(pool, &root, &repo.dnf, key, cache.as_deref())?;
             (r.packages.len(), root.join("repodata/repomd.xml"))
         }
     };
