@@ -37,16 +37,39 @@ fn real_binaries_pin_dist_lint_fetch() {
         .unwrap();
     }
 
+    // Before pinning: the mirror does not carry the catalogue's versions; the failure says
+    // so and names `pin`, and nothing is left in the output or the cache.
+    let early = tmp.path().join("early");
+    let (ok, text) = run(xtask()
+        .args(["dist", "--component", "node_exporter", "--components"])
+        .arg(&comps)
+        .args(["--mirror", &server.url, "--ca-cert"])
+        .arg(&server.ca)
+        .arg("--out")
+        .arg(early.join("dist"))
+        .arg("--cache")
+        .arg(early.join("cache")));
+    assert!(
+        !ok && text.contains("404")
+            && text.contains("does not carry the pinned version")
+            && text.contains("cargo xtask pin NAME VERSION --mirror"),
+        "{text}"
+    );
+    assert!(!early.join("dist/current").exists());
+
     // Pin the mirror's versions, as a release engineer pins a new upstream release.
     for n in names {
         let version = &rows.iter().find(|r| r.component == n).unwrap().version;
-        let out = must(
-            xtask()
-                .args(["pin", n, version, "--components"])
-                .arg(&comps)
-                .args(["--mirror", &server.url, "--ca-cert"])
-                .arg(&server.ca),
-        );
+        let pin = || {
+            must(
+                xtask()
+                    .args(["pin", n, version, "--components"])
+                    .arg(&comps)
+                    .args(["--mirror", &server.url, "--ca-cert"])
+                    .arg(&server.ca),
+            )
+        };
+        let out = pin();
         assert!(
             out.contains(&format!("+version = \"{version}\"")),
             "pin printed no diff:\n{out}"
@@ -59,6 +82,19 @@ fn real_binaries_pin_dist_lint_fetch() {
                 r.arch
             );
         }
+        // The same pin again leaves the file alone: outside git its mtime dates the packages.
+        let file = comps.join(format!("{n}.toml"));
+        let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let out = pin();
+        assert!(out.contains("(unchanged)"), "{out}");
+        assert_eq!(std::fs::metadata(&file).unwrap().modified().unwrap(), old);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
     }
     must(xtask().args(["check", "--components"]).arg(&comps));
 
