@@ -811,11 +811,12 @@ fn cmd_index_pool(a: IndexArgs) -> Result<()> {
     let key = key.with_signature_time(Some(date));
     // The options are checked before ROOT is made; a ROOT this run made is removed again if
     // the run fails (nothing of an earlier run is in it).
-    repo_options(&a.repo, &std::path::absolute(&a.out)?, date)?;
+    // (The base URL is refused above, so the options do not depend on where ROOT ends up.)
+    let repo = repo_options(&a.repo, &std::path::absolute(&a.out)?, date)?;
     let made = !a.out.exists();
     std::fs::create_dir_all(&a.out).with_context(|| format!("--out {}", a.out.display()))?;
     let root = std::fs::canonicalize(&a.out)?;
-    let r = index_pool_into(&a, pool, format, &root, date, from_env, &key);
+    let r = index_pool_into(&a, pool, format, &root, &repo, from_env, &key);
     if r.is_err() && made {
         let _ = std::fs::remove_dir_all(&root);
     }
@@ -823,13 +824,12 @@ fn cmd_index_pool(a: IndexArgs) -> Result<()> {
 }
 
 /// [`cmd_index_pool`] once ROOT exists (`root`, canonical).
-#[allow(clippy::too_many_arguments)]
 fn index_pool_into(
     a: &IndexArgs,
     pool: &Path,
     format: PoolFormat,
     root: &Path,
-    date: u64,
+    repo: &dist::RepoOptions,
     from_env: bool,
     key: &SigningKey,
 ) -> Result<()> {
@@ -843,8 +843,8 @@ fn index_pool_into(
     } else if let Some(f) = &a.index_cache {
         Some(f.clone())
     } else {
-        let dir = xtask::fetch::default_cache_dir().join("index");
-        xtask::index_cache::private_dir(&xtask::fetch::default_cache_dir(), &dir).map(|d| {
+        let top = xtask::fetch::default_cache_dir();
+        xtask::index_cache::private_dir(&top, &top.join("index")).map(|d| {
             let id = xtask::digest::sha256_hex(root.as_os_str().as_encoded_bytes());
             d.join(format!("{}.{kind}", &id[..32]))
         })
@@ -865,7 +865,7 @@ fn index_pool_into(
         }
         xtask::index_cache::check_cache_path(c)?;
     }
-    let repo = repo_options(&a.repo, &root, date)?;
+    let date = repo.apt.date;
     // apt keeps the InRelease it has over one dated earlier, without a word: an update dated
     // before the repository it replaces would never reach the hosts that have it. A repository
     // never goes back in time (dnf's revision, the same date, is held to it too).
