@@ -1222,5 +1222,5 @@ fn a_header_with_a_tag_twice_is_refused() {
         e.contains(&bad.display().to_string()) && e.contains("tag 1000 appears twice"),
         "{e}"
     );
-    assert!(!tmp.path().join("repo/repodata/repomd.xml").exists());
+    assert!(!tmp.path().join("repo/repodata").exists());
 }

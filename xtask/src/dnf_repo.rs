@@ -1459,7 +1459,6 @@ pub fn write_repo_cached(
     use crate::index_cache::span;
     let t = std::time::Instant::now();
     let repodata = root.join("repodata");
-    fs::create_dir_all(&repodata).with_context(|| format!("create {}", repodata.display()))?;
 
     let mut by_name: BTreeMap<String, &Path> = BTreeMap::new();
     for r in rpms {
@@ -1566,6 +1565,9 @@ pub fn write_repo_cached(
     let n = packages.len();
     let c = settings.compression;
     let chunks = crate::apt_repo::ChunkCache::new(cache.side_dir("xml-chunks", None));
+    // Made once every package has been read and checked: a refused package leaves no
+    // repodata/ behind.
+    fs::create_dir_all(&repodata).with_context(|| format!("create {}", repodata.display()))?;
     let out = DataOut {
         repodata: &repodata,
         c,
